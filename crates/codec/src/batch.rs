@@ -1,0 +1,418 @@
+//! The record-batch header, its validation, and the builder producers use.
+//!
+//! Layout: `storage-format.md` §2, constants in [`crate::format`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::format::*;
+use crate::record::{parse_record, RecordLayout};
+use crate::{Error, Result};
+
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+pub(crate) fn i64_at(b: &[u8], at: usize) -> i64 {
+    u64_at(b, at) as i64
+}
+
+/// Offsets are kept below 2^62 so that `base_offset + record_count` and any
+/// signed conversion a client makes can never overflow.
+const OFFSET_MAX: u64 = 1 << 62;
+
+/// The fixed header of a record batch, decoded (`storage-format.md` §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Raft term of the entry that wrote the batch (0 before the broker stamps it).
+    pub raft_term: u64,
+    /// Raft index of the entry that wrote the batch (0 before the broker stamps it).
+    pub raft_index: u64,
+    /// Total length in bytes, header included.
+    pub batch_len: u32,
+    /// CRC-32 of bytes `[CRC_START, batch_len)`.
+    pub crc: u32,
+    /// Attribute bits (§2.1).
+    pub attributes: u16,
+    /// Number of records; at least 1.
+    pub record_count: u32,
+    /// Timestamp of the first record, ms since the Unix epoch.
+    pub first_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Producer id, -1 when not idempotent.
+    pub producer_id: i64,
+    /// Producer epoch, -1 when not idempotent.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, -1 when not idempotent.
+    pub base_sequence: i32,
+}
+
+impl BatchHeader {
+    /// Decodes and checks the header at the start of `buf`.
+    ///
+    /// Checks everything that can be checked without the records: the length
+    /// against [`BATCH_LEN_MAX`] and the minimum, magic, reserved fields,
+    /// attribute bits, and the record count against the length. It does not
+    /// check the CRC ([`verify_crc`]) nor that `buf` holds the whole batch.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] when `buf` is shorter than a header, otherwise the
+    /// error naming the first field that is wrong.
+    pub fn parse(buf: &[u8]) -> Result<Self> {
+        if buf.len() < BATCH_HEADER_LEN {
+            return Err(Error::Truncated { needed: BATCH_HEADER_LEN, have: buf.len() });
+        }
+        let batch_len = u32_at(buf, BATCH_LEN_AT);
+        let min = (BATCH_HEADER_LEN + RECORD_LEN_MIN) as u64;
+        if (batch_len as u64) < min || batch_len as usize > BATCH_LEN_MAX {
+            return Err(Error::BadLength { len: batch_len as u64, min, max: BATCH_LEN_MAX as u64 });
+        }
+        let magic = buf[MAGIC_AT];
+        if magic != BATCH_MAGIC {
+            return Err(Error::BadMagic { found: magic, expected: BATCH_MAGIC });
+        }
+        if buf[RESERVED_AT] != 0 || u16_at(buf, RESERVED2_AT) != 0 {
+            return Err(Error::BadHeader("reserved header bytes are not zero"));
+        }
+        let header = BatchHeader {
+            base_offset: u64_at(buf, BASE_OFFSET_AT),
+            raft_term: u64_at(buf, RAFT_TERM_AT),
+            raft_index: u64_at(buf, RAFT_INDEX_AT),
+            batch_len,
+            crc: u32_at(buf, CRC_AT),
+            attributes: u16_at(buf, ATTRIBUTES_AT),
+            record_count: u32_at(buf, RECORD_COUNT_AT),
+            first_timestamp: i64_at(buf, FIRST_TIMESTAMP_AT),
+            max_timestamp: i64_at(buf, MAX_TIMESTAMP_AT),
+            producer_id: i64_at(buf, PRODUCER_ID_AT),
+            producer_epoch: u16_at(buf, PRODUCER_EPOCH_AT) as i16,
+            base_sequence: u32_at(buf, BASE_SEQUENCE_AT) as i32,
+        };
+        if header.attributes & !ATTR_KNOWN != 0 {
+            return Err(Error::BadHeader("unknown attribute bits are set"));
+        }
+        if header.attributes & ATTR_COMPRESSION_MASK != COMPRESSION_NONE {
+            return Err(Error::BadHeader("unsupported compression codec"));
+        }
+        let body = batch_len as usize - BATCH_HEADER_LEN;
+        if header.record_count == 0 || header.record_count as usize > body / RECORD_LEN_MIN {
+            return Err(Error::BadHeader("record count does not fit the batch length"));
+        }
+        if header.is_control() && header.record_count != 1 {
+            return Err(Error::BadHeader("a control batch holds exactly one record"));
+        }
+        if header.base_offset >= OFFSET_MAX {
+            return Err(Error::BadHeader("base offset is out of range"));
+        }
+        if header.max_timestamp < header.first_timestamp {
+            return Err(Error::BadHeader("max timestamp is below the first timestamp"));
+        }
+        Ok(header)
+    }
+
+    /// The offset after the last record of this batch.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + self.record_count as u64
+    }
+
+    /// Offset of the last record of this batch.
+    pub fn last_offset(&self) -> u64 {
+        self.next_offset() - 1
+    }
+
+    /// Whether this is a control batch (§2.2): Raft bookkeeping, not user records.
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+/// Checks the CRC of a whole batch (`batch.len()` must be its `batch_len`).
+///
+/// # Errors
+/// [`Error::Truncated`] if `batch` is shorter than its header says,
+/// [`Error::CrcMismatch`] if the bytes do not match the stored CRC.
+pub fn verify_crc(batch: &[u8], header: &BatchHeader) -> Result<()> {
+    let len = header.batch_len as usize;
+    if batch.len() < len {
+        return Err(Error::Truncated { needed: len, have: batch.len() });
+    }
+    let computed = crc32fast::hash(&batch[CRC_START..len]);
+    if computed != header.crc {
+        return Err(Error::CrcMismatch { stored: header.crc, computed });
+    }
+    Ok(())
+}
+
+/// Fully validates one batch as a broker must before accepting it: the
+/// header, that `batch` is exactly one batch long and at most `len_max`
+/// bytes, the CRC, and every record (lengths within bounds, offset deltas
+/// `0..n`, timestamps consistent with the header, UTF-8 header keys).
+///
+/// # Errors
+/// The first problem found, as an [`Error`].
+pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
+    let header = BatchHeader::parse(batch)?;
+    let len = header.batch_len as usize;
+    if len > len_max {
+        return Err(Error::TooLarge { what: "batch", size: len as u64, max: len_max as u64 });
+    }
+    if batch.len() != len {
+        return Err(Error::BadLength { len: batch.len() as u64, min: len as u64, max: len as u64 });
+    }
+    verify_crc(batch, &header)?;
+    let mut pos = BATCH_HEADER_LEN;
+    let mut max_ts = i64::MIN;
+    for index in 0..header.record_count {
+        let (rec, next): (RecordLayout, usize) = parse_record(batch, pos, index)?;
+        if rec.offset_delta != index {
+            return Err(Error::BadRecord { index, reason: "offset delta is not its position" });
+        }
+        if index == 0 && rec.timestamp_delta != 0 {
+            return Err(Error::BadRecord { index, reason: "first record's timestamp delta is not 0" });
+        }
+        let ts = header
+            .first_timestamp
+            .checked_add(rec.timestamp_delta)
+            .ok_or(Error::BadRecord { index, reason: "timestamp overflows" })?;
+        max_ts = max_ts.max(ts);
+        if header.is_control() && rec.key.as_ref().map(|k| k.len()) != Some(2) {
+            return Err(Error::BadRecord { index, reason: "control record key is not a u16" });
+        }
+        pos = next;
+    }
+    if pos != len {
+        return Err(Error::BadHeader("bytes follow the last record"));
+    }
+    if max_ts != header.max_timestamp {
+        return Err(Error::BadHeader("max timestamp does not match the records"));
+    }
+    Ok(header)
+}
+
+/// Writes the broker-owned fields (§2: base offset, Raft term and index)
+/// into a validated batch. They lie before the CRC, so the producer's CRC
+/// still covers everything it wrote and stays valid end to end.
+///
+/// # Panics
+/// If `batch` is shorter than a header: callers validate first.
+pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_index: u64) {
+    assert!(batch.len() >= BATCH_HEADER_LEN, "stamping a batch that was not validated");
+    assert!(base_offset < OFFSET_MAX, "offset {base_offset} beyond the offset space");
+    batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_le_bytes());
+    batch[RAFT_TERM_AT..RAFT_TERM_AT + 8].copy_from_slice(&raft_term.to_le_bytes());
+    batch[RAFT_INDEX_AT..RAFT_INDEX_AT + 8].copy_from_slice(&raft_index.to_le_bytes());
+}
+
+/// Builds a record batch, as a producer does.
+///
+/// ```
+/// use fjord_codec::{records, BatchBuilder};
+/// let mut b = BatchBuilder::new(1 << 20);
+/// b.push(Some(b"user-1"), Some(b"hello"), &[("source", Some(b"cli"))], 1_700_000_000_000).unwrap();
+/// let batch = b.finish();
+/// let recs: Vec<_> = records(&batch).unwrap().collect::<Result<_, _>>().unwrap();
+/// assert_eq!(recs[0].value.as_deref(), Some(&b"hello"[..]));
+/// ```
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    len_max: usize,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    attributes: u16,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+impl BatchBuilder {
+    /// A builder whose batch will not exceed `len_max` bytes (capped at
+    /// [`BATCH_LEN_MAX`]).
+    pub fn new(len_max: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + 1024);
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        BatchBuilder {
+            buf,
+            len_max: len_max.min(BATCH_LEN_MAX),
+            count: 0,
+            first_timestamp: 0,
+            max_timestamp: i64::MIN,
+            attributes: COMPRESSION_NONE,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
+    /// Sets the idempotent-producer fields (§2).
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Bytes one record would take in a batch.
+    pub fn record_len(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> usize {
+        RECORD_LEN_MIN
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
+            + headers
+                .iter()
+                .map(|(k, v)| RECORD_HEADER_FIXED_LEN + k.len() + v.map_or(0, <[u8]>::len))
+                .sum::<usize>()
+    }
+
+    /// Appends one record.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when the record would take the batch past its
+    /// limit, or a header key is longer than [`HEADER_KEY_LEN_MAX`]. The
+    /// builder is unchanged then, so the caller can finish this batch and
+    /// start another.
+    pub fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        let rec_len = Self::record_len(key, value, headers);
+        let new_len = self.buf.len() + rec_len;
+        if new_len > self.len_max {
+            return Err(Error::TooLarge { what: "batch", size: new_len as u64, max: self.len_max as u64 });
+        }
+        if let Some((k, _)) = headers.iter().find(|(k, _)| k.len() > HEADER_KEY_LEN_MAX) {
+            return Err(Error::TooLarge {
+                what: "header key",
+                size: k.len() as u64,
+                max: HEADER_KEY_LEN_MAX as u64,
+            });
+        }
+        if self.count == 0 {
+            self.first_timestamp = timestamp_ms;
+        }
+        let b = &mut self.buf;
+        b.reserve(rec_len);
+        b.put_u32_le((rec_len - 4) as u32);
+        b.put_u32_le(self.count);
+        b.put_i64_le(timestamp_ms.wrapping_sub(self.first_timestamp));
+        put_opt(b, key);
+        put_opt(b, value);
+        b.put_u32_le(headers.len() as u32);
+        for (k, v) in headers {
+            b.put_u16_le(k.len() as u16);
+            b.put_slice(k.as_bytes());
+            put_opt(b, *v);
+        }
+        self.count += 1;
+        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
+        Ok(())
+    }
+
+    /// Number of records pushed so far.
+    pub fn record_count(&self) -> u32 {
+        self.count
+    }
+
+    /// Bytes the batch would have if finished now.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no record was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the header and CRC and returns the batch.
+    ///
+    /// # Panics
+    /// If no record was pushed: an empty batch is not valid.
+    pub fn finish(mut self) -> Bytes {
+        assert!(self.count > 0, "a batch needs at least one record");
+        let b = &mut self.buf[..];
+        let len = b.len() as u32;
+        b[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+        b[MAGIC_AT] = BATCH_MAGIC;
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&self.attributes.to_le_bytes());
+        b[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
+        b[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&self.first_timestamp.to_le_bytes());
+        b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&self.max_timestamp.to_le_bytes());
+        b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&self.producer_id.to_le_bytes());
+        b[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&self.producer_epoch.to_le_bytes());
+        b[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&self.base_sequence.to_le_bytes());
+        let crc = crc32fast::hash(&b[CRC_START..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        self.buf.freeze()
+    }
+
+    /// Builds a control batch (§2.2) of kind `kind` ([`CONTROL_NOOP`],
+    /// [`CONTROL_CONF_CHANGE`]) carrying `payload`.
+    ///
+    /// # Panics
+    /// If `payload` does not fit in [`BATCH_LEN_MAX`].
+    pub fn control(kind: u16, payload: &[u8], timestamp_ms: i64) -> Bytes {
+        let mut b = BatchBuilder::new(BATCH_LEN_MAX);
+        b.attributes |= ATTR_CONTROL;
+        b.push(Some(&kind.to_le_bytes()), Some(payload), &[], timestamp_ms)
+            .expect("control payload fits in a batch");
+        b.finish()
+    }
+}
+
+fn put_opt(b: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        Some(v) => {
+            b.put_i32_le(v.len() as i32);
+            b.put_slice(v);
+        }
+        None => b.put_i32_le(-1),
+    }
+}
+
+/// Iterator over consecutive whole batches in a buffer; see [`split_batches`].
+#[derive(Debug)]
+pub struct BatchIter {
+    buf: Bytes,
+    failed: bool,
+}
+
+/// Splits a buffer of consecutive batches (a fetch response, a segment
+/// slice) into `(header, batch bytes)` pairs without copying. Headers are
+/// checked; CRCs are not (see [`verify_crc`]).
+pub fn split_batches(buf: Bytes) -> BatchIter {
+    BatchIter { buf, failed: false }
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<(BatchHeader, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.buf.is_empty() {
+            return None;
+        }
+        let parsed = BatchHeader::parse(&self.buf).and_then(|h| {
+            if (h.batch_len as usize) <= self.buf.len() {
+                Ok(h)
+            } else {
+                Err(Error::Truncated { needed: h.batch_len as usize, have: self.buf.len() })
+            }
+        });
+        match parsed {
+            Ok(header) => Some(Ok((header, self.buf.split_to(header.batch_len as usize)))),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

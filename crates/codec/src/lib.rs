@@ -1,0 +1,28 @@
+//! The Fjord record-batch format: pure encoding and decoding, no I/O, no async.
+//!
+//! A record batch is the unit of produce, replication, storage and fetch. The
+//! producer builds it with [`BatchBuilder`], the broker validates it with
+//! [`validate_batch`] and stamps the fields only it may set
+//! ([`stamp_batch`]), the log stores the bytes as they are, and a consumer
+//! walks them with [`records`]. Nothing is ever re-encoded on the way.
+//!
+//! Every byte layout Fjord writes (batches here, and the storage crate's
+//! index and hard-state files) is defined in [`format`], which mirrors
+//! `storage-format.md` at the repository root.
+//!
+//! This crate must stay free of I/O, async runtimes, gRPC and Raft types so
+//! that both the client and the storage engine can depend on it.
+
+mod batch;
+mod error;
+pub mod format;
+mod record;
+
+pub use batch::{
+    split_batches, stamp_batch, validate_batch, verify_crc, BatchBuilder, BatchHeader, BatchIter,
+};
+pub use error::{Error, Result};
+pub use record::{records, Header, Record, RecordIter};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Round trips, rejection of every malformed field, and a fuzz-style
+//! property: no byte string makes the decoder panic.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use crate::format::*;
+use crate::*;
+
+fn sample() -> Bytes {
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX).producer(7, 2, 100);
+    b.push(Some(b"k1"), Some(b"v1"), &[("h", Some(b"x")), ("n", None)], 1000).unwrap();
+    b.push(None, None, &[], 990).unwrap();
+    b.push(None, Some(b""), &[], 1010).unwrap();
+    b.finish()
+}
+
+fn recrc(b: &mut [u8]) {
+    let crc = crc32fast::hash(&b[CRC_START..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn round_trip_keeps_every_field() {
+    let batch = sample();
+    let h = validate_batch(&batch, BATCH_LEN_MAX).unwrap();
+    assert_eq!((h.record_count, h.first_timestamp, h.max_timestamp), (3, 1000, 1010));
+    assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 2, 100));
+    let mut stamped = batch.to_vec();
+    stamp_batch(&mut stamped, 40, 3, 9);
+    let h2 = validate_batch(&stamped, BATCH_LEN_MAX).expect("stamping keeps the CRC valid");
+    assert_eq!((h2.base_offset, h2.raft_term, h2.raft_index), (40, 3, 9));
+    let recs: Vec<Record> = records(&Bytes::from(stamped)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0].offset, 40);
+    assert_eq!(recs[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(recs[0].headers[0], Header { key: "h".into(), value: Some(Bytes::from_static(b"x")) });
+    assert_eq!(recs[0].headers[1].value, None);
+    assert_eq!((recs[1].offset, recs[1].timestamp, recs[1].value.clone()), (41, 990, None));
+    assert_eq!(recs[2].value.as_deref(), Some(&b""[..]));
+}
+
+#[test]
+fn builder_refuses_to_exceed_its_limit_and_stays_usable() {
+    let mut b = BatchBuilder::new(BATCH_HEADER_LEN + 2 * (RECORD_LEN_MIN + 10));
+    b.push(None, Some(&[1; 10]), &[], 0).unwrap();
+    b.push(None, Some(&[2; 10]), &[], 0).unwrap();
+    let err = b.push(None, Some(&[3; 10]), &[], 0).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { what: "batch", .. }), "{err}");
+    assert_eq!(b.record_count(), 2);
+    assert_eq!(validate_batch(&b.finish(), BATCH_LEN_MAX).unwrap().record_count, 2);
+}
+
+#[test]
+fn control_batches_hold_one_typed_record() {
+    let c = BatchBuilder::control(CONTROL_CONF_CHANGE, b"conf", 5);
+    let h = validate_batch(&c, BATCH_LEN_MAX).unwrap();
+    assert!(h.is_control());
+    let rec = records(&c).unwrap().next().unwrap().unwrap();
+    assert_eq!(rec.key.as_deref(), Some(&CONTROL_CONF_CHANGE.to_le_bytes()[..]));
+    assert_eq!(rec.value.as_deref(), Some(&b"conf"[..]));
+}
+
+#[test]
+fn each_corrupt_field_is_rejected_with_its_error() {
+    let good = sample().to_vec();
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, fn(&Error) -> bool)> = vec![
+        ("flipped payload bit", Box::new(|b| b[BATCH_HEADER_LEN + 5] ^= 1), |e| {
+            matches!(e, Error::CrcMismatch { .. })
+        }),
+        ("bad magic", Box::new(|b| b[MAGIC_AT] = 9), |e| matches!(e, Error::BadMagic { found: 9, .. })),
+        ("length too big", Box::new(|b| b[BATCH_LEN_AT + 3] = 0x7f), |e| {
+            matches!(e, Error::BadLength { .. })
+        }),
+        (
+            "length too small",
+            Box::new(|b| b[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&8u32.to_le_bytes())),
+            |e| matches!(e, Error::BadLength { .. }),
+        ),
+        (
+            "unknown attribute",
+            Box::new(|b| {
+                b[ATTRIBUTES_AT + 1] = 0x80;
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadHeader(_)),
+        ),
+        (
+            "compression",
+            Box::new(|b| {
+                b[ATTRIBUTES_AT] = 2;
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadHeader(_)),
+        ),
+        (
+            "zero records",
+            Box::new(|b| {
+                b[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].fill(0);
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadHeader(_)),
+        ),
+        (
+            "count above records",
+            Box::new(|b| {
+                b[RECORD_COUNT_AT] = 4;
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadHeader(_) | Error::BadRecord { index: 3, .. }),
+        ),
+        (
+            "count below records",
+            Box::new(|b| {
+                b[RECORD_COUNT_AT] = 2;
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadHeader("bytes follow the last record")),
+        ),
+        (
+            "wrong max timestamp",
+            Box::new(|b| {
+                b[MAX_TIMESTAMP_AT] ^= 1;
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadHeader(_)),
+        ),
+        (
+            "record length past batch",
+            Box::new(|b| {
+                b[BATCH_HEADER_LEN + 2] = 0xff;
+                recrc(b)
+            }),
+            |e| matches!(e, Error::BadRecord { index: 0, .. }),
+        ),
+        ("short buffer", Box::new(|b| b.truncate(b.len() - 1)), |e| matches!(e, Error::BadLength { .. })),
+    ];
+    for (name, corrupt, expected) in cases {
+        let mut b = good.clone();
+        corrupt(&mut b);
+        let err = validate_batch(&b, BATCH_LEN_MAX).expect_err(name);
+        assert!(expected(&err), "{name}: unexpected error {err}");
+    }
+    let err = validate_batch(&good, good.len() - 1).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { what: "batch", .. }), "{err}");
+}
+
+#[test]
+fn split_batches_walks_a_buffer_and_stops_at_a_torn_tail() {
+    let one = sample();
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&one);
+    buf.extend_from_slice(&one);
+    buf.extend_from_slice(&one[..one.len() - 3]);
+    let parts: Vec<_> = split_batches(Bytes::from(buf)).collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0].as_ref().unwrap().1, one);
+    assert_eq!(parts[1].as_ref().unwrap().1, one);
+    assert!(matches!(parts[2], Err(Error::Truncated { .. })));
+}
+
+fn arb_record(
+) -> impl Strategy<Value = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64)> {
+    (
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        proptest::collection::vec(
+            ("[a-z]{0,5}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))),
+            0..3,
+        ),
+        -1000i64..1000,
+    )
+}
+
+proptest! {
+    #[test]
+    fn built_batches_validate_and_read_back(recs in proptest::collection::vec(arb_record(), 1..20)) {
+        let mut b = BatchBuilder::new(BATCH_LEN_MAX);
+        for (k, v, h, ts) in &recs {
+            let hs: Vec<(&str, Option<&[u8]>)> = h.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+            b.push(k.as_deref(), v.as_deref(), &hs, *ts).unwrap();
+        }
+        let batch = b.finish();
+        validate_batch(&batch, BATCH_LEN_MAX).unwrap();
+        let back: Vec<Record> = records(&batch).unwrap().map(Result::unwrap).collect();
+        prop_assert_eq!(back.len(), recs.len());
+        for (i, (r, (k, v, h, ts))) in back.iter().zip(&recs).enumerate() {
+            prop_assert_eq!(r.offset, i as u64);
+            prop_assert_eq!(r.timestamp, *ts);
+            prop_assert_eq!(r.key.as_deref(), k.as_deref());
+            prop_assert_eq!(r.value.as_deref(), v.as_deref());
+            let hs: Vec<(String, Option<Vec<u8>>)> = r.headers.iter().map(|h| (h.key.clone(), h.value.as_ref().map(|v| v.to_vec()))).collect();
+            prop_assert_eq!(&hs, h);
+        }
+    }
+
+    /// The decoder is fed arbitrary bytes and arbitrary mutations of a valid
+    /// batch; it may reject them but must never panic or loop.
+    #[test]
+    fn decoder_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..400),
+                            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                            fix_crc in any::<bool>()) {
+        let _ = validate_batch(&raw, BATCH_LEN_MAX);
+        let _ = split_batches(Bytes::from(raw.clone())).count();
+        if let Ok(it) = records(&Bytes::from(raw)) { let _ = it.count(); }
+        let mut b = sample().to_vec();
+        for (at, x) in flips { let n = b.len(); b[at % n] ^= x; }
+        if fix_crc { recrc(&mut b); }
+        let _ = validate_batch(&b, BATCH_LEN_MAX);
+        if let Ok(it) = records(&Bytes::from(b)) { let _ = it.count(); }
+    }
+}
