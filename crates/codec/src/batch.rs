@@ -196,18 +196,37 @@ pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
     Ok(header)
 }
 
-/// Writes the broker-owned fields (§2: base offset, Raft term and index)
-/// into a validated batch. They lie before the CRC, so the producer's CRC
-/// still covers everything it wrote and stays valid end to end.
+/// The first [`STAMP_END`] bytes of `batch` with the broker-owned fields
+/// (§2: base offset, Raft term and index) set and the CRC recomputed over
+/// them and the rest of the batch. Writing this prefix followed by
+/// `batch[STAMP_END..]` stores the stamped batch without copying it.
 ///
 /// # Panics
-/// If `batch` is shorter than a header: callers validate first.
-pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_index: u64) {
-    assert!(batch.len() >= BATCH_HEADER_LEN, "stamping a batch that was not validated");
+/// If `batch` is shorter than its header says: callers validate first.
+pub fn stamped_prefix(batch: &[u8], base_offset: u64, raft_term: u64, raft_index: u64) -> [u8; STAMP_END] {
+    let len = u32_at(batch, BATCH_LEN_AT) as usize;
+    assert!(len >= BATCH_HEADER_LEN && batch.len() >= len, "stamping a batch that was not validated");
     assert!(base_offset < OFFSET_MAX, "offset {base_offset} beyond the offset space");
-    batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_le_bytes());
-    batch[RAFT_TERM_AT..RAFT_TERM_AT + 8].copy_from_slice(&raft_term.to_le_bytes());
-    batch[RAFT_INDEX_AT..RAFT_INDEX_AT + 8].copy_from_slice(&raft_index.to_le_bytes());
+    let mut p = [0u8; STAMP_END];
+    p[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&batch[BATCH_LEN_AT..BATCH_LEN_AT + 4]);
+    p[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_le_bytes());
+    p[RAFT_TERM_AT..RAFT_TERM_AT + 8].copy_from_slice(&raft_term.to_le_bytes());
+    p[RAFT_INDEX_AT..RAFT_INDEX_AT + 8].copy_from_slice(&raft_index.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&p[CRC_START..]);
+    h.update(&batch[STAMP_END..len]);
+    p[CRC_AT..CRC_AT + 4].copy_from_slice(&h.finalize().to_le_bytes());
+    p
+}
+
+/// Sets the broker-owned fields of a validated batch in place and
+/// recomputes its CRC; see [`stamped_prefix`].
+///
+/// # Panics
+/// If `batch` is shorter than its header says.
+pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_index: u64) {
+    let p = stamped_prefix(batch, base_offset, raft_term, raft_index);
+    batch[..STAMP_END].copy_from_slice(&p);
 }
 
 /// Builds a record batch, as a producer does.

@@ -14,21 +14,25 @@
 /// Magic (format version) of a record batch; §2.
 pub const BATCH_MAGIC: u8 = 1;
 
+/// `u32` CRC-32 (IEEE polynomial, as computed by `crc32fast`) of bytes
+/// `[CRC_START, batch_len)`: everything after this field, the broker-stamped
+/// fields included, so no bit of a stored batch goes unchecked; §2.
+pub const CRC_AT: usize = 0;
+/// First byte covered by the CRC.
+pub const CRC_START: usize = CRC_AT + 4;
+/// `u32` total length of the batch in bytes, header included; §2.
+pub const BATCH_LEN_AT: usize = CRC_START;
 /// `u64` base offset: offset of the first record. Set by the broker; §2.
-pub const BASE_OFFSET_AT: usize = 0;
+pub const BASE_OFFSET_AT: usize = BATCH_LEN_AT + 4;
 /// `u64` Raft term of the entry that wrote the batch. Set by the broker; §2.
 pub const RAFT_TERM_AT: usize = BASE_OFFSET_AT + 8;
 /// `u64` Raft index of the entry that wrote the batch. Set by the broker; §2.
 pub const RAFT_INDEX_AT: usize = RAFT_TERM_AT + 8;
-/// `u32` total length of the batch in bytes, header included; §2.
-pub const BATCH_LEN_AT: usize = RAFT_INDEX_AT + 8;
-/// `u32` CRC-32 (IEEE polynomial, as computed by `crc32fast`) of bytes `[CRC_START, batch_len)`; §2.
-pub const CRC_AT: usize = BATCH_LEN_AT + 4;
-/// First byte covered by the CRC. Everything before it is stamped by the
-/// broker; everything from here on is the producer's and is never rewritten.
-pub const CRC_START: usize = CRC_AT + 4;
+/// End of the fields the broker stamps (`[BASE_OFFSET_AT, STAMP_END)`); the
+/// producer's part starts here and is never rewritten.
+pub const STAMP_END: usize = RAFT_INDEX_AT + 8;
 /// `u8` magic; §2.
-pub const MAGIC_AT: usize = CRC_START;
+pub const MAGIC_AT: usize = STAMP_END;
 /// `u8` reserved, must be 0; §2.
 pub const RESERVED_AT: usize = MAGIC_AT + 1;
 /// `u16` attributes (compression codec, control flag); §2.

@@ -3,7 +3,8 @@
 //! A record batch is the unit of produce, replication, storage and fetch. The
 //! producer builds it with [`BatchBuilder`], the broker validates it with
 //! [`validate_batch`] and stamps the fields only it may set
-//! ([`stamp_batch`]), the log stores the bytes as they are, and a consumer
+//! ([`stamp_batch`], which recomputes the CRC so it covers them too), the
+//! log stores the bytes, the producer's part unchanged, and a consumer
 //! walks them with [`records`]. Nothing is ever re-encoded on the way.
 //!
 //! Every byte layout Fjord writes (batches here, and the storage crate's
@@ -19,7 +20,8 @@ pub mod format;
 mod record;
 
 pub use batch::{
-    split_batches, stamp_batch, validate_batch, verify_crc, BatchBuilder, BatchHeader, BatchIter,
+    split_batches, stamp_batch, stamped_prefix, validate_batch, verify_crc, BatchBuilder, BatchHeader,
+    BatchIter,
 };
 pub use error::{Error, Result};
 pub use record::{records, Header, Record, RecordIter};

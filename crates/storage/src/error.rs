@@ -1,0 +1,81 @@
+//! Errors of the storage engine.
+
+use std::path::PathBuf;
+
+/// What went wrong in a partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("open", "write", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A read or lookup below the log start or above the log end.
+    #[error("offset {offset} is out of range: the log holds [{log_start}, {log_end})")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// First offset still in the log.
+        log_start: u64,
+        /// Offset the next record will get.
+        log_end: u64,
+    },
+    /// An earlier fsync failed, so what is on disk is unknown; the log accepts no more writes.
+    #[error("partition log {dir} is poisoned and accepts no writes: {reason}")]
+    Poisoned {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The failure that poisoned it.
+        reason: String,
+    },
+    /// A batch handed to `append` is malformed.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] fjord_codec::Error),
+    /// The Raft position given to `append` does not follow the log.
+    #[error("raft entry ({term}, {index}) does not follow the log's last entry ({last_term}, {last_index})")]
+    RaftOrder {
+        /// Term given.
+        term: u64,
+        /// Index given.
+        index: u64,
+        /// Term of the last entry in the log.
+        last_term: u64,
+        /// Index the next entry must have minus one.
+        last_index: u64,
+    },
+    /// `truncate_suffix` was asked to cut inside a batch or below the log start.
+    #[error("cannot truncate at offset {offset}: {reason}")]
+    BadTruncation {
+        /// The offset given.
+        offset: u64,
+        /// Why it is not allowed.
+        reason: &'static str,
+    },
+    /// A configuration value is out of its range.
+    #[error("invalid storage config: {0}")]
+    Config(String),
+    /// A file on disk is damaged beyond what recovery may repair silently
+    /// (anything but the tail of a segment, or the Raft state file).
+    #[error("corrupt {path}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Wraps an `io::Error` with the operation and path, for `map_err`.
+pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { op, path, source }
+}

@@ -1,0 +1,276 @@
+//! The per-segment indexes: a sparse offset index and a time index
+//! (`storage-format.md` §5 and §6), each a memory-mapped file of
+//! fixed-width entries.
+//!
+//! The active segment's index files are preallocated to the most entries
+//! the segment can need and written through the map; when the segment is
+//! closed they are trimmed to the entries in use and fsynced. After an
+//! unclean stop the active index is trusted only as far as its entries keep
+//! strictly increasing and agree with the log (see `segment::recover`).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use fjord_codec::format::*;
+use memmap2::MmapMut;
+
+use crate::error::io;
+use crate::Result;
+
+/// A file of fixed-width entries, mapped read-write.
+#[derive(Debug)]
+pub(crate) struct IndexFile {
+    path: PathBuf,
+    file: File,
+    map: Option<MmapMut>,
+    entry_len: usize,
+    len: usize,
+    cap: usize,
+}
+
+impl IndexFile {
+    /// Creates (or replaces) an empty index with room for `cap` entries.
+    pub(crate) fn create(path: &Path, entry_len: usize, cap: usize) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io("create", path))?;
+        let mut index = IndexFile { path: path.to_owned(), file, map: None, entry_len, len: 0, cap: 0 };
+        index.set_capacity(cap)?;
+        Ok(index)
+    }
+
+    /// Opens an existing index; every whole entry in the file counts as in use
+    /// until the caller says otherwise. `None` if the file does not exist.
+    pub(crate) fn open(path: &Path, entry_len: usize) -> Result<Option<Self>> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("open", path)(e)),
+        };
+        let bytes = file.metadata().map_err(io("stat", path))?.len() as usize;
+        let cap = bytes / entry_len;
+        let map = map_file(&file, path, cap * entry_len)?;
+        Ok(Some(IndexFile { path: path.to_owned(), file, map, entry_len, len: cap, cap }))
+    }
+
+    /// Whether the file's length is not a whole number of entries.
+    pub(crate) fn has_partial_entry(&self) -> Result<bool> {
+        let bytes = self.file.metadata().map_err(io("stat", &self.path))?.len() as usize;
+        Ok(bytes % self.entry_len != 0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn entry(&self, i: usize) -> &[u8] {
+        assert!(i < self.len, "index entry {i} beyond {} in {}", self.len, self.path.display());
+        let map = self.map.as_ref().expect("a non-empty index is mapped");
+        &map[i * self.entry_len..(i + 1) * self.entry_len]
+    }
+
+    /// Appends an entry.
+    ///
+    /// # Panics
+    /// If the index is full: capacities are sized from the segment limit
+    /// (`LogConfig::index_capacity`), so that is a bug.
+    pub(crate) fn push(&mut self, entry: &[u8]) {
+        assert_eq!(entry.len(), self.entry_len);
+        assert!(self.len < self.cap, "index {} is full ({} entries)", self.path.display(), self.cap);
+        let at = self.len * self.entry_len;
+        let map = self.map.as_mut().expect("a non-empty index is mapped");
+        map[at..at + self.entry_len].copy_from_slice(entry);
+        self.len += 1;
+    }
+
+    /// Keeps the first `n` entries and zeroes the rest, so a later scan of
+    /// a preallocated file does not find them again.
+    pub(crate) fn truncate(&mut self, n: usize) {
+        if n >= self.len {
+            return;
+        }
+        if let Some(map) = self.map.as_mut() {
+            map[n * self.entry_len..self.len * self.entry_len].fill(0);
+        }
+        self.len = n;
+    }
+
+    /// Changes the file's size to `cap` entries and maps it again; entries
+    /// beyond `cap` are dropped.
+    pub(crate) fn set_capacity(&mut self, cap: usize) -> Result<()> {
+        self.map = None;
+        self.file.set_len((cap * self.entry_len) as u64).map_err(io("resize", &self.path))?;
+        self.map = map_file(&self.file, &self.path, cap * self.entry_len)?;
+        self.cap = cap;
+        self.len = self.len.min(cap);
+        Ok(())
+    }
+
+    /// Writes mapped changes back and fsyncs the file.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if let Some(map) = &self.map {
+            map.flush().map_err(io("msync", &self.path))?;
+        }
+        self.file.sync_all().map_err(io("fsync", &self.path))
+    }
+}
+
+fn map_file(file: &File, path: &Path, bytes: usize) -> Result<Option<MmapMut>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the map is of a file that only this process writes, through
+    // this map; other handles (recovery, truncation) are ours too. The file
+    // is never shrunk below the mapped length while the map exists
+    // (`set_capacity` drops the map first).
+    let map = unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(file) };
+    map.map(Some).map_err(io("mmap", path))
+}
+
+/// One offset-index entry (§5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetEntry {
+    pub(crate) rel_offset: u32,
+    pub(crate) position: u32,
+    pub(crate) raft_index: u64,
+}
+
+impl OffsetEntry {
+    pub(crate) fn decode(b: &[u8]) -> Self {
+        OffsetEntry {
+            rel_offset: u32::from_le_bytes(b[OFFSET_ENTRY_REL_OFFSET_AT..][..4].try_into().unwrap()),
+            position: u32::from_le_bytes(b[OFFSET_ENTRY_POSITION_AT..][..4].try_into().unwrap()),
+            raft_index: u64::from_le_bytes(b[OFFSET_ENTRY_RAFT_INDEX_AT..][..8].try_into().unwrap()),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; OFFSET_INDEX_ENTRY_LEN] {
+        let mut b = [0u8; OFFSET_INDEX_ENTRY_LEN];
+        b[OFFSET_ENTRY_REL_OFFSET_AT..][..4].copy_from_slice(&self.rel_offset.to_le_bytes());
+        b[OFFSET_ENTRY_POSITION_AT..][..4].copy_from_slice(&self.position.to_le_bytes());
+        b[OFFSET_ENTRY_RAFT_INDEX_AT..][..8].copy_from_slice(&self.raft_index.to_le_bytes());
+        b
+    }
+
+    /// Whether `self` may follow `prev`: every field strictly increases.
+    pub(crate) fn follows(&self, prev: &OffsetEntry) -> bool {
+        self.rel_offset > prev.rel_offset
+            && self.position > prev.position
+            && self.raft_index > prev.raft_index
+    }
+}
+
+/// One time-index entry (§6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeEntry {
+    pub(crate) timestamp: i64,
+    pub(crate) rel_offset: u32,
+}
+
+impl TimeEntry {
+    pub(crate) fn decode(b: &[u8]) -> Self {
+        TimeEntry {
+            timestamp: i64::from_le_bytes(b[TIME_ENTRY_TIMESTAMP_AT..][..8].try_into().unwrap()),
+            rel_offset: u32::from_le_bytes(b[TIME_ENTRY_REL_OFFSET_AT..][..4].try_into().unwrap()),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; TIME_INDEX_ENTRY_LEN] {
+        let mut b = [0u8; TIME_INDEX_ENTRY_LEN];
+        b[TIME_ENTRY_TIMESTAMP_AT..][..8].copy_from_slice(&self.timestamp.to_le_bytes());
+        b[TIME_ENTRY_REL_OFFSET_AT..][..4].copy_from_slice(&self.rel_offset.to_le_bytes());
+        b
+    }
+}
+
+/// The sparse offset index of one segment.
+#[derive(Debug)]
+pub(crate) struct OffsetIndex(pub(crate) IndexFile);
+
+impl OffsetIndex {
+    pub(crate) fn get(&self, i: usize) -> OffsetEntry {
+        OffsetEntry::decode(self.0.entry(i))
+    }
+
+    pub(crate) fn last(&self) -> Option<OffsetEntry> {
+        self.0.len().checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// The last entry whose key (`rel_offset` or `raft_index`) is `<= key`.
+    pub(crate) fn floor_by(&self, key: u64, field: impl Fn(&OffsetEntry) -> u64) -> Option<OffsetEntry> {
+        let n = self.0.len().partition_point(|i| field(&self.get(i)) <= key);
+        n.checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// Keeps the longest prefix of entries each of which passes `keep`
+    /// (given the entry before it), dropping the rest.
+    pub(crate) fn keep_prefix(&mut self, keep: impl Fn(Option<&OffsetEntry>, &OffsetEntry) -> bool) {
+        let n = prefix_len(self.0.len(), |i| self.get(i), keep);
+        self.0.truncate(n);
+    }
+}
+
+/// The time index of one segment.
+#[derive(Debug)]
+pub(crate) struct TimeIndex(pub(crate) IndexFile);
+
+impl TimeIndex {
+    pub(crate) fn get(&self, i: usize) -> TimeEntry {
+        TimeEntry::decode(self.0.entry(i))
+    }
+
+    pub(crate) fn last(&self) -> Option<TimeEntry> {
+        self.0.len().checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// The last entry whose timestamp is below `ts`.
+    pub(crate) fn last_below(&self, ts: i64) -> Option<TimeEntry> {
+        let n = self.0.len().partition_point(|i| self.get(i).timestamp < ts);
+        n.checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// Keeps the longest prefix of entries each of which passes `keep`
+    /// (given the entry before it), dropping the rest.
+    pub(crate) fn keep_prefix(&mut self, keep: impl Fn(Option<&TimeEntry>, &TimeEntry) -> bool) {
+        let n = prefix_len(self.0.len(), |i| self.get(i), keep);
+        self.0.truncate(n);
+    }
+}
+
+fn prefix_len<E>(len: usize, get: impl Fn(usize) -> E, keep: impl Fn(Option<&E>, &E) -> bool) -> usize {
+    let mut prev = None;
+    for i in 0..len {
+        let e = get(i);
+        if !keep(prev.as_ref(), &e) {
+            return i;
+        }
+        prev = Some(e);
+    }
+    len
+}
+
+/// Extension trait so `usize` ranges can binary-search on a predicate.
+trait PartitionPoint {
+    fn partition_point(self, pred: impl Fn(usize) -> bool) -> usize;
+}
+
+impl PartitionPoint for usize {
+    /// First `i` in `0..self` for which `pred` is false, `pred` being true
+    /// for a prefix and false after it.
+    fn partition_point(self, pred: impl Fn(usize) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}

@@ -1,0 +1,652 @@
+//! [`Log`]: the log of one partition, a sequence of segments.
+//!
+//! Appends and structural changes (roll, truncation, retention) run under
+//! one mutex. Reads take it only to find the segment and the start
+//! position, then walk the memory map without it, so a slow consumer never
+//! delays a producer. Durability is tracked apart from the log's lock so
+//! that appends keep flowing while an fsync runs, and concurrent waiters
+//! share one fsync (group commit).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use fjord_codec::format::*;
+use fjord_codec::{records, BatchHeader};
+
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::io;
+use crate::raft_state::sync_dir;
+use crate::segment::{Segment, SegmentView};
+use crate::{Error, Result};
+
+/// Position of an entry in the Raft log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RaftPos {
+    /// Term.
+    pub term: u64,
+    /// Index.
+    pub index: u64,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset given to the batch's first record.
+    pub base_offset: u64,
+    /// Offset after its last record: wait for this with [`Log::sync_through`].
+    pub next_offset: u64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Consecutive whole batches, a zero-copy slice of the segment map. The
+    /// first batch holds the offset asked for (it may start before it).
+    pub batches: Bytes,
+    /// Offset after the last batch returned (the offset asked for if none).
+    pub next_offset: u64,
+}
+
+/// A closed segment removed by retention or [`Log::delete_segments_before`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedSegment {
+    /// Its base offset.
+    pub base_offset: u64,
+    /// The offset after its last record: the new log start.
+    pub next_offset: u64,
+    /// Bytes freed.
+    pub size: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Sorted by base offset; the last one is active. Never empty.
+    segments: Vec<Segment>,
+    /// Last Raft entry in the log, if any.
+    last_raft: Option<RaftPos>,
+    /// Raft index the next append must carry when the log holds no entry
+    /// to follow (after truncating everything); `None` accepts any.
+    next_raft_index: Option<u64>,
+    poisoned: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Every offset below this is on stable storage.
+    durable: u64,
+    /// An fsync is running; others wait for it rather than start their own.
+    syncing: bool,
+    poisoned: Option<String>,
+    last_flush_ms: Option<u64>,
+    /// Test hook: the next fsync reports failure.
+    #[cfg(test)]
+    fail_next_sync: bool,
+}
+
+/// The log of one partition. See the crate documentation.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    inner: Mutex<Inner>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+impl Log {
+    /// Opens the partition log in `dir`, creating it if empty, and recovers
+    /// from an unclean stop (see `segment`'s crash protocol). Closed
+    /// segments are not read, so open time does not grow with the log.
+    ///
+    /// # Errors
+    /// An invalid config, I/O errors, or [`Error::Corrupt`] when a closed
+    /// segment is damaged beyond its tail.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_owned();
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let bases = list_segments(&dir)?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let (seg, discarded) = Segment::open(&dir, base, bases.get(i + 1).copied(), &config)?;
+            if discarded > 0 {
+                tracing::warn!(dir = %dir.display(), base, discarded, "discarded a damaged segment tail");
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0, &config)?);
+            sync_dir(&dir)?;
+        }
+        // The last Raft entry: the active segment's last batch, or the
+        // previous segment's if the active one is empty.
+        let mut last_raft = None;
+        for seg in segments.iter_mut().rev() {
+            if let Some(h) = seg.read_last_header()? {
+                last_raft = Some(RaftPos { term: h.raft_term, index: h.raft_index });
+                break;
+            }
+        }
+        let end = segments.last().expect("never empty").next_offset;
+        let log = Log {
+            dir,
+            config,
+            inner: Mutex::new(Inner { segments, last_raft, next_raft_index: None, poisoned: None }),
+            sync: Mutex::new(SyncState { durable: end, ..SyncState::default() }),
+            synced: Condvar::new(),
+        };
+        Ok(log)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The config the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_sync(&self) -> MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.lock().segments[0].base_offset
+    }
+
+    /// Offset the next record will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.lock().segments.last().expect("never empty").next_offset
+    }
+
+    /// Bytes of batches in the log.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// The last Raft entry in the log.
+    pub fn last_raft(&self) -> Option<RaftPos> {
+        self.lock().last_raft
+    }
+
+    /// Why the log stopped accepting writes, if it did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.lock().poisoned.clone()
+    }
+
+    /// Appends one batch, giving it the next offsets and the Raft position
+    /// `raft` (which must follow the log's last entry: index `+1`, term not
+    /// lower). The caller has validated the batch (`fjord_codec::validate_batch`);
+    /// only its header is checked again here. Returns before the data is
+    /// durable: see [`Log::sync_through`] and [`Log::append_durable`].
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], [`Error::InvalidBatch`], [`Error::RaftOrder`], or
+    /// an I/O error (which poisons the log).
+    pub fn append(&self, batch: &[u8], raft: RaftPos) -> Result<Appended> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.poisoned {
+            return Err(Error::Poisoned { dir: self.dir.clone(), reason: reason.clone() });
+        }
+        let mut header = BatchHeader::parse(batch)?;
+        if header.batch_len as usize != batch.len() {
+            return Err(Error::InvalidBatch(fjord_codec::Error::BadLength {
+                len: batch.len() as u64,
+                min: header.batch_len as u64,
+                max: header.batch_len as u64,
+            }));
+        }
+        let follows = match (inner.last_raft, inner.next_raft_index) {
+            (_, Some(next)) => raft.index == next,
+            (Some(last), None) => raft.index == last.index + 1 && raft.term >= last.term,
+            (None, None) => raft.index >= 1,
+        };
+        if !follows || raft.term == 0 {
+            let last =
+                inner.last_raft.unwrap_or(RaftPos { term: 0, index: inner.next_raft_index.unwrap_or(1) - 1 });
+            return Err(Error::RaftOrder {
+                term: raft.term,
+                index: raft.index,
+                last_term: last.term,
+                last_index: last.index,
+            });
+        }
+        let active = inner.segments.last().expect("never empty");
+        if active.size > 0 && active.size + batch.len() as u64 > self.config.segment_bytes {
+            self.roll(&mut inner)?;
+        }
+        let active = inner.segments.last_mut().expect("never empty");
+        header.base_offset = active.next_offset;
+        header.raft_term = raft.term;
+        header.raft_index = raft.index;
+        if let Err(e) = active.append(batch, &header) {
+            return Err(self.poison(&mut inner, e));
+        }
+        inner.last_raft = Some(raft);
+        inner.next_raft_index = None;
+        Ok(Appended { base_offset: header.base_offset, next_offset: header.next_offset() })
+    }
+
+    /// [`Log::append`], then waits for durability as the flush policy says.
+    ///
+    /// # Errors
+    /// As [`Log::append`] and [`Log::sync_through`].
+    pub fn append_durable(&self, batch: &[u8], raft: RaftPos) -> Result<Appended> {
+        let appended = self.append(batch, raft)?;
+        if self.config.flush == FlushPolicy::Always {
+            self.sync_through(appended.next_offset)?;
+        }
+        Ok(appended)
+    }
+
+    /// Blocks until every offset below `offset` is on stable storage. One
+    /// caller runs the fsync; the others that arrive meanwhile wait for it or
+    /// for the next one, so N concurrent appenders cost about two fsyncs,
+    /// not N.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if this or an earlier fsync failed. A failed
+    /// fsync is never retried: the kernel may have dropped the dirty pages.
+    pub fn sync_through(&self, offset: u64) -> Result<()> {
+        let mut st = self.lock_sync();
+        loop {
+            if let Some(reason) = &st.poisoned {
+                return Err(Error::Poisoned { dir: self.dir.clone(), reason: reason.clone() });
+            }
+            if st.durable >= offset {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let ((file, path), end) = {
+                let inner = self.lock();
+                let active = inner.segments.last().expect("never empty");
+                (active.file_handle(), active.next_offset)
+            };
+            #[cfg(test)]
+            let injected = std::mem::take(&mut self.lock_sync().fail_next_sync);
+            #[cfg(not(test))]
+            let injected = false;
+            let result = match injected {
+                true => Err(std::io::Error::other("injected fsync failure")),
+                false => file.sync_data(),
+            }
+            .map_err(io("fdatasync", path));
+            st = self.lock_sync();
+            st.syncing = false;
+            match result {
+                Ok(()) => st.durable = st.durable.max(end),
+                Err(e) => {
+                    let reason = e.to_string();
+                    st.poisoned = Some(reason.clone());
+                    drop(st);
+                    self.lock().poisoned.get_or_insert(reason);
+                    tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition log poisoned");
+                    self.synced.notify_all();
+                    st = self.lock_sync();
+                    continue;
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    ///
+    /// # Errors
+    /// As [`Log::sync_through`].
+    pub fn flush(&self) -> Result<()> {
+        let end = self.log_end_offset();
+        self.sync_through(end)
+    }
+
+    /// For [`FlushPolicy::IntervalMs`]: flushes if the interval has passed
+    /// since the last flush. The caller's timer provides `now_ms`.
+    ///
+    /// # Errors
+    /// As [`Log::sync_through`].
+    pub fn flush_if_due(&self, now_ms: u64) -> Result<()> {
+        let FlushPolicy::IntervalMs(interval) = self.config.flush else { return Ok(()) };
+        let due = {
+            let mut st = self.lock_sync();
+            let due = st.last_flush_ms.is_none_or(|last| now_ms.saturating_sub(last) >= interval);
+            if due {
+                st.last_flush_ms = Some(now_ms);
+            }
+            due
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The offset below which everything is durable.
+    pub fn durable_offset(&self) -> u64 {
+        self.lock_sync().durable
+    }
+
+    fn poison(&self, inner: &mut Inner, e: Error) -> Error {
+        let reason = e.to_string();
+        tracing::error!(dir = %self.dir.display(), error = %reason, "write failed; partition log poisoned");
+        inner.poisoned.get_or_insert(reason.clone());
+        self.lock_sync().poisoned.get_or_insert(reason);
+        self.synced.notify_all();
+        e
+    }
+
+    /// Closes the active segment and starts a new one at the log end.
+    fn roll(&self, inner: &mut Inner) -> Result<()> {
+        let active = inner.segments.last_mut().expect("never empty");
+        let end = active.next_offset;
+        if let Err(e) = active.close() {
+            return Err(self.poison(inner, e));
+        }
+        {
+            let mut st = self.lock_sync();
+            st.durable = st.durable.max(end);
+        }
+        let seg = match Segment::create(&self.dir, end, &self.config)
+            .and_then(|s| sync_dir(&self.dir).map(|()| s))
+        {
+            Ok(s) => s,
+            Err(e) => return Err(self.poison(inner, e)),
+        };
+        tracing::debug!(dir = %self.dir.display(), base = end, "rolled segment");
+        inner.segments.push(seg);
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` on, up to `max_bytes` (at least one
+    /// batch is returned whatever its size, so a consumer always advances),
+    /// never including a batch that is not entirely below `limit` (the high
+    /// watermark: consumers never see uncommitted data). Reads stop at a
+    /// segment end; the next read continues in the next segment.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is below the log start or
+    /// above the log end; [`Error::Corrupt`] if a batch header on disk is damaged.
+    pub fn read(&self, offset: u64, max_bytes: usize, limit: u64) -> Result<ReadResult> {
+        let (view, pos) = {
+            let inner = self.lock();
+            let (start, end) =
+                (inner.segments[0].base_offset, inner.segments.last().expect("never empty").next_offset);
+            if offset < start || offset > end {
+                return Err(Error::OffsetOutOfRange { offset, log_start: start, log_end: end });
+            }
+            if offset >= limit.min(end) {
+                return Ok(ReadResult { batches: Bytes::new(), next_offset: offset });
+            }
+            let seg = segment_for(&inner.segments, offset);
+            (seg.view(), seg.position_of(offset)? as usize)
+        };
+        let mut end = pos;
+        let mut next_offset = offset;
+        while end < view.size {
+            let h = view.header_at(end)?;
+            if h.next_offset() > limit || (end > pos && end - pos + h.batch_len as usize > max_bytes) {
+                break;
+            }
+            end += h.batch_len as usize;
+            next_offset = h.next_offset();
+        }
+        Ok(ReadResult { batches: view.map.slice(pos..end), next_offset })
+    }
+
+    /// The first offset whose record timestamp is `>= ts`, among offsets
+    /// below `limit`; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if a batch on the path is damaged.
+    pub fn offset_for_timestamp(&self, ts: i64, limit: u64) -> Result<Option<u64>> {
+        let (view, pos) = {
+            let inner = self.lock();
+            let Some(seg) = inner.segments.iter().find(|s| s.size > 0 && s.max_timestamp >= ts) else {
+                return Ok(None);
+            };
+            (seg.view(), seg.scan_start_for_timestamp(ts) as usize)
+        };
+        let mut pos = pos;
+        while pos < view.size {
+            let h = view.header_at(pos)?;
+            if h.base_offset >= limit {
+                return Ok(None);
+            }
+            if h.max_timestamp >= ts && !h.is_control() {
+                let batch = view.map.slice(pos..pos + h.batch_len as usize);
+                for rec in records(&batch).map_err(|e| view.corrupt(pos, e))? {
+                    let rec = rec.map_err(|e| view.corrupt(pos, e))?;
+                    if rec.timestamp >= ts {
+                        return Ok((rec.offset < limit).then_some(rec.offset));
+                    }
+                }
+            }
+            pos += h.batch_len as usize;
+        }
+        Ok(None)
+    }
+
+    /// Discards every batch at or after `offset`, which must be a batch
+    /// boundary at or above the log start (a Raft follower whose leader
+    /// changed drops its uncommitted tail). Durable before it returns.
+    ///
+    /// # Errors
+    /// [`Error::BadTruncation`] for an offset inside a batch or below the
+    /// log start; I/O errors poison the log.
+    pub fn truncate_suffix(&self, offset: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let (start, end) =
+            (inner.segments[0].base_offset, inner.segments.last().expect("never empty").next_offset);
+        if offset >= end {
+            return Ok(());
+        }
+        if offset < start {
+            return Err(Error::BadTruncation { offset, reason: "below the log start offset" });
+        }
+        let target = segment_for(&inner.segments, offset);
+        let pos = target.position_of(offset)?;
+        let h = target.view().header_at(pos as usize)?;
+        if h.base_offset != offset {
+            return Err(Error::BadTruncation { offset, reason: "not the first offset of a batch" });
+        }
+        let first_dropped_raft = h.raft_index;
+        match self.truncate_segments(&mut inner, offset, pos) {
+            Ok(()) => {}
+            Err(e) => return Err(self.poison(&mut inner, e)),
+        }
+        // The new last entry: from the active segment, or the one before it.
+        let n = inner.segments.len();
+        let mut last = inner.segments[n - 1].last_header;
+        if last.is_none() && n > 1 {
+            last = inner.segments[n - 2].read_last_header()?;
+        }
+        inner.last_raft = last.map(|h| RaftPos { term: h.raft_term, index: h.raft_index });
+        inner.next_raft_index = if inner.last_raft.is_none() { Some(first_dropped_raft) } else { None };
+        let mut st = self.lock_sync();
+        st.durable = st.durable.min(offset);
+        Ok(())
+    }
+
+    fn truncate_segments(&self, inner: &mut Inner, offset: u64, pos: u64) -> Result<()> {
+        // Newest first, the directory fsynced after each, so a crash at any
+        // point leaves a log that is a consistent prefix of the old one.
+        while inner.segments.len() > 1 && inner.segments.last().expect("never empty").base_offset > offset {
+            let seg = inner.segments.pop().expect("never empty");
+            seg.delete(&self.dir)?;
+            sync_dir(&self.dir)?;
+        }
+        let target = inner.segments.last_mut().expect("never empty");
+        target.truncate_to(pos, &self.config)
+    }
+
+    /// Deletes closed segments whose records all lie below `offset` (the
+    /// active segment is never deleted). Returns what was deleted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete_segments_before(&self, offset: u64) -> Result<Vec<DeletedSegment>> {
+        let mut inner = self.lock();
+        self.delete_front_while(&mut inner, |seg, _| seg.next_offset <= offset)
+    }
+
+    fn delete_front_while(
+        &self,
+        inner: &mut Inner,
+        pred: impl Fn(&Segment, u64) -> bool,
+    ) -> Result<Vec<DeletedSegment>> {
+        let mut deleted = Vec::new();
+        let mut total: u64 = inner.segments.iter().map(|s| s.size).sum();
+        while inner.segments.len() > 1 && pred(&inner.segments[0], total) {
+            let seg = inner.segments.remove(0);
+            let d =
+                DeletedSegment { base_offset: seg.base_offset, next_offset: seg.next_offset, size: seg.size };
+            total -= seg.size;
+            seg.delete(&self.dir)?;
+            deleted.push(d);
+        }
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Background upkeep, run by the caller's timer with its clock: rolls an
+    /// active segment older than `segment_ms` (or whose data has passed the
+    /// retention time, so an idle partition's old data still goes), then
+    /// applies time and size retention to closed segments lying entirely
+    /// below `limit` (the high watermark).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn maintain(&self, now_ms: i64, limit: u64) -> Result<Vec<DeletedSegment>> {
+        let mut inner = self.lock();
+        let retention_cut = self.config.retention_ms.map(|r| now_ms.saturating_sub(r as i64));
+        let active = inner.segments.last().expect("never empty");
+        if active.size > 0 && active.next_offset <= limit && inner.poisoned.is_none() {
+            let aged = active
+                .first_timestamp
+                .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64);
+            let expired = retention_cut.is_some_and(|cut| active.max_timestamp < cut);
+            if aged || expired {
+                self.roll(&mut inner)?;
+            }
+        }
+        let retention_bytes = self.config.retention_bytes;
+        self.delete_front_while(&mut inner, |seg, total| {
+            seg.next_offset <= limit
+                && (retention_cut.is_some_and(|cut| seg.max_timestamp < cut)
+                    || retention_bytes.is_some_and(|max| total - seg.size >= max))
+        })
+    }
+
+    /// The batch written by Raft entry `index`, if the log holds it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a damaged header on the path.
+    pub fn raft_entry(&self, index: u64) -> Result<Option<(BatchHeader, Bytes)>> {
+        Ok(self.raft_entries(index, index + 1, usize::MAX)?.into_iter().next())
+    }
+
+    /// The batches of Raft entries `[lo, hi)`, stopping early after
+    /// `max_bytes` (at least one is returned if the log holds `lo`).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a damaged header on the path.
+    pub fn raft_entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<(BatchHeader, Bytes)>> {
+        let mut out = Vec::new();
+        let inner = self.lock();
+        let Some(first) = inner.segments.iter().rposition(|s| s.first_raft_index().is_some_and(|f| f <= lo))
+        else {
+            return Ok(out);
+        };
+        let Some(mut pos) = inner.segments[first].position_of_raft_index(lo)? else { return Ok(out) };
+        let mut bytes = 0usize;
+        let mut want = lo;
+        for seg in &inner.segments[first..] {
+            let view: SegmentView = seg.view();
+            while (pos as usize) < view.size && want < hi {
+                let h = view.header_at(pos as usize)?;
+                if h.raft_index != want || (!out.is_empty() && bytes + h.batch_len as usize > max_bytes) {
+                    return Ok(out);
+                }
+                out.push((h, view.map.slice(pos as usize..pos as usize + h.batch_len as usize)));
+                bytes += h.batch_len as usize;
+                pos += h.batch_len as u64;
+                want += 1;
+            }
+            pos = 0;
+        }
+        Ok(out)
+    }
+
+    /// Raft index of the first entry in the log, if any.
+    pub fn first_raft_index(&self) -> Option<u64> {
+        self.lock().segments.iter().find_map(|s| s.first_raft_index())
+    }
+}
+
+#[cfg(test)]
+impl Log {
+    pub(crate) fn fail_next_sync(&self) {
+        self.lock_sync().fail_next_sync = true;
+    }
+}
+
+/// The segment holding `offset` (which lies in `[start, end]`); the end of
+/// a closed segment belongs to the next one.
+fn segment_for(segments: &[Segment], offset: u64) -> &Segment {
+    let i = segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+    let seg = &segments[i];
+    if offset == seg.next_offset && i + 1 < segments.len() {
+        &segments[i + 1]
+    } else {
+        seg
+    }
+}
+
+/// Base offsets of the segments in `dir`, sorted. Index files without a
+/// log file (a crash during deletion) are removed.
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let mut orphans = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
+        let entry = entry.map_err(io("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((stem, ext)) = name.split_once('.') else { continue };
+        if stem.len() != SEGMENT_NAME_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(base) = stem.parse::<u64>() else { continue };
+        match ext {
+            LOG_SUFFIX => bases.push(base),
+            OFFSET_INDEX_SUFFIX | TIME_INDEX_SUFFIX => orphans.push((base, entry.path())),
+            _ => {}
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in orphans {
+        if bases.binary_search(&base).is_err() {
+            tracing::warn!(path = %path.display(), "removing an index file whose segment is gone");
+            std::fs::remove_file(&path).map_err(io("delete", &path))?;
+        }
+    }
+    Ok(bases)
+}
