@@ -1,0 +1,387 @@
+//! [`Client`]: the handle every other part of the crate goes through, with
+//! the admin calls, offset lookups, fetch and the produce call the
+//! producer's sender uses.
+//!
+//! Every call runs through [`Client::with_retry`]: each attempt has a
+//! deadline, retriable failures refresh metadata and back off, and the whole
+//! call gives up at the configured retry count or deadline.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_proto::pb;
+use fjord_proto::pb::admin_client::AdminClient;
+use fjord_proto::pb::consumer_client::ConsumerClient;
+use fjord_proto::pb::producer_client::ProducerClient;
+use tokio::time::Instant;
+
+use crate::cluster::{deadline, request, Cluster};
+use crate::retry::Backoff;
+use crate::types::{
+    ClusterDescription, Fetched, Metadata, OffsetSpec, Offsets, TopicDescription, TopicSettings, TopicSummary,
+};
+use crate::{Acks, ClientConfig, Error, Result};
+
+/// Largest long-poll wait a fetch may ask for. Bounds how long a request
+/// can legitimately stay unanswered on top of `request_timeout`.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// A connection to a Fjord cluster. Cheap to clone; clones share channels
+/// and cached metadata.
+///
+/// ```no_run
+/// use fjord_client::{Client, ClientConfig, TopicSettings};
+/// # async fn demo() -> fjord_client::Result<()> {
+/// let client = Client::connect(ClientConfig::from_bootstrap("127.0.0.1:9092,127.0.0.1:9093")?).await?;
+/// client.create_topic("events", 3, 0, TopicSettings::default()).await?;
+/// for t in client.list_topics().await? {
+///     println!("{} ({} partitions)", t.name, t.partitions);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    cluster: Arc<Cluster>,
+}
+
+/// What one attempt of a retried call may use: a leader hint from the
+/// previous attempt's `NotLeader` error, and the attempt number.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Attempt {
+    pub(crate) number: u32,
+    pub(crate) hint: Option<String>,
+}
+
+impl Client {
+    /// A client that connects on first use. No I/O happens here.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `config` is invalid.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Client { cluster: Arc::new(Cluster::new(config)) })
+    }
+
+    /// A client that has fetched cluster metadata from the first bootstrap
+    /// broker that answered.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid config, [`Error::NoBrokerAvailable`]
+    /// if no bootstrap broker answered within its timeouts.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        let client = Self::new(config)?;
+        client.cluster.refresh().await?;
+        Ok(client)
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cluster.config
+    }
+
+    /// Fresh cluster metadata (also updating the cache used for routing).
+    ///
+    /// # Errors
+    /// [`Error::NoBrokerAvailable`] if no broker answered.
+    pub async fn metadata(&self) -> Result<Metadata> {
+        Ok((*self.cluster.refresh().await?).clone())
+    }
+
+    /// Number of partitions of `topic`, from cached metadata when present.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] if the cluster does not know it.
+    pub async fn partition_count(&self, topic: &str) -> Result<u32> {
+        self.cluster.partition_count(topic).await
+    }
+
+    /// Creates a topic. `replication_factor` 0 takes the broker default.
+    /// Retried only on errors that prove the broker did not act on it.
+    ///
+    /// # Errors
+    /// [`Error::TopicAlreadyExists`], [`Error::InvalidArgument`] naming the
+    /// bad field, or a transport/availability error after retries.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        settings: TopicSettings,
+    ) -> Result<TopicDescription> {
+        let msg = pb::CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            config: Some(settings.into()),
+        };
+        let resp = self.admin(false, msg, |mut c, r| async move { c.create_topic(r).await }).await?;
+        let topic = resp.topic.ok_or_else(|| missing("CreateTopicResponse.topic"))?;
+        // The new topic is not in the routing cache yet; make the next call see it.
+        let _ = self.cluster.refresh().await;
+        Ok(topic.into())
+    }
+
+    /// Deletes a topic and all its records.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], or a transport/availability error after retries.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let msg = pb::DeleteTopicRequest { name: name.to_string() };
+        self.admin(false, msg, |mut c, r| async move { c.delete_topic(r).await }).await?;
+        let _ = self.cluster.refresh().await;
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    ///
+    /// # Errors
+    /// A transport/availability error after retries.
+    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
+        let resp = self
+            .admin(true, pb::ListTopicsRequest {}, |mut c, r| async move { c.list_topics(r).await })
+            .await?;
+        let mut topics: Vec<TopicSummary> = resp
+            .topics
+            .into_iter()
+            .map(|t| TopicSummary {
+                name: t.name,
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// A topic's settings and partition states.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], or a transport/availability error after retries.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let msg = pb::DescribeTopicRequest { name: name.to_string() };
+        let resp = self.admin(true, msg, |mut c, r| async move { c.describe_topic(r).await }).await?;
+        Ok(resp.topic.ok_or_else(|| missing("DescribeTopicResponse.topic"))?.into())
+    }
+
+    /// The brokers of the cluster and its controller.
+    ///
+    /// # Errors
+    /// A transport/availability error after retries.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let msg = pb::DescribeClusterRequest {};
+        let resp = self.admin(true, msg, |mut c, r| async move { c.describe_cluster(r).await }).await?;
+        Ok(resp.into())
+    }
+
+    /// Looks up an offset of a partition at its leader.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], or a
+    /// transport/availability error after retries.
+    pub async fn list_offsets(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<Offsets> {
+        let (spec, timestamp_ms) = match spec {
+            OffsetSpec::Earliest => (pb::OffsetSpec::Earliest, 0),
+            OffsetSpec::Latest => (pb::OffsetSpec::Latest, 0),
+            OffsetSpec::Timestamp(ts) => (pb::OffsetSpec::Timestamp, ts),
+        };
+        let msg =
+            pb::ListOffsetsRequest { topic: topic.to_string(), partition, spec: spec as i32, timestamp_ms };
+        let timeout = self.config().request_timeout;
+        let resp = self
+            .with_retry(true, |attempt| {
+                let msg = msg.clone();
+                async move {
+                    let channel = self.leader_channel(topic, partition, attempt.hint).await?;
+                    let req = request(msg, timeout);
+                    let r = deadline(timeout, async {
+                        Ok(ConsumerClient::new(channel).list_offsets(req).await?)
+                    });
+                    Ok(r.await?.into_inner())
+                }
+            })
+            .await?;
+        Ok(Offsets {
+            offset: resp.offset,
+            log_start_offset: resp.log_start_offset,
+            high_watermark: resp.high_watermark,
+        })
+    }
+
+    /// Reads whole batches of a partition from `offset` at its leader,
+    /// long-polling up to `max_wait` until `min_bytes` are available.
+    /// Use [`Fetched::records`] to get CRC-checked user records.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] with the valid range,
+    /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], or a
+    /// transport/availability error after retries.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        min_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<Fetched> {
+        let max_wait = max_wait.min(FETCH_WAIT_MAX);
+        let msg = pb::FetchRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes,
+            min_bytes,
+            max_wait_ms: max_wait.as_millis() as u32,
+        };
+        let timeout = self.config().request_timeout + max_wait;
+        let resp = self
+            .with_retry(true, |attempt| {
+                let msg = msg.clone();
+                async move {
+                    let channel = self.leader_channel(topic, partition, attempt.hint).await?;
+                    let req = request(msg, timeout);
+                    let r = deadline(timeout, async { Ok(ConsumerClient::new(channel).fetch(req).await?) });
+                    Ok(r.await?.into_inner())
+                }
+            })
+            .await?;
+        Ok(Fetched {
+            batches: Bytes::from(resp.batches),
+            next_offset: resp.next_offset,
+            high_watermark: resp.high_watermark,
+            log_start_offset: resp.log_start_offset,
+        })
+    }
+
+    /// One attempt, bounded by `timeout`, to append `batch` to a partition
+    /// at its leader; returns the base offset. The producer's sender owns retries so that it can
+    /// keep them in partition order.
+    pub(crate) async fn produce_once(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: Acks,
+        hint: Option<String>,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let channel = self.leader_channel(topic, partition, hint).await?;
+        let msg = pb::ProduceRequest {
+            correlation_id: 0,
+            topic: topic.to_string(),
+            batches: vec![pb::PartitionBatch { partition, batch: batch.to_vec() }],
+            acks: match acks {
+                Acks::All => pb::Acks::All,
+                Acks::Leader => pb::Acks::Leader,
+            } as i32,
+            timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+        };
+        let req = request(msg, timeout);
+        let resp =
+            deadline(timeout, async { Ok(ProducerClient::new(channel).produce(req).await?.into_inner()) })
+                .await?;
+        let result = resp
+            .results
+            .into_iter()
+            .find(|r| r.partition == partition)
+            .ok_or_else(|| missing("ProduceResponse.results[partition]"))?;
+        if let Some(detail) = result.error {
+            let code = detail.code;
+            return Err(crate::error::from_detail(detail).unwrap_or(Error::Other {
+                code: tonic::Code::Unknown,
+                message: format!("error code {code}"),
+            }));
+        }
+        Ok(result.base_offset)
+    }
+
+    /// Refreshes metadata after an error that suggests it is stale; a
+    /// failure is only logged because the retry that follows reports it.
+    pub(crate) async fn refresh_after(&self, error: &Error) {
+        if error.needs_metadata_refresh() {
+            if let Err(e) = self.cluster.refresh().await {
+                tracing::debug!(error = %e, "metadata refresh failed");
+            }
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails with a non-retriable error, or the
+    /// retry count or deadline is used up. A call that is not `idempotent`
+    /// is retried only when the broker refused it (`NotLeader`,
+    /// `Unavailable`, `Busy`), never after a timeout that may hide success.
+    pub(crate) async fn with_retry<T, F, Fut>(&self, idempotent: bool, mut op: F) -> Result<T>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut backoff = Backoff::new(self.config(), Instant::now());
+        let mut attempt = Attempt::default();
+        loop {
+            let error = match op(attempt.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let retriable = if idempotent { error.is_retriable() } else { error.is_refused() };
+            let delay = match backoff.next_delay(Instant::now()) {
+                Some(d) if retriable => d,
+                _ => return Err(error),
+            };
+            tracing::debug!(error = %error, attempt = attempt.number, ?delay, "retrying");
+            self.refresh_after(&error).await;
+            attempt.hint = match &error {
+                Error::NotLeader { leader_address: Some(a), .. } => Some(a.clone()),
+                _ => None,
+            };
+            attempt.number += 1;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The channel to a partition's leader (or to `hint` if given).
+    pub(crate) async fn leader_channel(
+        &self,
+        topic: &str,
+        partition: u32,
+        hint: Option<String>,
+    ) -> Result<tonic::transport::Channel> {
+        let addr = match hint {
+            Some(a) => a,
+            None => self.cluster.leader_address(topic, partition).await?,
+        };
+        self.cluster.channel(&addr)
+    }
+
+    /// Sends an admin request to any broker, moving on to the next known
+    /// address (or the leader hint) after a retriable failure.
+    async fn admin<Req, Resp, F, Fut>(&self, idempotent: bool, msg: Req, call: F) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(AdminClient<tonic::transport::Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let timeout = self.config().request_timeout;
+        self.with_retry(idempotent, |attempt| {
+            let msg = msg.clone();
+            let call = &call;
+            async move {
+                let addr = match attempt.hint {
+                    Some(a) => a,
+                    None => {
+                        let addrs = self.cluster.any_addresses();
+                        addrs[attempt.number as usize % addrs.len()].clone()
+                    }
+                };
+                let client = AdminClient::new(self.cluster.channel(&addr)?);
+                let fut = call(client, request(msg, timeout));
+                deadline(timeout, async { Ok(fut.await?.into_inner()) }).await
+            }
+        })
+        .await
+    }
+}
+
+fn missing(field: &str) -> Error {
+    Error::Other { code: tonic::Code::Internal, message: format!("broker response lacks {field}") }
+}

@@ -1,0 +1,417 @@
+//! [`Consumer`]: reads assigned partitions concurrently and yields their
+//! records in offset order per partition.
+//!
+//! Each assigned partition has at most one long-poll `Fetch` in flight, and
+//! a new one is issued only once the records of the previous one have been
+//! taken by the caller. Memory is therefore bounded by the number of
+//! assigned partitions times `max_bytes` (plus one oversized batch each,
+//! since a fetch always returns at least one whole batch).
+//!
+//! Positions are resolved lazily: a [`Seek`] to the beginning, end or a
+//! timestamp becomes a `ListOffsets` call just before the partition's next
+//! fetch. Every batch's CRC is checked, control batches are skipped, and
+//! records below the requested offset (a batch is never split) are dropped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_codec::Header;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, Stream};
+use futures::StreamExt;
+
+use crate::types::{Fetched, OffsetSpec};
+use crate::{Client, Error, Result};
+
+/// Default upper bound of one fetch response's batch bytes: 1 MiB.
+pub const FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// Default long-poll wait of a fetch when no data is available.
+pub const FETCH_WAIT_DEFAULT: Duration = Duration::from_millis(500);
+/// Most partitions one consumer may be assigned. With the default
+/// `max_bytes` the buffered data stays under 4 GiB even in the worst case;
+/// real assignments are far smaller.
+pub const ASSIGNED_PARTITIONS_MAX: usize = 4096;
+
+/// Where to (re)start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// The log start offset.
+    Beginning,
+    /// The high watermark: only records produced from now on.
+    End,
+    /// An exact offset. Reading fails with [`Error::OffsetOutOfRange`] if it
+    /// is outside the log.
+    Offset(u64),
+    /// The first record with a timestamp at or after this time (ms since the
+    /// Unix epoch), or the end if there is none.
+    Timestamp(i64),
+    /// `n` records before the end (or the log start if there are fewer).
+    FromEnd(u64),
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Upper bound of each fetch response's batch bytes. Default [`FETCH_MAX_BYTES_DEFAULT`] (1 MiB).
+    pub max_bytes: u32,
+    /// A fetch waits until this many bytes are available... Default 1.
+    pub min_bytes: u32,
+    /// ...or this long has passed. Default [`FETCH_WAIT_DEFAULT`] (500 ms).
+    pub max_wait: Duration,
+    /// Position of a newly assigned partition. Default [`Seek::End`], as Kafka's `auto.offset.reset=latest`.
+    pub start: Seek,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_bytes: FETCH_MAX_BYTES_DEFAULT,
+            min_bytes: 1,
+            max_wait: FETCH_WAIT_DEFAULT,
+            start: Seek::End,
+        }
+    }
+}
+
+/// One record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    /// Topic it was read from.
+    pub topic: String,
+    /// Partition it was read from.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// Its timestamp, ms since the Unix epoch.
+    pub timestamp: i64,
+    /// Key, if any.
+    pub key: Option<Bytes>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// Headers in the order the producer gave them.
+    pub headers: Vec<Header>,
+}
+
+type TopicPartition = (String, u32);
+
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    Resolved(u64),
+    Pending(Seek),
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    position: Position,
+    /// Bumped by every seek so the answer to an older fetch is ignored.
+    generation: u64,
+    fetching: bool,
+    /// Records of this partition in the consumer's buffer.
+    buffered: usize,
+    /// Stopped after a non-retriable error until the next seek.
+    failed: bool,
+    /// Reading stops before this offset.
+    stop_at: Option<u64>,
+    high_watermark: Option<u64>,
+}
+
+struct FetchOutcome {
+    key: TopicPartition,
+    generation: u64,
+    result: Result<(u64, Fetched)>,
+}
+
+/// Reads records from assigned partitions.
+///
+/// ```no_run
+/// use fjord_client::{Client, Consumer, ConsumerConfig, Seek};
+/// # async fn demo(client: Client) -> fjord_client::Result<()> {
+/// let mut consumer = Consumer::new(client, ConsumerConfig::default());
+/// consumer.assign("events", None).await?;
+/// consumer.seek_all(Seek::Beginning);
+/// consumer.stop_at_high_watermark().await?; // read what exists now, then end
+/// while let Some(rec) = consumer.next().await {
+///     let rec = rec?;
+///     println!("{}/{} {:?}", rec.partition, rec.offset, rec.value);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    buffer: VecDeque<ConsumedRecord>,
+    fetches: FuturesUnordered<BoxFuture<'static, FetchOutcome>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("partitions", &self.partitions)
+            .field("buffered", &self.buffer.len())
+            .field("fetches", &self.fetches.len())
+            .finish()
+    }
+}
+
+impl Consumer {
+    /// A consumer with no assignment.
+    pub fn new(client: Client, config: ConsumerConfig) -> Self {
+        Consumer {
+            client,
+            config,
+            partitions: BTreeMap::new(),
+            buffer: VecDeque::new(),
+            fetches: FuturesUnordered::new(),
+        }
+    }
+
+    /// Adds partitions of `topic` (all of them for `None`) to the
+    /// assignment, each starting at `ConsumerConfig::start`. Partitions
+    /// already assigned keep their position.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], or
+    /// [`Error::InvalidArgument`] past [`ASSIGNED_PARTITIONS_MAX`].
+    pub async fn assign(&mut self, topic: &str, partitions: Option<&[u32]>) -> Result<()> {
+        let count = self.client.partition_count(topic).await?;
+        let list: Vec<u32> = match partitions {
+            Some(ps) => ps.to_vec(),
+            None => (0..count).collect(),
+        };
+        if let Some(p) = list.iter().find(|p| **p >= count) {
+            return Err(Error::UnknownPartition {
+                message: format!("topic {topic} has no partition {p} ({count} partitions)"),
+            });
+        }
+        if self.partitions.len() + list.len() > ASSIGNED_PARTITIONS_MAX {
+            return Err(Error::InvalidArgument {
+                message: format!("assignment would exceed {ASSIGNED_PARTITIONS_MAX} partitions"),
+            });
+        }
+        for p in list {
+            self.partitions.entry((topic.to_string(), p)).or_insert(PartitionState {
+                position: Position::Pending(self.config.start),
+                generation: 0,
+                fetching: false,
+                buffered: 0,
+                failed: false,
+                stop_at: None,
+                high_watermark: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes a partition from the assignment and drops its buffered records.
+    pub fn unassign(&mut self, topic: &str, partition: u32) {
+        self.partitions.remove(&(topic.to_string(), partition));
+        self.buffer.retain(|r| !(r.partition == partition && r.topic == topic));
+    }
+
+    /// The assigned partitions, in order.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// Moves a partition's position; buffered records of it are dropped and
+    /// a partition stopped by an error resumes.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`] if the partition is not assigned.
+    pub fn seek(&mut self, topic: &str, partition: u32, to: Seek) -> Result<()> {
+        let state = self.partitions.get_mut(&(topic.to_string(), partition)).ok_or_else(|| {
+            Error::UnknownPartition {
+                message: format!("{topic}/{partition} is not assigned to this consumer"),
+            }
+        })?;
+        state.position = match to {
+            Seek::Offset(o) => Position::Resolved(o),
+            other => Position::Pending(other),
+        };
+        state.generation += 1;
+        state.fetching = false;
+        state.failed = false;
+        state.buffered = 0;
+        self.buffer.retain(|r| !(r.partition == partition && r.topic == topic));
+        Ok(())
+    }
+
+    /// [`seek`](Self::seek) on every assigned partition.
+    pub fn seek_all(&mut self, to: Seek) {
+        for (topic, p) in self.assignment() {
+            self.seek(&topic, p, to).expect("partition is assigned");
+        }
+    }
+
+    /// Stops reading a partition before `offset`: once its position reaches
+    /// it, no more records of it are returned. When every assigned partition
+    /// has stopped, [`next`](Self::next) returns `None`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`] if the partition is not assigned.
+    pub fn stop_at(&mut self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        let state = self.partitions.get_mut(&(topic.to_string(), partition)).ok_or_else(|| {
+            Error::UnknownPartition {
+                message: format!("{topic}/{partition} is not assigned to this consumer"),
+            }
+        })?;
+        state.stop_at = Some(offset);
+        Ok(())
+    }
+
+    /// Stops every assigned partition at its current high watermark, so the
+    /// consumer reads what is committed now and then ends.
+    ///
+    /// # Errors
+    /// The first `ListOffsets` failure.
+    pub async fn stop_at_high_watermark(&mut self) -> Result<()> {
+        for (topic, p) in self.assignment() {
+            let hw = self.client.list_offsets(&topic, p, OffsetSpec::Latest).await?.high_watermark;
+            self.stop_at(&topic, p, hw)?;
+        }
+        Ok(())
+    }
+
+    /// The offset of the next record this consumer will fetch from a
+    /// partition, once resolved (`None` while a seek is pending).
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        match self.partitions.get(&(topic.to_string(), partition))?.position {
+            Position::Resolved(o) => Some(o),
+            Position::Pending(_) => None,
+        }
+    }
+
+    /// The high watermark the last fetch of a partition reported.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.partitions.get(&(topic.to_string(), partition))?.high_watermark
+    }
+
+    /// The next record, in offset order per partition; `None` when nothing
+    /// is left to read (no assignment, or every partition stopped by
+    /// [`stop_at`](Self::stop_at) or by an earlier error).
+    ///
+    /// An error stops only the partition it came from (for a non-retriable
+    /// one, until the next [`seek`](Self::seek)); [`Error::OffsetOutOfRange`]
+    /// carries the valid range so the caller can seek into it.
+    pub async fn next(&mut self) -> Option<Result<ConsumedRecord>> {
+        loop {
+            if let Some(rec) = self.buffer.pop_front() {
+                if let Some(s) = self.partitions.get_mut(&(rec.topic.clone(), rec.partition)) {
+                    s.buffered -= 1;
+                }
+                return Some(Ok(rec));
+            }
+            self.start_fetches();
+            let outcome = self.fetches.next().await?;
+            if let Some(e) = self.absorb(outcome) {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    /// The records as a stream; see [`next`](Self::next).
+    pub fn stream(&mut self) -> impl Stream<Item = Result<ConsumedRecord>> + '_ {
+        futures::stream::unfold(self, |c| async move { c.next().await.map(|r| (r, c)) })
+    }
+
+    /// Issues a fetch for every partition that has none in flight, no
+    /// records buffered, and has not stopped.
+    fn start_fetches(&mut self) {
+        for (key, state) in self.partitions.iter_mut() {
+            if state.fetching || state.failed || state.buffered > 0 {
+                continue;
+            }
+            if let (Position::Resolved(pos), Some(stop)) = (state.position, state.stop_at) {
+                if pos >= stop {
+                    continue;
+                }
+            }
+            state.fetching = true;
+            let (client, config, key, position) =
+                (self.client.clone(), self.config.clone(), key.clone(), state.position);
+            let generation = state.generation;
+            self.fetches.push(Box::pin(async move {
+                let result = fetch_from(&client, &config, &key, position).await;
+                FetchOutcome { key, generation, result }
+            }));
+        }
+    }
+
+    /// Takes a fetch's answer into the buffer; returns its error, if any.
+    fn absorb(&mut self, outcome: FetchOutcome) -> Option<Error> {
+        let state = self.partitions.get_mut(&outcome.key)?;
+        if state.generation != outcome.generation {
+            return None;
+        }
+        state.fetching = false;
+        let (from, fetched) = match outcome.result {
+            Ok(r) => r,
+            Err(e) => {
+                state.failed = !e.is_retriable();
+                return Some(e);
+            }
+        };
+        let records = match fetched.records(from) {
+            Ok(r) => r,
+            Err(e) => {
+                state.failed = true;
+                return Some(e);
+            }
+        };
+        let stop = state.stop_at.unwrap_or(u64::MAX);
+        let mut next = fetched.next_offset.max(from);
+        let (topic, partition) = outcome.key;
+        for r in records {
+            next = next.max(r.offset + 1);
+            if r.offset >= stop {
+                continue;
+            }
+            state.buffered += 1;
+            self.buffer.push_back(ConsumedRecord {
+                topic: topic.clone(),
+                partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            });
+        }
+        state.position = Position::Resolved(next);
+        state.high_watermark = Some(fetched.high_watermark);
+        None
+    }
+}
+
+/// Resolves a pending position, then fetches from it. Returns the offset
+/// fetched from with the answer.
+async fn fetch_from(
+    client: &Client,
+    config: &ConsumerConfig,
+    (topic, partition): &TopicPartition,
+    position: Position,
+) -> Result<(u64, Fetched)> {
+    let from = match position {
+        Position::Resolved(o) => o,
+        Position::Pending(seek) => resolve(client, topic, *partition, seek).await?,
+    };
+    let fetched =
+        client.fetch(topic, *partition, from, config.max_bytes, config.min_bytes, config.max_wait).await?;
+    Ok((from, fetched))
+}
+
+async fn resolve(client: &Client, topic: &str, partition: u32, seek: Seek) -> Result<u64> {
+    let spec = match seek {
+        Seek::Offset(o) => return Ok(o),
+        Seek::Beginning => OffsetSpec::Earliest,
+        Seek::End | Seek::FromEnd(_) => OffsetSpec::Latest,
+        Seek::Timestamp(ts) => OffsetSpec::Timestamp(ts),
+    };
+    let o = client.list_offsets(topic, partition, spec).await?;
+    Ok(match seek {
+        Seek::FromEnd(n) => o.high_watermark.saturating_sub(n).max(o.log_start_offset),
+        _ => o.offset,
+    })
+}

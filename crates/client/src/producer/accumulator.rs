@@ -1,0 +1,354 @@
+//! The record accumulator: per-partition open batches, closed batches
+//! waiting their turn, and which partitions have a batch in flight.
+//!
+//! Pure bookkeeping, no I/O and no timers: the caller passes the current
+//! time in and asks when to wake up next, which keeps the linger and
+//! ordering logic testable without a broker or a clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_codec::format::RECORD_LEN_MIN;
+use fjord_codec::BatchBuilder;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Pending, RecordMetadata, Target, MAX_IN_FLIGHT_PER_PARTITION};
+use crate::partitioner::Sticky;
+use crate::{Error, Result};
+
+/// A record's acknowledgement channel and what its metadata will say.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    tx: oneshot::Sender<Result<RecordMetadata>>,
+    timestamp: i64,
+}
+
+/// A closed batch, ready to send.
+#[derive(Debug)]
+pub(crate) struct ReadyBatch {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) bytes: Bytes,
+    waiters: Vec<Waiter>,
+}
+
+impl ReadyBatch {
+    /// Resolves each record's delivery: offsets `base_offset..` on success,
+    /// a clone of the error on failure.
+    pub(crate) fn complete(self, result: Result<u64>) {
+        for (i, w) in self.waiters.into_iter().enumerate() {
+            let outcome = match &result {
+                Ok(base) => Ok(RecordMetadata {
+                    partition: self.partition,
+                    offset: base + i as u64,
+                    timestamp: w.timestamp,
+                }),
+                Err(e) => Err(e.clone()),
+            };
+            // The caller may have dropped its Delivery; that is fine.
+            let _ = w.tx.send(outcome);
+        }
+    }
+
+    /// Number of records in the batch.
+    pub(crate) fn record_count(&self) -> usize {
+        self.waiters.len()
+    }
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    in_flight: bool,
+}
+
+type TopicPartition = (String, u32);
+
+// `PartitionQueue::in_flight` is a bool: one batch per partition in flight.
+const _: () = assert!(MAX_IN_FLIGHT_PER_PARTITION == 1);
+
+/// Open and closed batches of every partition the producer writes to.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    batch_bytes: usize,
+    linger: Duration,
+    queues: HashMap<TopicPartition, PartitionQueue>,
+    /// Sticky choice and latest known partition count, per topic.
+    sticky: HashMap<String, (Sticky, u32)>,
+    /// Bytes in open, ready and in-flight batches.
+    buffered_bytes: usize,
+    in_flight_bytes: HashMap<TopicPartition, usize>,
+    seed: u64,
+}
+
+impl Accumulator {
+    /// An empty accumulator; `seed` seeds the sticky partitioner.
+    pub(crate) fn new(batch_bytes: usize, linger: Duration, seed: u64) -> Self {
+        Accumulator {
+            batch_bytes,
+            linger,
+            queues: HashMap::new(),
+            sticky: HashMap::new(),
+            buffered_bytes: 0,
+            in_flight_bytes: HashMap::new(),
+            seed,
+        }
+    }
+
+    /// Bytes held in batches not yet acknowledged.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    /// Whether nothing is buffered or in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.values().all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
+    }
+
+    /// Adds a record to its partition's open batch, closing that batch first
+    /// if the record does not fit and afterwards if no further record could.
+    /// A record the codec refuses fails its delivery at once. Returns the
+    /// partition chosen.
+    pub(crate) fn append(&mut self, rec: Pending, now: Instant) -> u32 {
+        let partition = match rec.target {
+            Target::Partition(p) => p,
+            Target::Sticky => {
+                let seed = self.seed.wrapping_add(self.sticky.len() as u64);
+                let entry = self.sticky.entry(rec.topic.clone()).or_insert_with(|| (Sticky::new(seed), 0));
+                entry.1 = rec.partitions;
+                entry.0.partition(rec.partitions)
+            }
+        };
+        let key = (rec.topic.clone(), partition);
+        let headers: Vec<(&str, Option<&[u8]>)> =
+            rec.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let queue = self.queues.entry(key.clone()).or_default();
+        let mut pushed = false;
+        if let Some(open) = queue.open.as_mut() {
+            let before = open.builder.len();
+            if open.builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp).is_ok() {
+                self.buffered_bytes += open.builder.len() - before;
+                pushed = true;
+            } else {
+                self.close_open(&key);
+            }
+        }
+        if !pushed {
+            let mut builder = BatchBuilder::new(self.batch_bytes);
+            if let Err(e) = builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp) {
+                let _ = rec.tx.send(Err(Error::InvalidArgument { message: e.to_string() }));
+                return partition;
+            }
+            self.buffered_bytes += builder.len();
+            let queue = self.queues.get_mut(&key).expect("queue was just created");
+            queue.open = Some(OpenBatch { builder, created: now, waiters: Vec::new() });
+        }
+        let queue = self.queues.get_mut(&key).expect("queue exists");
+        let open = queue.open.as_mut().expect("a batch is open");
+        open.waiters.push(Waiter { tx: rec.tx, timestamp: rec.timestamp });
+        if open.builder.len() + RECORD_LEN_MIN > self.batch_bytes {
+            self.close_open(&key);
+        }
+        partition
+    }
+
+    /// Moves a partition's open batch to its ready queue and lets keyless
+    /// records of the topic move to another partition.
+    fn close_open(&mut self, key: &TopicPartition) {
+        let Some(queue) = self.queues.get_mut(key) else { return };
+        let Some(open) = queue.open.take() else { return };
+        queue.ready.push_back(ReadyBatch {
+            topic: key.0.clone(),
+            partition: key.1,
+            bytes: open.builder.finish(),
+            waiters: open.waiters,
+        });
+        if let Some((s, partitions)) = self.sticky.get_mut(&key.0) {
+            s.batch_closed(key.1, *partitions);
+        }
+    }
+
+    /// Takes up to `max` batches to send now, at most one per partition and
+    /// none from a partition with a batch in flight: a closed batch first,
+    /// else an open one whose linger has passed (or any open one if
+    /// `flushing`). The partitions taken are marked in flight.
+    pub(crate) fn drain(&mut self, now: Instant, max: usize, flushing: bool) -> Vec<ReadyBatch> {
+        let mut out = Vec::new();
+        let keys: Vec<TopicPartition> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.in_flight)
+            .filter(|(_, q)| {
+                !q.ready.is_empty()
+                    || q.open.as_ref().is_some_and(|o| flushing || now >= o.created + self.linger)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys.into_iter().take(max) {
+            let queue = self.queues.get_mut(&key).expect("key from map");
+            if queue.ready.is_empty() {
+                self.close_open(&key);
+            }
+            let queue = self.queues.get_mut(&key).expect("key from map");
+            let batch = queue.ready.pop_front().expect("a batch is ready");
+            queue.in_flight = true;
+            self.in_flight_bytes.insert(key, batch.bytes.len());
+            out.push(batch);
+        }
+        out
+    }
+
+    /// Marks a partition's in-flight batch as done (acknowledged or failed
+    /// for good) so its next batch may go.
+    pub(crate) fn complete(&mut self, topic: &str, partition: u32) {
+        let key = (topic.to_string(), partition);
+        if let Some(q) = self.queues.get_mut(&key) {
+            assert!(q.in_flight, "completing {topic}/{partition} which has no batch in flight");
+            q.in_flight = false;
+            if q.open.is_none() && q.ready.is_empty() {
+                self.queues.remove(&key);
+            }
+        }
+        let bytes = self.in_flight_bytes.remove(&key).unwrap_or(0);
+        self.buffered_bytes -= bytes;
+    }
+
+    /// When the next open batch's linger ends, among partitions that could
+    /// send now; `None` if no timer is needed.
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+        self.queues
+            .values()
+            .filter(|q| !q.in_flight && q.ready.is_empty())
+            .filter_map(|q| q.open.as_ref().map(|o| o.created + self.linger))
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(5);
+
+    fn pending(
+        topic: &str,
+        target: Target,
+        value: &[u8],
+    ) -> (Pending, oneshot::Receiver<Result<RecordMetadata>>) {
+        let (tx, rx) = oneshot::channel();
+        let p = Pending {
+            topic: topic.into(),
+            target,
+            partitions: 4,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: vec![],
+            timestamp: 1000,
+            tx,
+        };
+        (p, rx)
+    }
+
+    fn batch_for_records(n: usize, value_len: usize) -> usize {
+        fjord_codec::format::BATCH_HEADER_LEN
+            + n * BatchBuilder::record_len(None, Some(&vec![0; value_len]), &[])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_holds_a_batch_until_it_expires() {
+        let mut acc = Accumulator::new(1 << 20, LINGER, 1);
+        let t0 = Instant::now();
+        let (p, _rx1) = pending("t", Target::Partition(0), b"a");
+        acc.append(p, t0);
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let (p, _rx2) = pending("t", Target::Partition(0), b"b");
+        acc.append(p, Instant::now());
+        assert!(acc.drain(Instant::now(), 10, false).is_empty());
+        assert_eq!(acc.next_wakeup(), Some(t0 + LINGER));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        let sent = acc.drain(Instant::now(), 10, false);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].record_count(), 2);
+        assert_eq!(acc.next_wakeup(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_batch_goes_at_once_and_flush_ignores_linger() {
+        // Room for exactly three 100-byte records.
+        let mut acc = Accumulator::new(batch_for_records(3, 100), LINGER, 1);
+        let now = Instant::now();
+        let mut rxs = Vec::new();
+        for _ in 0..4 {
+            let (p, rx) = pending("t", Target::Partition(1), &[7; 100]);
+            acc.append(p, now);
+            rxs.push(rx);
+        }
+        let sent = acc.drain(now, 10, false);
+        assert_eq!(sent.len(), 1, "the full batch goes before linger");
+        assert_eq!(sent[0].record_count(), 3);
+        assert!(acc.drain(now, 10, true).is_empty(), "one batch in flight per partition");
+        sent.into_iter().for_each(|b| b.complete(Ok(10)));
+        acc.complete("t", 1);
+        let sent = acc.drain(now, 10, true);
+        assert_eq!(sent.len(), 1, "flush sends the partial batch");
+        sent.into_iter().for_each(|b| b.complete(Ok(13)));
+        acc.complete("t", 1);
+        assert!(acc.is_empty());
+        assert_eq!(acc.buffered_bytes(), 0);
+        let offsets: Vec<u64> =
+            rxs.into_iter().map(|mut rx| rx.try_recv().unwrap().unwrap().offset).collect();
+        assert_eq!(offsets, [10, 11, 12, 13]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_drain_concurrently_up_to_max_and_failures_reach_every_record() {
+        let mut acc = Accumulator::new(1 << 20, LINGER, 1);
+        let now = Instant::now();
+        let mut rxs = Vec::new();
+        for p in 0..3 {
+            let (rec, rx) = pending("t", Target::Partition(p), b"x");
+            acc.append(rec, now);
+            rxs.push(rx);
+        }
+        let later = now + LINGER;
+        let first = acc.drain(later, 2, false);
+        assert_eq!(first.len(), 2);
+        let second = acc.drain(later, 2, false);
+        assert_eq!(second.len(), 1);
+        for b in first.into_iter().chain(second) {
+            let (t, p) = (b.topic.clone(), b.partition);
+            b.complete(Err(Error::Timeout { message: "x".into() }));
+            acc.complete(&t, p);
+        }
+        for mut rx in rxs {
+            assert!(matches!(rx.try_recv().unwrap(), Err(Error::Timeout { .. })));
+        }
+        assert!(acc.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sticky_moves_when_its_batch_is_sent() {
+        let mut acc = Accumulator::new(1 << 20, LINGER, 9);
+        let now = Instant::now();
+        let (p, _a) = pending("t", Target::Sticky, b"1");
+        let first = acc.append(p, now);
+        let (p, _b) = pending("t", Target::Sticky, b"2");
+        assert_eq!(acc.append(p, now), first, "sticks while the batch is open");
+        let sent = acc.drain(now, 10, true);
+        assert_eq!(sent.len(), 1);
+        let (p, _c) = pending("t", Target::Sticky, b"3");
+        let second = acc.append(p, now);
+        assert_ne!(second, first, "moves on once the batch is sent");
+        assert!(second < 4);
+    }
+}

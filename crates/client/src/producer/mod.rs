@@ -1,0 +1,352 @@
+//! [`Producer`]: batches records per partition and sends them in the
+//! background.
+//!
+//! `send` picks the partition, checks the record against the batch limit and
+//! hands it to a background task over a bounded channel (so a slow cluster
+//! slows the caller instead of growing memory). The task appends it to its
+//! partition's open batch in the [`accumulator`]; a batch is sent when it
+//! is full or its linger time has passed.
+//!
+//! **Ordering.** At most one batch per partition is in flight. A batch that
+//! fails with a retriable error is retried (same bytes, with backoff) while
+//! the partition's later batches wait behind it, so batches are appended in
+//! the order their records were sent. Batches of different partitions are
+//! in flight concurrently, up to `max_in_flight_requests`. Pipelining
+//! several batches of one partition could reorder them on retry (or on
+//! separate HTTP/2 streams) because the broker has no producer sequence
+//! numbers yet; this is Kafka's `max.in.flight.requests.per.connection=1`
+//! choice for non-idempotent producers.
+//!
+//! **Delivery.** At least once: a batch whose request timed out is resent,
+//! and if the first attempt was in fact appended the records appear twice.
+//! A batch that fails for good fails each of its records' [`Delivery`];
+//! later batches of the partition are still sent.
+
+pub(crate) mod accumulator;
+mod sender;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fjord_codec::format::BATCH_HEADER_LEN;
+use fjord_codec::BatchBuilder;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::partitioner::partition_for_key;
+use crate::{Client, Error, Result, REQUEST_TIMEOUT_DEFAULT};
+
+/// Default time a batch waits for more records before it is sent.
+pub const LINGER_DEFAULT: Duration = Duration::from_millis(5);
+/// Default batch size limit, header included: 256 KiB.
+pub const BATCH_BYTES_DEFAULT: usize = 256 * 1024;
+/// Default bound on produce requests in flight across all partitions.
+pub const MAX_IN_FLIGHT_REQUESTS_DEFAULT: usize = 5;
+/// Batches of one partition in flight at once; see the module doc on ordering.
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 1;
+/// Default bound on bytes held in batches not yet acknowledged: 32 MiB, 128
+/// full default batches. When reached, `send` waits.
+pub const BUFFER_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
+/// Largest linger accepted: longer would make `flush`-less callers wait
+/// noticeably for no throughput gain.
+pub const LINGER_MAX: Duration = Duration::from_secs(60);
+/// Records queued between `send` callers and the background task.
+const COMMAND_QUEUE_LEN: usize = 1024;
+/// Most in-flight requests a producer may be configured for.
+const MAX_IN_FLIGHT_REQUESTS_MAX: usize = 1024;
+/// Smallest batch limit: a header plus a small record.
+const BATCH_BYTES_MIN: usize = BATCH_HEADER_LEN + 64;
+
+/// When the broker acknowledges a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Acks {
+    /// Once a quorum of replicas holds it durably.
+    #[default]
+    All,
+    /// Once the leader has appended it.
+    Leader,
+}
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How long a batch waits for more records. Default [`LINGER_DEFAULT`] (5 ms).
+    pub linger: Duration,
+    /// Batch size limit in bytes, header included; also the largest record
+    /// accepted. Default [`BATCH_BYTES_DEFAULT`] (256 KiB), at most
+    /// `fjord_codec::format::BATCH_LEN_MAX`.
+    pub batch_bytes: usize,
+    /// Produce requests in flight across partitions. Default
+    /// [`MAX_IN_FLIGHT_REQUESTS_DEFAULT`] (5). Per partition it is always
+    /// [`MAX_IN_FLIGHT_PER_PARTITION`].
+    pub max_in_flight_requests: usize,
+    /// Bytes buffered before `send` waits. Default [`BUFFER_BYTES_DEFAULT`] (32 MiB).
+    pub buffer_bytes: usize,
+    /// Acknowledgement level. Default [`Acks::All`].
+    pub acks: Acks,
+    /// Timeout of each produce attempt. Default 30 s.
+    pub request_timeout: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: LINGER_DEFAULT,
+            batch_bytes: BATCH_BYTES_DEFAULT,
+            max_in_flight_requests: MAX_IN_FLIGHT_REQUESTS_DEFAULT,
+            buffer_bytes: BUFFER_BYTES_DEFAULT,
+            acks: Acks::All,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad field and its limit.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| Err(Error::Config { message });
+        let max = fjord_codec::format::BATCH_LEN_MAX;
+        if !(BATCH_BYTES_MIN..=max).contains(&self.batch_bytes) {
+            return bad(format!("batch_bytes {} is outside {BATCH_BYTES_MIN}..={max}", self.batch_bytes));
+        }
+        if self.linger > LINGER_MAX {
+            return bad(format!("linger {:?} exceeds {LINGER_MAX:?}", self.linger));
+        }
+        if !(1..=MAX_IN_FLIGHT_REQUESTS_MAX).contains(&self.max_in_flight_requests) {
+            return bad(format!(
+                "max_in_flight_requests {} is outside 1..={MAX_IN_FLIGHT_REQUESTS_MAX}",
+                self.max_in_flight_requests
+            ));
+        }
+        if self.buffer_bytes < self.batch_bytes {
+            return bad(format!(
+                "buffer_bytes {} is below batch_bytes {}",
+                self.buffer_bytes, self.batch_bytes
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Partition; `None` lets the partitioner choose (murmur2 of the key, or sticky).
+    pub partition: Option<u32>,
+    /// Key, if any.
+    pub key: Option<Bytes>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Timestamp in ms since the Unix epoch; `None` for the time of `send`.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A keyless record with a value.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..Default::default() }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the partition explicitly.
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Appends a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: Option<Bytes>) -> Self {
+        self.headers.push((key.into(), value));
+        self
+    }
+
+    /// Sets the timestamp (ms since the Unix epoch).
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+}
+
+/// Where an acknowledged record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Partition it went to.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// Its timestamp (ms since the Unix epoch), as sent.
+    pub timestamp: i64,
+}
+
+/// Resolves when the broker acknowledged (or finally refused) one record.
+#[derive(Debug)]
+#[must_use = "a Delivery reports whether the record was stored"]
+pub struct Delivery {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for Delivery {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
+    }
+}
+
+/// Where the partitioner sends a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A known partition (explicit or by key).
+    Partition(u32),
+    /// The topic's sticky partition, chosen by the background task.
+    Sticky,
+}
+
+/// A record on its way to the background task.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) topic: String,
+    pub(crate) target: Target,
+    pub(crate) partitions: u32,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
+    pub(crate) headers: Vec<(String, Option<Bytes>)>,
+    pub(crate) timestamp: i64,
+    pub(crate) tx: oneshot::Sender<Result<RecordMetadata>>,
+}
+
+/// What `Producer` handles tell the background task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(Pending),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A batching producer. Share it behind an `Arc` to send from many tasks.
+///
+/// ```no_run
+/// use fjord_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+/// # async fn demo(client: Client) -> fjord_client::Result<()> {
+/// let producer = Producer::new(client, ProducerConfig::default())?;
+/// let mut deliveries = Vec::new();
+/// for i in 0..1000 {
+///     let rec = ProducerRecord::new("events", format!("event {i}")).with_key(format!("user-{}", i % 10));
+///     deliveries.push(producer.send(rec).await?); // waits only if the buffer is full
+/// }
+/// producer.flush().await;
+/// for d in deliveries {
+///     d.await?;
+/// }
+/// producer.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Producer {
+    client: Client,
+    config: ProducerConfig,
+    tx: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Producer {
+    /// Starts a producer (and its background task) on the current Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `config` is invalid.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn new(client: Client, config: ProducerConfig) -> Result<Self> {
+        config.validate()?;
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
+        let task = tokio::spawn(sender::run(client.clone(), config.clone(), rx));
+        Ok(Producer { client, config, tx, task })
+    }
+
+    /// Queues a record and returns a [`Delivery`] that resolves when it is
+    /// acknowledged. Waits only while the producer's buffer is full.
+    ///
+    /// # Errors
+    /// At once, without sending: [`Error::RecordTooLarge`] if the record
+    /// alone exceeds `batch_bytes`, [`Error::UnknownTopic`] or
+    /// [`Error::UnknownPartition`], [`Error::ProducerClosed`] after
+    /// [`close`](Self::close). Broker failures arrive through the `Delivery`.
+    pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
+        let headers: Vec<(&str, Option<&[u8]>)> =
+            record.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let size = BATCH_HEADER_LEN
+            + BatchBuilder::record_len(record.key.as_deref(), record.value.as_deref(), &headers);
+        if size > self.config.batch_bytes {
+            return Err(Error::RecordTooLarge { size, max: self.config.batch_bytes });
+        }
+        let partitions = self.client.partition_count(&record.topic).await?;
+        if partitions == 0 {
+            return Err(Error::Unavailable {
+                message: format!("topic {} has no partitions yet", record.topic),
+            });
+        }
+        let target = match (record.partition, &record.key) {
+            (Some(p), _) if p >= partitions => {
+                return Err(Error::UnknownPartition {
+                    message: format!("topic {} has no partition {p} ({partitions} partitions)", record.topic),
+                })
+            }
+            (Some(p), _) => Target::Partition(p),
+            (None, Some(key)) => Target::Partition(partition_for_key(key, partitions)),
+            (None, None) => Target::Sticky,
+        };
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            topic: record.topic,
+            target,
+            partitions,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp: record.timestamp.unwrap_or_else(now_ms),
+            tx,
+        };
+        self.tx.send(Command::Send(pending)).await.map_err(|_| Error::ProducerClosed)?;
+        Ok(Delivery { rx })
+    }
+
+    /// Sends every buffered batch now, ignoring linger, and waits until all
+    /// records sent before this call are acknowledged or failed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Flushes, then stops the background task.
+    ///
+    /// # Errors
+    /// [`Error::ProducerClosed`] if the background task had panicked.
+    pub async fn close(self) -> Result<()> {
+        let Producer { tx, task, .. } = self;
+        drop(tx);
+        task.await.map_err(|_| Error::ProducerClosed)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,370 @@
+//! Domain types returned by [`crate::Client`], converted from `pb` at the edge
+//! so callers never see generated protobuf types.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use fjord_codec::{records, split_batches, verify_crc, Record};
+use fjord_proto::pb;
+
+use crate::{Error, Result};
+
+/// Per-topic settings; `None` means the broker default (on create) or
+/// "not reported" (on describe).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Delete closed segments whose newest record is older than this many ms; -1 keeps forever.
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest closed segments while a partition exceeds this many bytes; -1 for no limit.
+    pub retention_bytes: Option<i64>,
+    /// Roll the active segment at this many bytes.
+    pub segment_bytes: Option<u64>,
+    /// Roll the active segment when its first record is older than this many ms.
+    pub segment_ms: Option<i64>,
+}
+
+impl From<TopicSettings> for pb::TopicConfig {
+    fn from(s: TopicSettings) -> Self {
+        pb::TopicConfig {
+            retention_ms: s.retention_ms,
+            retention_bytes: s.retention_bytes,
+            segment_bytes: s.segment_bytes,
+            segment_ms: s.segment_ms,
+        }
+    }
+}
+
+impl From<pb::TopicConfig> for TopicSettings {
+    fn from(c: pb::TopicConfig) -> Self {
+        TopicSettings {
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            segment_bytes: c.segment_bytes,
+            segment_ms: c.segment_ms,
+        }
+    }
+}
+
+/// One line of a topic listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+}
+
+/// A topic with its effective settings and the state of each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// Topic name.
+    pub name: String,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+    /// Effective settings, broker defaults filled in.
+    pub settings: TopicSettings,
+    /// Partitions in partition order.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// State of one partition as the answering broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// Partition number.
+    pub partition: u32,
+    /// Broker id of the leader, if one is known.
+    pub leader: Option<u64>,
+    /// Broker ids holding a replica.
+    pub replicas: Vec<u64>,
+    /// Replicas caught up with the leader.
+    pub in_sync_replicas: Vec<u64>,
+    /// First offset still in the log.
+    pub log_start_offset: u64,
+    /// Offset the next appended record will get.
+    pub log_end_offset: u64,
+    /// Offsets below it are committed and readable.
+    pub high_watermark: u64,
+    /// Bytes on disk in the answering broker's replica.
+    pub size_bytes: u64,
+}
+
+/// A broker as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// Broker id.
+    pub id: u64,
+    /// Address clients connect to, `host:port`.
+    pub address: String,
+    /// Whether the cluster currently considers it alive.
+    pub alive: bool,
+}
+
+/// The answer to `describe_cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// The broker that answered.
+    pub broker_id: u64,
+    /// Leader of the metadata group, if any.
+    pub controller_id: Option<u64>,
+    /// Every broker.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+/// Brokers and partition leaders, as used for routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Every broker, by id.
+    pub brokers: BTreeMap<u64, BrokerInfo>,
+    /// Every topic, by name.
+    pub topics: BTreeMap<String, TopicMetadata>,
+}
+
+/// Partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// Topic name.
+    pub name: String,
+    /// Partitions in partition order.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// Leader and replicas of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// Partition number.
+    pub partition: u32,
+    /// Broker id of the leader, if one is known.
+    pub leader: Option<u64>,
+    /// Broker ids holding a replica.
+    pub replicas: Vec<u64>,
+}
+
+impl Metadata {
+    /// Address of the leader of `topic`/`partition`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::UnknownPartition`] if metadata does
+    /// not know them, [`Error::Unavailable`] if the partition has no known
+    /// leader or the leader's address is unknown.
+    pub fn leader_address(&self, topic: &str, partition: u32) -> Result<&str> {
+        let p = self.partition(topic, partition)?;
+        let unavailable =
+            || Error::Unavailable { message: format!("no known leader for {topic}/{partition}") };
+        let leader = p.leader.ok_or_else(unavailable)?;
+        self.brokers.get(&leader).map(|b| b.address.as_str()).ok_or_else(unavailable)
+    }
+
+    /// Metadata of one partition.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`] or [`Error::UnknownPartition`].
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<&PartitionMetadata> {
+        let t = self.topic(topic)?;
+        t.partitions.iter().find(|p| p.partition == partition).ok_or_else(|| Error::UnknownPartition {
+            message: format!(
+                "topic {topic} has no partition {partition} ({} partitions)",
+                t.partitions.len()
+            ),
+        })
+    }
+
+    /// Metadata of one topic.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`].
+    pub fn topic(&self, topic: &str) -> Result<&TopicMetadata> {
+        self.topics.get(topic).ok_or_else(|| Error::UnknownTopic { message: format!("topic {topic}") })
+    }
+}
+
+impl From<pb::BrokerInfo> for BrokerInfo {
+    fn from(b: pb::BrokerInfo) -> Self {
+        BrokerInfo { id: b.id, address: b.address, alive: b.alive }
+    }
+}
+
+impl From<pb::MetadataResponse> for Metadata {
+    fn from(m: pb::MetadataResponse) -> Self {
+        let brokers = m.brokers.into_iter().map(|b| (b.id, BrokerInfo::from(b))).collect();
+        let topics = m
+            .topics
+            .into_iter()
+            .map(|t| {
+                let mut partitions: Vec<_> = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartitionMetadata {
+                        partition: p.partition,
+                        leader: nonzero(p.leader),
+                        replicas: p.replicas,
+                    })
+                    .collect();
+                partitions.sort_by_key(|p| p.partition);
+                (t.name.clone(), TopicMetadata { name: t.name, partitions })
+            })
+            .collect();
+        Metadata { brokers, topics }
+    }
+}
+
+impl From<pb::TopicDescription> for TopicDescription {
+    fn from(t: pb::TopicDescription) -> Self {
+        let mut partitions: Vec<_> = t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionDescription {
+                partition: p.partition,
+                leader: nonzero(p.leader),
+                replicas: p.replicas,
+                in_sync_replicas: p.in_sync_replicas,
+                log_start_offset: p.log_start_offset,
+                log_end_offset: p.log_end_offset,
+                high_watermark: p.high_watermark,
+                size_bytes: p.size_bytes,
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        TopicDescription {
+            name: t.name,
+            replication_factor: t.replication_factor,
+            settings: t.config.map(TopicSettings::from).unwrap_or_default(),
+            partitions,
+        }
+    }
+}
+
+impl From<pb::DescribeClusterResponse> for ClusterDescription {
+    fn from(c: pb::DescribeClusterResponse) -> Self {
+        ClusterDescription {
+            broker_id: c.broker_id,
+            controller_id: nonzero(c.controller_id),
+            brokers: c.brokers.into_iter().map(BrokerInfo::from).collect(),
+        }
+    }
+}
+
+fn nonzero(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}
+
+/// Which offset [`crate::Client::list_offsets`] looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: the offset the next record will get.
+    Latest,
+    /// The first offset whose record timestamp is at or after this time (ms
+    /// since the Unix epoch); the high watermark if there is none.
+    Timestamp(i64),
+}
+
+/// The answer to `list_offsets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    /// The offset asked for.
+    pub offset: u64,
+    /// First offset still in the log.
+    pub log_start_offset: u64,
+    /// Offsets below it are committed and readable.
+    pub high_watermark: u64,
+}
+
+/// The answer to one `fetch`: whole batches as the broker stored them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Consecutive whole batches; the first may start before the requested offset.
+    pub batches: Bytes,
+    /// Offset to fetch next.
+    pub next_offset: u64,
+    /// Offsets below it are committed and readable.
+    pub high_watermark: u64,
+    /// First offset still in the log.
+    pub log_start_offset: u64,
+}
+
+impl Fetched {
+    /// The user records at or after `from`, in offset order: each batch's
+    /// CRC is checked, control batches and records below `from` are skipped.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if a batch is malformed or fails its CRC.
+    pub fn records(&self, from: u64) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for item in split_batches(self.batches.clone()) {
+            let (header, batch) = item.map_err(Error::Codec)?;
+            verify_crc(&batch, &header).map_err(Error::Codec)?;
+            if header.is_control() || header.next_offset() <= from {
+                continue;
+            }
+            for rec in records(&batch).map_err(Error::Codec)? {
+                let rec = rec.map_err(Error::Codec)?;
+                if rec.offset >= from {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_codec::{stamp_batch, BatchBuilder};
+
+    fn batch(base: u64, values: &[&str]) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1 << 20);
+        for v in values {
+            b.push(None, Some(v.as_bytes()), &[], 1000).unwrap();
+        }
+        let mut bytes = b.finish().to_vec();
+        stamp_batch(&mut bytes, base, 1, 1);
+        bytes
+    }
+
+    #[test]
+    fn records_skip_control_batches_and_offsets_below_start() {
+        let mut all = batch(0, &["a", "b", "c"]);
+        let mut control = BatchBuilder::control(fjord_codec::format::CONTROL_NOOP, b"", 1000).to_vec();
+        stamp_batch(&mut control, 3, 1, 2);
+        all.extend_from_slice(&control);
+        all.extend_from_slice(&batch(4, &["d"]));
+        let f = Fetched { batches: Bytes::from(all), next_offset: 5, high_watermark: 5, log_start_offset: 0 };
+        let got: Vec<(u64, Bytes)> =
+            f.records(1).unwrap().into_iter().map(|r| (r.offset, r.value.unwrap())).collect();
+        assert_eq!(got, vec![(1, "b".into()), (2, "c".into()), (4, "d".into())]);
+    }
+
+    #[test]
+    fn records_reject_a_bad_crc() {
+        let mut bytes = batch(0, &["a"]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let f =
+            Fetched { batches: Bytes::from(bytes), next_offset: 1, high_watermark: 1, log_start_offset: 0 };
+        let err = f.records(0).unwrap_err();
+        assert!(matches!(err, Error::Codec(fjord_codec::Error::CrcMismatch { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn leader_lookup() {
+        let m = Metadata::from(pb::MetadataResponse {
+            brokers: vec![pb::BrokerInfo { id: 1, address: "a:1".into(), alive: true }],
+            topics: vec![pb::TopicMetadata {
+                name: "t".into(),
+                partitions: vec![
+                    pb::PartitionMetadata { partition: 1, leader: 0, replicas: vec![1] },
+                    pb::PartitionMetadata { partition: 0, leader: 1, replicas: vec![1] },
+                ],
+            }],
+        });
+        assert_eq!(m.leader_address("t", 0).unwrap(), "a:1");
+        assert!(matches!(m.leader_address("t", 1), Err(Error::Unavailable { .. })));
+        assert!(matches!(m.leader_address("t", 2), Err(Error::UnknownPartition { .. })));
+        assert!(matches!(m.leader_address("u", 0), Err(Error::UnknownTopic { .. })));
+        assert_eq!(m.topics["t"].partitions[0].partition, 0);
+    }
+}
