@@ -17,7 +17,7 @@ use fjord_proto::pb::consumer_client::ConsumerClient;
 use fjord_proto::pb::producer_client::ProducerClient;
 use tokio::time::Instant;
 
-use crate::cluster::{deadline, request, Cluster};
+use crate::cluster::{at_broker, deadline, request, Cluster};
 use crate::retry::Backoff;
 use crate::types::{
     ClusterDescription, Fetched, Metadata, OffsetSpec, Offsets, TopicDescription, TopicSettings, TopicSummary,
@@ -193,12 +193,12 @@ impl Client {
             .with_retry(true, |attempt| {
                 let msg = msg.clone();
                 async move {
-                    let channel = self.leader_channel(topic, partition, attempt.hint).await?;
+                    let (addr, channel) = self.leader_channel(topic, partition, attempt.hint).await?;
                     let req = request(msg, timeout);
                     let r = deadline(timeout, async {
                         Ok(ConsumerClient::new(channel).list_offsets(req).await?)
                     });
-                    Ok(r.await?.into_inner())
+                    Ok(r.await.map_err(|e| at_broker(&addr, e))?.into_inner())
                 }
             })
             .await?;
@@ -240,10 +240,10 @@ impl Client {
             .with_retry(true, |attempt| {
                 let msg = msg.clone();
                 async move {
-                    let channel = self.leader_channel(topic, partition, attempt.hint).await?;
+                    let (addr, channel) = self.leader_channel(topic, partition, attempt.hint).await?;
                     let req = request(msg, timeout);
                     let r = deadline(timeout, async { Ok(ConsumerClient::new(channel).fetch(req).await?) });
-                    Ok(r.await?.into_inner())
+                    Ok(r.await.map_err(|e| at_broker(&addr, e))?.into_inner())
                 }
             })
             .await?;
@@ -267,7 +267,7 @@ impl Client {
         hint: Option<String>,
         timeout: Duration,
     ) -> Result<u64> {
-        let channel = self.leader_channel(topic, partition, hint).await?;
+        let (addr, channel) = self.leader_channel(topic, partition, hint).await?;
         let msg = pb::ProduceRequest {
             correlation_id: 0,
             topic: topic.to_string(),
@@ -281,7 +281,8 @@ impl Client {
         let req = request(msg, timeout);
         let resp =
             deadline(timeout, async { Ok(ProducerClient::new(channel).produce(req).await?.into_inner()) })
-                .await?;
+                .await
+                .map_err(|e| at_broker(&addr, e))?;
         let result = resp
             .results
             .into_iter()
@@ -339,18 +340,19 @@ impl Client {
         }
     }
 
-    /// The channel to a partition's leader (or to `hint` if given).
+    /// The address of and channel to a partition's leader (or to `hint` if given).
     pub(crate) async fn leader_channel(
         &self,
         topic: &str,
         partition: u32,
         hint: Option<String>,
-    ) -> Result<tonic::transport::Channel> {
+    ) -> Result<(String, tonic::transport::Channel)> {
         let addr = match hint {
             Some(a) => a,
             None => self.cluster.leader_address(topic, partition).await?,
         };
-        self.cluster.channel(&addr)
+        let channel = self.cluster.channel(&addr)?;
+        Ok((addr, channel))
     }
 
     /// Sends an admin request to any broker, moving on to the next known
@@ -375,7 +377,9 @@ impl Client {
                 };
                 let client = AdminClient::new(self.cluster.channel(&addr)?);
                 let fut = call(client, request(msg, timeout));
-                deadline(timeout, async { Ok(fut.await?.into_inner()) }).await
+                deadline(timeout, async { Ok(fut.await?.into_inner()) })
+                    .await
+                    .map_err(|e| at_broker(&addr, e))
             }
         })
         .await

@@ -157,6 +157,16 @@ pub(crate) fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     req
 }
 
+/// Names the broker in errors that are about reaching it, so "connection
+/// refused" says where.
+pub(crate) fn at_broker(addr: &str, e: Error) -> Error {
+    match e {
+        Error::Unavailable { message } => Error::Unavailable { message: format!("broker {addr}: {message}") },
+        Error::Timeout { message } => Error::Timeout { message: format!("broker {addr}: {message}") },
+        e => e,
+    }
+}
+
 /// Runs `fut` with a client-side deadline: even if a broker accepts the
 /// connection and never answers, the caller gets [`Error::Timeout`].
 pub(crate) async fn deadline<T>(timeout: Duration, fut: impl Future<Output = Result<T>>) -> Result<T> {

@@ -1,0 +1,184 @@
+//! `fjord topic create|list|describe|delete`.
+
+use fjord_client::{Client, TopicDescription, TopicSettings};
+use serde_json::{json, Value};
+
+use crate::args::{CreateTopicArgs, TableFormat, TopicCommand};
+use crate::output::{print_json, Table};
+
+/// Runs a `topic` subcommand.
+pub(crate) async fn run(client: &Client, format: TableFormat, command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create(args) => create(client, format, args).await,
+        TopicCommand::List => {
+            let topics = client.list_topics().await?;
+            if format == TableFormat::Json {
+                let list: Vec<Value> = topics
+                    .iter()
+                    .map(|t| json!({"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}))
+                    .collect();
+                return print_json(&Value::Array(list));
+            }
+            let mut t = Table::new(&["NAME", "PARTITIONS", "REPLICATION"]);
+            for topic in topics {
+                t.row(vec![topic.name, topic.partitions.to_string(), topic.replication_factor.to_string()]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        TopicCommand::Describe { name } => {
+            let d = client.describe_topic(&name).await?;
+            match format {
+                TableFormat::Json => print_json(&description_json(&d)),
+                TableFormat::Table => {
+                    print!("{}", description_text(&d));
+                    Ok(())
+                }
+            }
+        }
+        TopicCommand::Delete { name } => {
+            client.delete_topic(&name).await?;
+            match format {
+                TableFormat::Json => print_json(&json!({"deleted": name})),
+                TableFormat::Table => {
+                    println!("deleted topic {name}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn create(client: &Client, format: TableFormat, args: CreateTopicArgs) -> anyhow::Result<()> {
+    let settings = TopicSettings {
+        retention_ms: args.retention_ms,
+        retention_bytes: args.retention_bytes,
+        segment_bytes: args.segment_bytes,
+        segment_ms: args.segment_ms,
+    };
+    let d = client
+        .create_topic(&args.name, args.partitions, args.replication_factor.unwrap_or(0), settings)
+        .await?;
+    match format {
+        TableFormat::Json => print_json(&description_json(&d)),
+        TableFormat::Table => {
+            println!(
+                "created topic {} with {} partitions, replication factor {}",
+                d.name,
+                d.partitions.len(),
+                d.replication_factor
+            );
+            Ok(())
+        }
+    }
+}
+
+fn settings_json(s: &TopicSettings) -> Value {
+    json!({
+        "retention_ms": s.retention_ms,
+        "retention_bytes": s.retention_bytes,
+        "segment_bytes": s.segment_bytes,
+        "segment_ms": s.segment_ms,
+    })
+}
+
+fn description_json(d: &TopicDescription) -> Value {
+    let partitions: Vec<Value> = d
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "replicas": p.replicas,
+                "in_sync_replicas": p.in_sync_replicas,
+                "log_start_offset": p.log_start_offset,
+                "log_end_offset": p.log_end_offset,
+                "high_watermark": p.high_watermark,
+                "size_bytes": p.size_bytes,
+            })
+        })
+        .collect();
+    json!({
+        "name": d.name,
+        "replication_factor": d.replication_factor,
+        "config": settings_json(&d.settings),
+        "partitions": partitions,
+    })
+}
+
+fn description_text(d: &TopicDescription) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "default".into());
+    let s = &d.settings;
+    let mut out = format!(
+        "topic {}  replication factor {}\nretention.ms={} retention.bytes={} segment.bytes={} segment.ms={}\n",
+        d.name,
+        d.replication_factor,
+        opt(s.retention_ms.map(|v| v.to_string())),
+        opt(s.retention_bytes.map(|v| v.to_string())),
+        opt(s.segment_bytes.map(|v| v.to_string())),
+        opt(s.segment_ms.map(|v| v.to_string())),
+    );
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let mut t = Table::new(&[
+        "PARTITION",
+        "LEADER",
+        "REPLICAS",
+        "ISR",
+        "LOG-START",
+        "LOG-END",
+        "HIGH-WATERMARK",
+        "SIZE",
+    ]);
+    for p in &d.partitions {
+        t.row(vec![
+            p.partition.to_string(),
+            p.leader.map_or("none".into(), |l| l.to_string()),
+            ids(&p.replicas),
+            ids(&p.in_sync_replicas),
+            p.log_start_offset.to_string(),
+            p.log_end_offset.to_string(),
+            p.high_watermark.to_string(),
+            p.size_bytes.to_string(),
+        ]);
+    }
+    out.push_str(&t.render());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_client::PartitionDescription;
+
+    #[test]
+    fn describe_renders_partitions() {
+        let d = TopicDescription {
+            name: "events".into(),
+            replication_factor: 3,
+            settings: TopicSettings { retention_ms: Some(-1), ..Default::default() },
+            partitions: vec![PartitionDescription {
+                partition: 0,
+                leader: Some(2),
+                replicas: vec![1, 2, 3],
+                in_sync_replicas: vec![2, 3],
+                log_start_offset: 0,
+                log_end_offset: 10,
+                high_watermark: 9,
+                size_bytes: 4096,
+            }],
+        };
+        let text = description_text(&d);
+        assert!(
+            text.starts_with("topic events  replication factor 3\nretention.ms=-1 retention.bytes=default")
+        );
+        assert!(
+            text.ends_with("0          2       1,2,3     2,3  0          10       9               4096\n"),
+            "{text}"
+        );
+        let j = description_json(&d);
+        assert_eq!(j["partitions"][0]["in_sync_replicas"], json!([2, 3]));
+        assert_eq!(j["config"]["retention_ms"], json!(-1));
+        assert_eq!(j["config"]["segment_ms"], Value::Null);
+    }
+}

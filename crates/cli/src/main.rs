@@ -1,0 +1,74 @@
+//! `fjord`: run a broker, manage topics, publish and tail records.
+//!
+//! The binary parses flags ([`args`]), sets up logging to stderr, and hands
+//! the command to [`cmd`]. Errors from anywhere end here: one line
+//! `error: ...` on stderr (the cause chain joined with ": ") and exit code 1.
+//! Usage errors exit with 2 from clap. A closed stdout (`fjord tail | head`)
+//! ends the program quietly with 0.
+
+mod args;
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_logging(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cmd::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so stdout stays clean for data. `RUST_LOG`, when set,
+/// takes precedence over `--log-level`.
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter(filter).init();
+}
+
+/// The error and its causes on one line, joined with ": ".
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn errors_print_as_one_line_chain() {
+        let e =
+            Err::<(), _>(std::io::Error::other("refused\nsecond line")).context("connecting").unwrap_err();
+        assert_eq!(one_line(&e), "connecting: refused second line");
+        assert!(!is_broken_pipe(&e));
+        let pipe =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&pipe));
+    }
+}

@@ -1,0 +1,317 @@
+//! The client against an in-process mock broker: an in-memory log per
+//! partition behind the real gRPC services, with scripted failures. It
+//! checks what the real broker's integration tests cannot force on demand:
+//! `NotLeader` retries keep partition order, offsets reach every delivery,
+//! and `OffsetOutOfRange` reaches the consumer typed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fjord_client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, Error, OffsetSpec, Producer, ProducerConfig,
+    ProducerRecord, Seek,
+};
+use fjord_codec::{split_batches, stamp_batch, validate_batch};
+use fjord_proto::pb;
+use futures::Stream;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+const PARTITIONS: u32 = 2;
+
+#[derive(Default)]
+struct State {
+    logs: HashMap<u32, Vec<u8>>,
+    ends: HashMap<u32, u64>,
+    /// Produce calls to fail with NOT_LEADER before accepting.
+    not_leader_left: u32,
+    produce_calls: u32,
+}
+
+#[derive(Clone)]
+struct Mock {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+fn detailed(code: tonic::Code, detail: pb::ErrorDetail) -> Status {
+    Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Mock {
+    async fn create_topic(
+        &self,
+        _: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn delete_topic(
+        &self,
+        _: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn list_topics(
+        &self,
+        _: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        Ok(Response::new(pb::ListTopicsResponse {
+            topics: vec![pb::TopicSummary {
+                name: "t".into(),
+                partitions: PARTITIONS,
+                replication_factor: 1,
+            }],
+        }))
+    }
+    async fn describe_topic(
+        &self,
+        _: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let detail = pb::ErrorDetail {
+            code: pb::ErrorCode::UnknownTopic as i32,
+            message: "no such topic".into(),
+            ..Default::default()
+        };
+        Err(detailed(tonic::Code::NotFound, detail))
+    }
+    async fn describe_cluster(
+        &self,
+        _: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn metadata(
+        &self,
+        _: Request<pb::MetadataRequest>,
+    ) -> Result<Response<pb::MetadataResponse>, Status> {
+        Ok(Response::new(pb::MetadataResponse {
+            brokers: vec![pb::BrokerInfo { id: 1, address: self.addr.to_string(), alive: true }],
+            topics: vec![pb::TopicMetadata {
+                name: "t".into(),
+                partitions: (0..PARTITIONS)
+                    .map(|p| pb::PartitionMetadata { partition: p, leader: 1, replicas: vec![1] })
+                    .collect(),
+            }],
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::producer_server::Producer for Mock {
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let req = req.into_inner();
+        let mut st = self.state.lock().unwrap();
+        st.produce_calls += 1;
+        if st.not_leader_left > 0 {
+            st.not_leader_left -= 1;
+            let detail = pb::ErrorDetail {
+                code: pb::ErrorCode::NotLeader as i32,
+                message: "moved".into(),
+                leader_id: 1,
+                leader_address: self.addr.to_string(),
+                ..Default::default()
+            };
+            return Err(detailed(tonic::Code::Unavailable, detail));
+        }
+        let mut results = Vec::new();
+        for pb::PartitionBatch { partition, batch } in req.batches {
+            let mut batch = batch.to_vec();
+            let header =
+                validate_batch(&batch, 1 << 20).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let base = *st.ends.get(&partition).unwrap_or(&0);
+            stamp_batch(&mut batch, base, 1, 1);
+            st.ends.insert(partition, base + header.record_count as u64);
+            st.logs.entry(partition).or_default().extend_from_slice(&batch);
+            results.push(pb::PartitionResult {
+                partition,
+                base_offset: base,
+                record_count: header.record_count,
+                error: None,
+            });
+        }
+        Ok(Response::new(pb::ProduceResponse { correlation_id: req.correlation_id, results, error: None }))
+    }
+
+    type ProduceStreamStream = Stream2<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        _: Request<tonic::Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consumer_server::Consumer for Mock {
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let req = req.into_inner();
+        let (log, end) = {
+            let st = self.state.lock().unwrap();
+            (
+                st.logs.get(&req.partition).cloned().unwrap_or_default(),
+                *st.ends.get(&req.partition).unwrap_or(&0),
+            )
+        };
+        if req.offset > end {
+            let detail = pb::ErrorDetail {
+                code: pb::ErrorCode::OffsetOutOfRange as i32,
+                message: format!("offset {} beyond {end}", req.offset),
+                log_start_offset: 0,
+                log_end_offset: end,
+                ..Default::default()
+            };
+            return Err(detailed(tonic::Code::OutOfRange, detail));
+        }
+        // Whole batches holding offsets >= req.offset, at most two per answer
+        // so the consumer has to come back.
+        let mut out = Vec::new();
+        let mut next = req.offset;
+        for item in split_batches(log.into()).filter_map(Result::ok) {
+            let (h, bytes) = item;
+            if h.next_offset() > req.offset && out.len() < 2 {
+                next = h.next_offset();
+                out.push(bytes);
+            }
+        }
+        if out.is_empty() {
+            tokio::time::sleep(Duration::from_millis(req.max_wait_ms as u64).min(Duration::from_millis(50)))
+                .await;
+        }
+        Ok(Response::new(pb::FetchResponse {
+            topic: req.topic,
+            partition: req.partition,
+            batches: out.concat(),
+            next_offset: next,
+            high_watermark: end,
+            log_start_offset: 0,
+        }))
+    }
+
+    type SubscribeStream = Stream2<pb::FetchResponse>;
+
+    async fn subscribe(
+        &self,
+        _: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = req.into_inner();
+        let end = *self.state.lock().unwrap().ends.get(&req.partition).unwrap_or(&0);
+        let offset = if req.spec == pb::OffsetSpec::Earliest as i32 { 0 } else { end };
+        Ok(Response::new(pb::ListOffsetsResponse { offset, log_start_offset: 0, high_watermark: end }))
+    }
+}
+
+async fn start_mock(not_leader: u32) -> Mock {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = State { not_leader_left: not_leader, ..Default::default() };
+    let mock = Mock { addr, state: Arc::new(Mutex::new(state)) };
+    let server = tonic::transport::Server::builder()
+        .add_service(pb::admin_server::AdminServer::new(mock.clone()))
+        .add_service(pb::producer_server::ProducerServer::new(mock.clone()))
+        .add_service(pb::consumer_server::ConsumerServer::new(mock.clone()));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(server.serve_with_incoming(incoming));
+    mock
+}
+
+async fn client(mock: &Mock) -> Client {
+    Client::connect(ClientConfig::from_bootstrap(&mock.addr.to_string()).unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn produce_then_consume_in_order_through_not_leader_retries() {
+    let mock = start_mock(3).await;
+    let client = client(&mock).await;
+    // Small batches so each partition needs many, sent one at a time.
+    let config = ProducerConfig { batch_bytes: 1024, linger: Duration::from_millis(2), ..Default::default() };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..500u32 {
+        let rec = ProducerRecord::new("t", format!("v{i}")).with_key(format!("k{}", i % 7));
+        deliveries.push((i, producer.send(rec).await.unwrap()));
+    }
+    producer.flush().await;
+    let mut per_partition: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
+    for (i, d) in deliveries {
+        let meta = d.await.unwrap();
+        assert_eq!(
+            meta.partition,
+            fjord_client::partition_for_key(format!("k{}", i % 7).as_bytes(), PARTITIONS)
+        );
+        per_partition.entry(meta.partition).or_default().push((meta.offset, i));
+    }
+    // Offsets per partition are 0..n in send order: retries did not reorder.
+    for (p, list) in &per_partition {
+        let offsets: Vec<u64> = list.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (0..list.len() as u64).collect::<Vec<_>>(), "partition {p}");
+    }
+    producer.close().await.unwrap();
+    let calls = mock.state.lock().unwrap().produce_calls;
+    assert!(calls > 3 + 2, "expected several batches plus 3 refused attempts, saw {calls} calls");
+
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    consumer.assign("t", None).await.unwrap();
+    consumer.seek_all(Seek::Beginning);
+    consumer.stop_at_high_watermark().await.unwrap();
+    let mut read: HashMap<u32, Vec<(u64, String)>> = HashMap::new();
+    while let Some(rec) = consumer.next().await {
+        let rec = rec.unwrap();
+        let value = String::from_utf8(rec.value.unwrap().to_vec()).unwrap();
+        read.entry(rec.partition).or_default().push((rec.offset, value));
+    }
+    for (p, list) in &per_partition {
+        let want: Vec<(u64, String)> = list.iter().map(|(o, i)| (*o, format!("v{i}"))).collect();
+        assert_eq!(read[p], want, "partition {p}");
+    }
+    let latest = client.list_offsets("t", 0, OffsetSpec::Latest).await.unwrap();
+    assert_eq!(latest.high_watermark, per_partition[&0].len() as u64);
+}
+
+#[tokio::test]
+async fn typed_errors_reach_the_caller() {
+    let mock = start_mock(0).await;
+    let client = client(&mock).await;
+    let producer =
+        Producer::new(client.clone(), ProducerConfig { batch_bytes: 1024, ..Default::default() }).unwrap();
+    let big = ProducerRecord::new("t", vec![0u8; 2000]);
+    assert!(matches!(producer.send(big).await, Err(Error::RecordTooLarge { max: 1024, .. })));
+    assert!(matches!(producer.send(ProducerRecord::new("nope", "x")).await, Err(Error::UnknownTopic { .. })));
+    let rec = ProducerRecord::new("t", "x").with_partition(9);
+    assert!(matches!(producer.send(rec).await, Err(Error::UnknownPartition { .. })));
+    let meta = producer.send(ProducerRecord::new("t", "x").with_partition(1)).await.unwrap().await.unwrap();
+    assert_eq!((meta.partition, meta.offset), (1, 0));
+    producer.close().await.unwrap();
+
+    assert!(matches!(client.describe_topic("t").await, Err(Error::UnknownTopic { .. })));
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    consumer.assign("t", Some(&[1])).await.unwrap();
+    consumer.seek("t", 1, Seek::Offset(1_000)).unwrap();
+    match consumer.next().await {
+        Some(Err(Error::OffsetOutOfRange { log_start: 0, log_end: 1, .. })) => {}
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    // The failed partition is stopped until the next seek.
+    assert!(consumer.next().await.is_none());
+    consumer.seek("t", 1, Seek::FromEnd(1)).unwrap();
+    consumer.stop_at("t", 1, 1).unwrap();
+    let rec = consumer.next().await.unwrap().unwrap();
+    assert_eq!((rec.offset, rec.value.as_deref()), (0, Some(&b"x"[..])));
+    assert!(consumer.next().await.is_none());
+}
