@@ -119,7 +119,9 @@ struct PartitionState {
 struct FetchOutcome {
     key: TopicPartition,
     generation: u64,
-    result: Result<(u64, Fetched)>,
+    /// The offset fetched from, and the answer (`None` if the position was
+    /// already at the stop offset and no fetch was sent).
+    result: Result<(u64, Option<Fetched>)>,
 }
 
 /// Reads records from assigned partitions.
@@ -331,9 +333,9 @@ impl Consumer {
             state.fetching = true;
             let (client, config, key, position) =
                 (self.client.clone(), self.config.clone(), key.clone(), state.position);
-            let generation = state.generation;
+            let (generation, stop) = (state.generation, state.stop_at);
             self.fetches.push(Box::pin(async move {
-                let result = fetch_from(&client, &config, &key, position).await;
+                let result = fetch_from(&client, &config, &key, position, stop).await;
                 FetchOutcome { key, generation, result }
             }));
         }
@@ -347,7 +349,11 @@ impl Consumer {
         }
         state.fetching = false;
         let (from, fetched) = match outcome.result {
-            Ok(r) => r,
+            Ok((from, Some(fetched))) => (from, fetched),
+            Ok((from, None)) => {
+                state.position = Position::Resolved(from);
+                return None;
+            }
             Err(e) => {
                 state.failed = !e.is_retriable();
                 return Some(e);
@@ -385,21 +391,26 @@ impl Consumer {
     }
 }
 
-/// Resolves a pending position, then fetches from it. Returns the offset
-/// fetched from with the answer.
+/// Resolves a pending position, then fetches from it unless that is already
+/// at the stop offset (an empty partition read to its end must not wait out
+/// a long poll). Returns the offset fetched from with the answer.
 async fn fetch_from(
     client: &Client,
     config: &ConsumerConfig,
     (topic, partition): &TopicPartition,
     position: Position,
-) -> Result<(u64, Fetched)> {
+    stop: Option<u64>,
+) -> Result<(u64, Option<Fetched>)> {
     let from = match position {
         Position::Resolved(o) => o,
         Position::Pending(seek) => resolve(client, topic, *partition, seek).await?,
     };
+    if stop.is_some_and(|stop| from >= stop) {
+        return Ok((from, None));
+    }
     let fetched =
         client.fetch(topic, *partition, from, config.max_bytes, config.min_bytes, config.max_wait).await?;
-    Ok((from, fetched))
+    Ok((from, Some(fetched)))
 }
 
 async fn resolve(client: &Client, topic: &str, partition: u32, seek: Seek) -> Result<u64> {

@@ -184,7 +184,7 @@ impl pb::consumer_server::Consumer for Mock {
             }
         }
         if out.is_empty() {
-            tokio::time::sleep(Duration::from_millis(req.max_wait_ms as u64).min(Duration::from_millis(50)))
+            tokio::time::sleep(Duration::from_millis(req.max_wait_ms as u64).min(Duration::from_secs(20)))
                 .await;
         }
         Ok(Response::new(pb::FetchResponse {
@@ -300,7 +300,7 @@ async fn typed_errors_reach_the_caller() {
     producer.close().await.unwrap();
 
     assert!(matches!(client.describe_topic("t").await, Err(Error::UnknownTopic { .. })));
-    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
     consumer.assign("t", Some(&[1])).await.unwrap();
     consumer.seek("t", 1, Seek::Offset(1_000)).unwrap();
     match consumer.next().await {
@@ -314,4 +314,16 @@ async fn typed_errors_reach_the_caller() {
     let rec = consumer.next().await.unwrap().unwrap();
     assert_eq!((rec.offset, rec.value.as_deref()), (0, Some(&b"x"[..])));
     assert!(consumer.next().await.is_none());
+    assert_eq!(consumer.position("t", 1), Some(1));
+
+    // Reading an empty partition to its end ends without a long poll.
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig { max_wait: Duration::from_secs(30), ..Default::default() },
+    );
+    consumer.assign("t", Some(&[0])).await.unwrap();
+    consumer.seek_all(Seek::Beginning);
+    consumer.stop_at_high_watermark().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await;
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
 }
