@@ -175,3 +175,23 @@ pub const RS_CRC_AT: usize = RS_SNAPSHOT_TERM_AT + 8;
 /// Total length of the Raft state file; §7.
 pub const RAFT_STATE_LEN: usize = RS_CRC_AT + 4;
 const _: () = assert!(RAFT_STATE_LEN == 60);
+
+// ---------------------------------------------------------------------------
+// storage-format.md §8 "Recovery point file"
+// ---------------------------------------------------------------------------
+
+/// File name of a partition's recovery point; §8.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// `u32` magic, the ASCII bytes "FJRP"; §8.
+pub const RECOVERY_POINT_MAGIC: u32 = u32::from_le_bytes(*b"FJRP");
+/// `u32` magic; §8.
+pub const RP_MAGIC_AT: usize = 0;
+/// `u32` CRC-32 of bytes `[RP_SEGMENT_AT, RECOVERY_POINT_LEN)`; §8.
+pub const RP_CRC_AT: usize = RP_MAGIC_AT + 4;
+/// `u64` base offset of the segment the position belongs to; §8.
+pub const RP_SEGMENT_AT: usize = RP_CRC_AT + 4;
+/// `u64` byte position in that segment's log file below which everything was fsynced; §8.
+pub const RP_POSITION_AT: usize = RP_SEGMENT_AT + 8;
+/// Total length of the recovery point file; §8.
+pub const RECOVERY_POINT_LEN: usize = RP_POSITION_AT + 8;
+const _: () = assert!(RECOVERY_POINT_LEN == 24);

@@ -31,6 +31,7 @@ mod error;
 mod index;
 mod log;
 mod raft_state;
+mod recovery_point;
 mod segment;
 
 pub use config::{

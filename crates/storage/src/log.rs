@@ -17,6 +17,7 @@ use fjord_codec::{records, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::io;
 use crate::raft_state::sync_dir;
+use crate::recovery_point::RecoveryPoint;
 use crate::segment::{Segment, SegmentView};
 use crate::{Error, Result};
 
@@ -71,7 +72,7 @@ struct Inner {
     poisoned: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SyncState {
     /// Every offset below this is on stable storage.
     durable: u64,
@@ -79,6 +80,7 @@ struct SyncState {
     syncing: bool,
     poisoned: Option<String>,
     last_flush_ms: Option<u64>,
+    recovery_point: RecoveryPoint,
     /// Test hook: the next fsync reports failure.
     #[cfg(test)]
     fail_next_sync: bool,
@@ -107,9 +109,11 @@ impl Log {
         let dir = dir.as_ref().to_owned();
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let bases = list_segments(&dir)?;
+        let (recovery_point, point) = RecoveryPoint::open(&dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
-            let (seg, discarded) = Segment::open(&dir, base, bases.get(i + 1).copied(), &config)?;
+            let durable = point.filter(|p| p.0 == base).map_or(0, |p| p.1);
+            let (seg, discarded) = Segment::open(&dir, base, bases.get(i + 1).copied(), durable, &config)?;
             if discarded > 0 {
                 tracing::warn!(dir = %dir.display(), base, discarded, "discarded a damaged segment tail");
             }
@@ -133,7 +137,15 @@ impl Log {
             dir,
             config,
             inner: Mutex::new(Inner { segments, last_raft, next_raft_index: None, poisoned: None }),
-            sync: Mutex::new(SyncState { durable: end, ..SyncState::default() }),
+            sync: Mutex::new(SyncState {
+                durable: end,
+                syncing: false,
+                poisoned: None,
+                last_flush_ms: None,
+                recovery_point,
+                #[cfg(test)]
+                fail_next_sync: false,
+            }),
             synced: Condvar::new(),
         };
         Ok(log)
@@ -275,10 +287,10 @@ impl Log {
             }
             st.syncing = true;
             drop(st);
-            let ((file, path), end) = {
+            let ((file, path), end, base, size) = {
                 let inner = self.lock();
                 let active = inner.segments.last().expect("never empty");
-                (active.file_handle(), active.next_offset)
+                (active.file_handle(), active.next_offset, active.base_offset, active.size)
             };
             #[cfg(test)]
             let injected = std::mem::take(&mut self.lock_sync().fail_next_sync);
@@ -291,7 +303,7 @@ impl Log {
             .map_err(io("fdatasync", path));
             st = self.lock_sync();
             st.syncing = false;
-            match result {
+            match result.and_then(|()| st.recovery_point.store(base, size)) {
                 Ok(()) => st.durable = st.durable.max(end),
                 Err(e) => {
                     let reason = e.to_string();
@@ -479,8 +491,11 @@ impl Log {
         }
         inner.last_raft = last.map(|h| RaftPos { term: h.raft_term, index: h.raft_index });
         inner.next_raft_index = if inner.last_raft.is_none() { Some(first_dropped_raft) } else { None };
+        // `truncate_to` fsynced the segment: everything below `offset` is durable.
         let mut st = self.lock_sync();
-        st.durable = st.durable.min(offset);
+        st.durable = offset;
+        let active = inner.segments.last().expect("never empty");
+        st.recovery_point.store(active.base_offset, active.size)?;
         Ok(())
     }
 

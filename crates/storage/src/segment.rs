@@ -137,11 +137,13 @@ impl Segment {
     /// segment's base offset) is trusted without reading its data when its
     /// indexes are whole and agree with its size; otherwise, and always for
     /// the last segment, it is recovered. Returns the segment and how many
-    /// bytes of damaged tail recovery discarded.
+    /// bytes of damaged tail recovery discarded. `durable` is the position
+    /// below which the segment is known fsynced (the recovery point; 0 if unknown).
     pub(crate) fn open(
         dir: &Path,
         base: u64,
         next_base: Option<u64>,
+        durable: u64,
         config: &LogConfig,
     ) -> Result<(Segment, u64)> {
         let [log_path, off_path, time_path] = segment_paths(dir, base);
@@ -178,7 +180,7 @@ impl Segment {
             seg.max_timestamp = seg.times.last().map_or(i64::MIN, |t| t.timestamp);
             return Ok((seg, 0));
         }
-        let discarded = seg.recover(config)?;
+        let discarded = seg.recover(config, durable)?;
         if let Some(next) = next_base {
             if seg.next_offset != next {
                 return Err(Error::Corrupt {
@@ -195,9 +197,11 @@ impl Segment {
     }
 
     /// Rebuilds the segment's state from its indexes and the tail of its log
-    /// (see the module's crash protocol), leaving it active. Returns the
-    /// bytes of damaged tail discarded (0 when the tail was clean zeros).
-    pub(crate) fn recover(&mut self, config: &LogConfig) -> Result<u64> {
+    /// (see the module's crash protocol), leaving it active. Index points at
+    /// or below `durable` (a position known fsynced) may be trusted; every
+    /// batch after the chosen one is validated. Returns the bytes of damaged
+    /// tail discarded (0 when the tail was clean zeros).
+    pub(crate) fn recover(&mut self, config: &LogConfig, durable: u64) -> Result<u64> {
         let file_len = self.file.metadata().map_err(io("stat", &self.log_path))?.len();
         self.map_file(file_len.max(config.segment_capacity()))?;
         let view_len = file_len as usize;
@@ -209,8 +213,13 @@ impl Segment {
         self.times.keep_prefix(|prev, t| {
             prev.map_or(t.rel_offset == 0, |p| t.rel_offset > p.rel_offset && t.timestamp >= p.timestamp)
         });
-        // Step 2: last index point whose entries agree and whose batch is intact.
-        let mut k = self.offsets.0.len().min(self.times.0.len());
+        self.offsets.0.set_capacity(config.index_capacity().max(self.offsets.0.len()))?;
+        self.times.0.set_capacity((config.index_capacity() + 1).max(self.times.0.len()))?;
+        // Step 2: last index point at or below the durable position whose
+        // entries agree and whose batch is intact.
+        let below_durable =
+            (0..self.offsets.0.len()).filter(|&i| self.offsets.get(i).position as u64 <= durable).count();
+        let mut k = below_durable.min(self.times.0.len());
         let mut resume = None;
         while k > 0 {
             let (o, t) = (self.offsets.get(k - 1), self.times.get(k - 1));
@@ -281,8 +290,6 @@ impl Segment {
         }
         self.zero_from(self.size, file_len)?;
         self.set_file_len(config.segment_capacity().max(self.size))?;
-        self.offsets.0.set_capacity(config.index_capacity().max(self.offsets.0.len()))?;
-        self.times.0.set_capacity((config.index_capacity() + 1).max(self.times.0.len()))?;
         self.active = true;
         Ok(discarded)
     }
@@ -359,7 +366,7 @@ impl Segment {
         let file_len = self.file.metadata().map_err(io("stat", &self.log_path))?.len();
         self.zero_from(pos, file_len)?;
         self.file.sync_all().map_err(io("fsync", &self.log_path))?;
-        self.recover(config)?;
+        self.recover(config, pos)?;
         assert_eq!(self.size, pos, "truncation point {pos} is a batch boundary");
         Ok(())
     }
