@@ -1,33 +1,20 @@
-//! The Fjord broker (work in progress: the entry point below is the API the CLI builds against).
+//! The Fjord broker: serves the public gRPC API (`proto/fjord/v1`) over
+//! the partition logs of `fjord-storage`.
+//!
+//! It owns topic metadata, the partition write path (validate, append,
+//! commit, then make visible), long-poll and streaming reads bounded by the
+//! high watermark, retention upkeep, and the mapping of every error to a
+//! gRPC status. It must never depend on `fjord-client`: clients and broker
+//! meet only in `fjord-proto`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod broker;
+mod config;
+mod error;
+mod partition;
+mod server;
+mod service;
+mod topics;
 
-/// Broker settings.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    /// Directory holding topic metadata and partition logs. Default `fjord-data`.
-    pub data_dir: PathBuf,
-    /// Address the gRPC server binds. Default `127.0.0.1:9092`.
-    pub listen: SocketAddr,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        BrokerConfig { data_dir: PathBuf::from("fjord-data"), listen: "127.0.0.1:9092".parse().unwrap() }
-    }
-}
-
-/// Broker errors.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Placeholder until the broker lands.
-    #[error("broker not built yet")]
-    NotBuilt,
-}
-
-/// Runs a broker until `shutdown` resolves.
-pub async fn run(config: BrokerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
-    let _ = (config, shutdown);
-    Err(Error::NotBuilt)
-}
+pub use config::*;
+pub use error::{Error, Result};
+pub use server::run;

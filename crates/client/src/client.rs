@@ -248,7 +248,7 @@ impl Client {
             })
             .await?;
         Ok(Fetched {
-            batches: Bytes::from(resp.batches),
+            batches: resp.batches,
             next_offset: resp.next_offset,
             high_watermark: resp.high_watermark,
             log_start_offset: resp.log_start_offset,
@@ -271,7 +271,7 @@ impl Client {
         let msg = pb::ProduceRequest {
             correlation_id: 0,
             topic: topic.to_string(),
-            batches: vec![pb::PartitionBatch { partition, batch: batch.to_vec() }],
+            batches: vec![pb::PartitionBatch { partition, batch }],
             acks: match acks {
                 Acks::All => pb::Acks::All,
                 Acks::Leader => pb::Acks::Leader,

@@ -58,6 +58,8 @@ pub struct DeletedSegment {
     pub next_offset: u64,
     /// Bytes freed.
     pub size: u64,
+    /// The Raft entry of its last batch: where a snapshot must now say the log starts.
+    pub last_raft: Option<RaftPos>,
 }
 
 #[derive(Debug)]
@@ -529,9 +531,15 @@ impl Log {
         let mut deleted = Vec::new();
         let mut total: u64 = inner.segments.iter().map(|s| s.size).sum();
         while inner.segments.len() > 1 && pred(&inner.segments[0], total) {
-            let seg = inner.segments.remove(0);
-            let d =
-                DeletedSegment { base_offset: seg.base_offset, next_offset: seg.next_offset, size: seg.size };
+            let mut seg = inner.segments.remove(0);
+            let last_raft =
+                seg.read_last_header()?.map(|h| RaftPos { term: h.raft_term, index: h.raft_index });
+            let d = DeletedSegment {
+                base_offset: seg.base_offset,
+                next_offset: seg.next_offset,
+                size: seg.size,
+                last_raft,
+            };
             total -= seg.size;
             seg.delete(&self.dir)?;
             deleted.push(d);

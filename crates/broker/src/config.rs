@@ -1,0 +1,111 @@
+//! Broker settings and the limits it enforces.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fjord_codec::format::BATCH_LEN_MAX;
+use fjord_storage::FlushPolicy;
+
+/// Default client port, as Kafka's.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "fjord-data";
+
+/// Largest gRPC message the broker decodes: one maximal batch plus room
+/// for the request's other fields. Larger requests are refused by tonic
+/// with RESOURCE_EXHAUSTED before they are buffered whole.
+pub const REQUEST_BYTES_MAX: usize = BATCH_LEN_MAX + 1024 * 1024;
+/// Default largest batch a producer may send (Kafka's `message.max.bytes` is 1 MiB;
+/// 8 MiB leaves room for large batches of small records).
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
+/// Largest fetch response, whatever the client asks: bounds the memory one fetch pins.
+pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// Fetch size when the client gives none.
+pub const FETCH_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// Longest a fetch may long-poll.
+pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
+/// Longest a produce may wait for durability when the client gives no timeout.
+pub const PRODUCE_TIMEOUT_MS_DEFAULT: u32 = 30_000;
+/// Longest produce timeout a client may ask for.
+pub const PRODUCE_TIMEOUT_MS_MAX: u32 = 300_000;
+/// Most partitions in one produce request.
+pub const PRODUCE_PARTITIONS_MAX: usize = 4096;
+/// Most partitions a topic may have.
+pub const PARTITIONS_MAX: u32 = 4096;
+/// Most topics a broker holds.
+pub const TOPICS_MAX: usize = 10_000;
+/// Longest topic name, as Kafka.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// Concurrent client connections; further ones are closed at accept.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Requests in flight on one connection (HTTP/2 streams served at once).
+pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
+/// Responses a `Subscribe` stream buffers before it waits for the client.
+pub const SUBSCRIBE_BUFFER: usize = 4;
+/// How often retention and interval flushes run.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Settings of one broker. Each field gives its default.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Directory holding topic metadata and partition logs. Default `fjord-data`.
+    pub data_dir: PathBuf,
+    /// Address the gRPC server binds. Default `127.0.0.1:9092`; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// This broker's id. Default 1.
+    pub broker_id: u64,
+    /// When appended data is fsynced. Default: before acknowledging.
+    pub flush: FlushPolicy,
+    /// Largest batch accepted. Default 8 MiB, at most 64 MiB.
+    pub batch_bytes_max: usize,
+    /// Concurrent client connections. Default 1024.
+    pub connections_max: usize,
+    /// Default partition count when a create request gives 0. Default 1.
+    pub default_partitions: u32,
+    /// How often retention runs. Default 5 s.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            listen: LISTEN_DEFAULT.parse().expect("valid default address"),
+            broker_id: 1,
+            flush: FlushPolicy::Always,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            default_partitions: 1,
+            maintenance_interval: MAINTENANCE_INTERVAL,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks every field against its range.
+    ///
+    /// # Errors
+    /// A message naming the field and its limit.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.broker_id == 0 {
+            return Err("broker id must be at least 1 (0 means \"none\" on the wire)".into());
+        }
+        if self.batch_bytes_max == 0 || self.batch_bytes_max > BATCH_LEN_MAX {
+            return Err(format!("batch_bytes_max {} is outside 1..={BATCH_LEN_MAX}", self.batch_bytes_max));
+        }
+        if self.connections_max == 0 {
+            return Err("connections_max must be at least 1".into());
+        }
+        if self.default_partitions == 0 || self.default_partitions > PARTITIONS_MAX {
+            return Err(format!(
+                "default_partitions {} is outside 1..={PARTITIONS_MAX}",
+                self.default_partitions
+            ));
+        }
+        if let FlushPolicy::IntervalMs(0) = self.flush {
+            return Err("a flush interval must be at least 1 ms".into());
+        }
+        Ok(())
+    }
+}

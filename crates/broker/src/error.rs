@@ -1,0 +1,143 @@
+//! Broker errors, and the one place they become gRPC statuses.
+
+use fjord_proto::pb::{ErrorCode, ErrorDetail};
+use prost::Message;
+use tonic::{Code, Status};
+
+/// What went wrong serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such topic.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// No such partition.
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        /// Topic.
+        topic: String,
+        /// Partition asked for.
+        partition: u32,
+        /// Partitions the topic has.
+        count: u32,
+    },
+    /// A request field is invalid; the message names it and the limit.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A batch is larger than the broker accepts.
+    #[error("batch of {size} bytes exceeds the limit of {max} bytes (batch_bytes_max)")]
+    MessageTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A batch's bytes are malformed.
+    #[error("corrupt batch for partition {partition}: {source}")]
+    CorruptBatch {
+        /// Partition it was sent to.
+        partition: u32,
+        /// What is wrong.
+        #[source]
+        source: fjord_codec::Error,
+    },
+    /// An offset outside the log.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}: valid offsets are [{log_start}, {log_end}]"
+    )]
+    OffsetOutOfRange {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset asked for.
+        offset: u64,
+        /// First offset in the log.
+        log_start: u64,
+        /// Offset the next record will get.
+        log_end: u64,
+    },
+    /// The topic already exists.
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    /// The partition's storage failed; it accepts no writes.
+    #[error("storage failure: {0}")]
+    Storage(#[from] fjord_storage::Error),
+    /// The request did not complete in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// The broker is shutting down or the partition is gone.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Topic metadata could not be read or written.
+    #[error("metadata {path}: {reason}")]
+    Metadata {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    fn code(&self) -> (Code, ErrorCode) {
+        use fjord_storage::Error as S;
+        match self {
+            Error::UnknownTopic(_) => (Code::NotFound, ErrorCode::UnknownTopic),
+            Error::UnknownPartition { .. } => (Code::NotFound, ErrorCode::UnknownPartition),
+            Error::InvalidArgument(_) => (Code::InvalidArgument, ErrorCode::InvalidRequest),
+            Error::MessageTooLarge { .. } => (Code::InvalidArgument, ErrorCode::MessageTooLarge),
+            Error::CorruptBatch { .. } => (Code::InvalidArgument, ErrorCode::CorruptBatch),
+            Error::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
+            Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
+            Error::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
+            Error::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
+            Error::Storage(S::InvalidBatch(_)) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
+            Error::Storage(_) | Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
+        }
+    }
+
+    /// The wire form: a status whose details carry an encoded [`ErrorDetail`].
+    pub fn detail(&self) -> ErrorDetail {
+        let (_, code) = self.code();
+        let mut detail =
+            ErrorDetail { code: code as i32, message: self.to_string(), ..ErrorDetail::default() };
+        if let Error::OffsetOutOfRange { log_start, log_end, .. } = self {
+            detail.log_start_offset = *log_start;
+            detail.log_end_offset = *log_end;
+        }
+        detail
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let (code, _) = e.code();
+        let detail = e.detail();
+        if matches!(code, Code::Internal) {
+            tracing::error!(error = %e, "request failed");
+        }
+        Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_code_message_and_detail() {
+        let e =
+            Error::OffsetOutOfRange { topic: "t".into(), partition: 2, offset: 9, log_start: 3, log_end: 7 };
+        let s = Status::from(e);
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("[3, 7]"), "{}", s.message());
+        let d = ErrorDetail::decode(s.details()).unwrap();
+        assert_eq!((d.code(), d.log_start_offset, d.log_end_offset), (ErrorCode::OffsetOutOfRange, 3, 7));
+        let s = Status::from(Error::UnknownTopic("nope".into()));
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(ErrorDetail::decode(s.details()).unwrap().code(), ErrorCode::UnknownTopic);
+    }
+}

@@ -1,0 +1,179 @@
+//! The gRPC server: binds, serves the three Fjord services plus health and
+//! reflection, bounds connections, runs upkeep, and shuts down gracefully.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use fjord_proto::pb::admin_server::AdminServer;
+use fjord_proto::pb::consumer_server::ConsumerServer;
+use fjord_proto::pb::producer_server::ProducerServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::broker::{blocking, Broker};
+use crate::config::{BrokerConfig, FETCH_BYTES_MAX, IN_FLIGHT_PER_CONNECTION_MAX, REQUEST_BYTES_MAX};
+use crate::service::admin::AdminService;
+use crate::service::consumer::ConsumerService;
+use crate::service::producer::ProducerService;
+use crate::{Error, Result};
+
+/// Largest response: a maximal fetch plus its other fields.
+const RESPONSE_BYTES_MAX: usize = FETCH_BYTES_MAX as usize + 1024 * 1024;
+
+/// Runs a broker until `shutdown` resolves: in-flight requests finish,
+/// long polls and subscriptions end, every partition is flushed.
+///
+/// Prints `fjord broker <id> listening on <addr>` on stdout once it
+/// accepts connections, so scripts and tests that asked for port 0 learn
+/// the port.
+///
+/// # Errors
+/// An invalid config, a data directory that cannot be opened, or an
+/// address that cannot be bound.
+pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    config.validate().map_err(Error::InvalidArgument)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Unavailable(e.to_string()))?;
+    let advertised = addr.to_string();
+    let cfg = config.clone();
+    let broker = Arc::new(blocking(move || Broker::open(cfg, advertised)).await?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ProducerServer<ProducerService>>().await;
+    health.set_serving::<ConsumerServer<ConsumerService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fjord_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Unavailable(format!("reflection service: {e}")))?;
+
+    let upkeep = tokio::spawn(upkeep(broker.clone(), stop_rx.clone()));
+    let producer = ProducerService { broker: broker.clone() };
+    let consumer = ConsumerService { broker: broker.clone(), shutdown: stop_rx.clone() };
+    let admin = AdminService { broker: broker.clone() };
+    let incoming = limited(listener, config.connections_max);
+    println!("fjord broker {} listening on {addr}", config.broker_id);
+    tracing::info!(%addr, broker_id = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
+
+    let serve = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(IN_FLIGHT_PER_CONNECTION_MAX)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ProducerServer::new(producer)
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX),
+        )
+        .add_service(
+            ConsumerServer::new(consumer)
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(RESPONSE_BYTES_MAX),
+        )
+        .add_service(AdminServer::new(admin).max_decoding_message_size(REQUEST_BYTES_MAX))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+    let served = serve.await;
+    let _ = upkeep.await;
+    broker.flush_all().await;
+    tracing::info!("broker stopped");
+    served.map_err(|e| Error::Unavailable(format!("server failed: {e}")))
+}
+
+/// Retention and interval flushes, every `maintenance_interval`.
+async fn upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(broker.config.maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => broker.maintain().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Accepted connections, at most `max` open at once: beyond it a new
+/// connection is closed at once (and logged), so a flood of clients cannot
+/// exhaust file descriptors or memory.
+fn limited(
+    listener: TcpListener,
+    max: usize,
+) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send + 'static {
+    let slots = Arc::new(Semaphore::new(max));
+    TcpListenerStream::new(listener).filter_map(move |conn| match conn {
+        Ok(stream) => match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let _ = stream.set_nodelay(true);
+                Some(Ok(LimitedConn { stream, _permit: permit }))
+            }
+            Err(_) => {
+                tracing::warn!(peer = ?stream.peer_addr().ok(), max, "connection limit reached; closing new connection");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            None
+        }
+    })
+}
+
+/// A connection holding one of the limited slots until it closes.
+struct LimitedConn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for LimitedConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}

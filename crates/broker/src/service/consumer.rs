@@ -1,0 +1,201 @@
+//! `fjord.v1.Consumer`: fetch (long-poll), subscribe (follow the tail),
+//! list offsets. Reads never go past the high watermark.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_proto::pb::{self, consumer_server::Consumer};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::config::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, SUBSCRIBE_BUFFER};
+use crate::partition::Partition;
+use crate::{Error, Result};
+
+/// The consumer service.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerService {
+    pub(crate) broker: Arc<Broker>,
+    /// Becomes true when the broker shuts down: long polls return, streams end.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::FetchResponse, Status>> + Send>>;
+
+/// A fetch's parameters, checked and clamped.
+struct FetchParams {
+    partition: Arc<Partition>,
+    offset: u64,
+    max_bytes: usize,
+    min_bytes: usize,
+    max_wait: Duration,
+}
+
+impl ConsumerService {
+    fn params(&self, req: &pb::FetchRequest) -> Result<FetchParams> {
+        let partition = self.broker.partition(&req.topic, req.partition)?;
+        if req.max_wait_ms > FETCH_WAIT_MS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "max_wait_ms {} exceeds the limit of {FETCH_WAIT_MS_MAX}",
+                req.max_wait_ms
+            )));
+        }
+        let max_bytes = match req.max_bytes {
+            0 => FETCH_BYTES_DEFAULT,
+            n => n.min(FETCH_BYTES_MAX),
+        } as usize;
+        Ok(FetchParams {
+            partition,
+            offset: req.offset,
+            max_bytes,
+            min_bytes: (req.min_bytes as usize).min(max_bytes),
+            max_wait: Duration::from_millis(req.max_wait_ms as u64),
+        })
+    }
+}
+
+/// Reads committed batches at `offset`, checking the offset against the
+/// range a consumer may read: `[log start, high watermark]`.
+fn read(p: &Partition, offset: u64, max_bytes: usize) -> Result<pb::FetchResponse> {
+    if p.is_closed() {
+        return Err(Error::UnknownTopic(p.topic.clone()));
+    }
+    let hw = p.high_watermark();
+    let start = p.log.log_start_offset();
+    let out_of_range = || Error::OffsetOutOfRange {
+        topic: p.topic.clone(),
+        partition: p.id,
+        offset,
+        log_start: start,
+        log_end: hw,
+    };
+    if offset < start || offset > hw {
+        return Err(out_of_range());
+    }
+    let r = p.log.read(offset, max_bytes, hw).map_err(|e| match e {
+        fjord_storage::Error::OffsetOutOfRange { .. } => out_of_range(),
+        e => Error::Storage(e),
+    })?;
+    Ok(pb::FetchResponse {
+        topic: p.topic.clone(),
+        partition: p.id,
+        batches: r.batches,
+        next_offset: r.next_offset,
+        high_watermark: hw,
+        log_start_offset: start,
+    })
+}
+
+/// Reads, waiting up to `max_wait` for `min_bytes` to be committed.
+async fn long_poll(
+    f: &FetchParams,
+    offset: u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<pb::FetchResponse> {
+    let deadline = Instant::now() + f.max_wait;
+    let mut hw = f.partition.watch_hw();
+    loop {
+        hw.borrow_and_update();
+        let resp = read(&f.partition, offset, f.max_bytes)?;
+        if resp.batches.len() >= f.min_bytes.max(1) || Instant::now() >= deadline || *shutdown.borrow() {
+            return Ok(resp);
+        }
+        tokio::select! {
+            changed = hw.changed() => if changed.is_err() || f.partition.is_closed() {
+                return Err(Error::UnknownTopic(f.partition.topic.clone()));
+            },
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Consumer for ConsumerService {
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> std::result::Result<Response<pb::FetchResponse>, Status> {
+        let req = request.into_inner();
+        let f = self.params(&req)?;
+        let mut shutdown = self.shutdown.clone();
+        Ok(Response::new(long_poll(&f, f.offset, &mut shutdown).await?))
+    }
+
+    type SubscribeStream = FetchStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let mut f = self.params(&req)?;
+        // Each chunk waits for min_bytes as a fetch would, but never more
+        // than this, so a quiet partition still sends what it has.
+        if f.max_wait.is_zero() {
+            f.max_wait = Duration::from_millis(FETCH_WAIT_MS_MAX as u64);
+        }
+        read(&f.partition, f.offset, 0)?; // an offset out of range fails the call, not the stream
+        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut offset = f.offset;
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let resp = match long_poll(&f, offset, &mut shutdown).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                if resp.batches.is_empty() {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
+                offset = resp.next_offset;
+                tokio::select! {
+                    sent = tx.send(Ok(resp)) => if sent.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> std::result::Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let p = self.broker.partition(&req.topic, req.partition)?;
+        let hw = p.high_watermark();
+        let start = p.log.log_start_offset();
+        let offset = match pb::OffsetSpec::try_from(req.spec) {
+            Ok(pb::OffsetSpec::Earliest) => start,
+            Ok(pb::OffsetSpec::Latest) => hw,
+            Ok(pb::OffsetSpec::Timestamp) => {
+                let ts = req.timestamp_ms;
+                let log = p.log.clone();
+                crate::broker::blocking(move || Ok(log.offset_for_timestamp(ts, hw)?)).await?.unwrap_or(hw)
+            }
+            Ok(pb::OffsetSpec::Unspecified) | Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "spec must be EARLIEST, LATEST or TIMESTAMP, got {}",
+                    req.spec
+                ))
+                .into())
+            }
+        };
+        Ok(Response::new(pb::ListOffsetsResponse { offset, log_start_offset: start, high_watermark: hw }))
+    }
+}

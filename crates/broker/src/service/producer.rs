@@ -1,0 +1,215 @@
+//! `fjord.v1.Producer`: validate batches, append them, acknowledge.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_proto::pb::{self, producer_server::Producer};
+use futures::stream::FuturesOrdered;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::broker::{blocking, Broker};
+use crate::config::{PRODUCE_PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_DEFAULT, PRODUCE_TIMEOUT_MS_MAX};
+use crate::partition::Partition;
+use crate::{Error, Result};
+
+/// Produce requests a stream may have in flight before the broker stops reading it.
+const STREAM_IN_FLIGHT_MAX: usize = 64;
+
+/// The producer service.
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerService {
+    pub(crate) broker: Arc<Broker>,
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ProduceResponse, Status>> + Send>>;
+
+impl ProducerService {
+    /// Validates the whole request before anything is written: one bad
+    /// batch fails the request and leaves every partition untouched.
+    fn validate(
+        &self,
+        req: &pb::ProduceRequest,
+    ) -> Result<(Vec<(Arc<Partition>, bytes::Bytes)>, bool, Duration)> {
+        if req.batches.is_empty() {
+            return Err(Error::InvalidArgument("produce request has no batches".into()));
+        }
+        if req.batches.len() > PRODUCE_PARTITIONS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "produce request has {} batches; the limit is {PRODUCE_PARTITIONS_MAX}",
+                req.batches.len()
+            )));
+        }
+        let wait_commit = match pb::Acks::try_from(req.acks) {
+            Ok(pb::Acks::Unspecified | pb::Acks::All) => true,
+            Ok(pb::Acks::Leader) => false,
+            Err(_) => return Err(Error::InvalidArgument(format!("unknown acks value {}", req.acks))),
+        };
+        let timeout_ms = match req.timeout_ms {
+            0 => PRODUCE_TIMEOUT_MS_DEFAULT,
+            t if t > PRODUCE_TIMEOUT_MS_MAX => {
+                return Err(Error::InvalidArgument(format!(
+                    "timeout_ms {t} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}"
+                )))
+            }
+            t => t,
+        };
+        let topic = self.broker.topic(&req.topic)?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(req.batches.len());
+        for pb in &req.batches {
+            if !seen.insert(pb.partition) {
+                return Err(Error::InvalidArgument(format!(
+                    "partition {} appears twice in one produce request",
+                    pb.partition
+                )));
+            }
+            let partition = topic.partitions.get(pb.partition as usize).cloned().ok_or_else(|| {
+                Error::UnknownPartition {
+                    topic: req.topic.clone(),
+                    partition: pb.partition,
+                    count: topic.meta.partitions,
+                }
+            })?;
+            let max = self.broker.config.batch_bytes_max;
+            fjord_codec::validate_batch(&pb.batch, max).map_err(|e| match e {
+                fjord_codec::Error::TooLarge { size, max, .. } => Error::MessageTooLarge { size, max },
+                source => Error::CorruptBatch { partition: pb.partition, source },
+            })?;
+            out.push((partition, pb.batch.clone()));
+        }
+        Ok((out, wait_commit, Duration::from_millis(timeout_ms as u64)))
+    }
+
+    /// Appends every batch of a request (partitions in parallel) and
+    /// returns a future that waits for their commit and yields the
+    /// response. Appends happen before this returns, so requests on one
+    /// stream are ordered in the log as they arrived, while their commits
+    /// (fsyncs) overlap and share group commits.
+    async fn append(
+        &self,
+        req: pb::ProduceRequest,
+    ) -> Result<impl std::future::Future<Output = Result<pb::ProduceResponse>> + Send + 'static> {
+        let (batches, wait_commit, timeout) = self.validate(&req)?;
+        let appends = batches.into_iter().map(|(p, batch)| async move {
+            let p2 = p.clone();
+            (p2, blocking(move || p.append(&batch, false)).await)
+        });
+        let appended = futures::future::join_all(appends).await;
+        let (topic, correlation_id) = (req.topic, req.correlation_id);
+        Ok(async move {
+            let commits = appended.into_iter().map(|(p, r)| async move {
+                let a = match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return pb::PartitionResult {
+                            partition: p.id,
+                            error: Some(e.detail()),
+                            ..Default::default()
+                        }
+                    }
+                };
+                let result = pb::PartitionResult {
+                    partition: p.id,
+                    base_offset: a.base_offset,
+                    record_count: (a.next_offset - a.base_offset) as u32,
+                    error: None,
+                };
+                let committing =
+                    tokio::task::spawn_blocking(move || p.commit(a.next_offset).map_err(|e| (p, e)));
+                if !wait_commit {
+                    // acks=leader: acknowledged on append; the commit goes on.
+                    tokio::spawn(async move {
+                        if let Ok(Err((p, e))) = committing.await {
+                            tracing::error!(topic = %p.topic, partition = p.id, error = %e, "commit failed");
+                        }
+                    });
+                    return result;
+                }
+                match committing.await {
+                    Ok(Ok(())) => result,
+                    Ok(Err((_, e))) => pb::PartitionResult { error: Some(e.detail()), ..result },
+                    Err(e) => pb::PartitionResult {
+                        error: Some(Error::Unavailable(format!("worker thread failed: {e}")).detail()),
+                        ..result
+                    },
+                }
+            });
+            let results =
+                tokio::time::timeout(timeout, futures::future::join_all(commits)).await.map_err(|_| {
+                    Error::Timeout(format!(
+                        "produce to {topic:?} was not committed within {} ms; it may still become visible",
+                        timeout.as_millis()
+                    ))
+                })?;
+            Ok(pb::ProduceResponse { correlation_id, results, error: None })
+        })
+    }
+}
+
+fn failed(correlation_id: u64, e: Error) -> pb::ProduceResponse {
+    pb::ProduceResponse { correlation_id, results: Vec::new(), error: Some(e.detail()) }
+}
+
+#[tonic::async_trait]
+impl Producer for ProducerService {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> std::result::Result<Response<pb::ProduceResponse>, Status> {
+        let committed = self.append(request.into_inner()).await?;
+        Ok(Response::new(committed.await?))
+    }
+
+    type ProduceStreamStream = ResponseStream;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> std::result::Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            // Appends run in arrival order; commits overlap, and responses
+            // are sent in request order. At most STREAM_IN_FLIGHT_MAX
+            // requests wait for commit before the stream is read further.
+            let mut pending = FuturesOrdered::new();
+            loop {
+                tokio::select! {
+                    req = requests.next(), if pending.len() < STREAM_IN_FLIGHT_MAX => match req {
+                        Some(Ok(req)) => {
+                            let id = req.correlation_id;
+                            match svc.append(req).await {
+                                Ok(commit) => pending.push_back(Box::pin(async move {
+                                    commit.await.unwrap_or_else(|e| failed(id, e))
+                                }) as Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>),
+                                Err(e) => pending.push_back(Box::pin(std::future::ready(failed(id, e)))),
+                            }
+                        }
+                        Some(Err(status)) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                        None => break,
+                    },
+                    Some(resp) = pending.next(), if !pending.is_empty() => {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            while let Some(resp) = pending.next().await {
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
