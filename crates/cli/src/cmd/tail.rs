@@ -7,7 +7,7 @@
 
 use std::io::{BufWriter, Write};
 
-use fjord_client::{Client, Consumer, ConsumerConfig, Seek};
+use fjord_client::{Client, Consumer, ConsumerConfig, OffsetSpec, Seek};
 
 use crate::args::{RecordFormat, TailArgs};
 use crate::output::{write_json, write_text};
@@ -15,9 +15,23 @@ use crate::output::{write_json, write_text};
 /// Runs `fjord tail`.
 pub(crate) async fn run(client: Client, args: TailArgs) -> anyhow::Result<()> {
     let (start, follow) = position(&args);
-    let mut consumer = Consumer::new(client, ConsumerConfig { start, ..Default::default() });
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig { start, ..Default::default() });
     let partitions = args.partition.map(|p| vec![p]);
     consumer.assign(&args.topic, partitions.as_deref()).await?;
+    if let Some(offset) = args.offset {
+        // An explicit offset outside a partition's log is a mistake to
+        // report, not a position to wait at.
+        for (topic, p) in consumer.assignment() {
+            let o = client.list_offsets(&topic, p, OffsetSpec::Earliest).await?;
+            if offset < o.log_start_offset || offset > o.high_watermark {
+                anyhow::bail!(
+                    "offset {offset} is out of range for {topic}/{p}: valid offsets are [{}, {}]",
+                    o.log_start_offset,
+                    o.high_watermark
+                );
+            }
+        }
+    }
     if !follow {
         consumer.stop_at_high_watermark().await?;
     }

@@ -1,0 +1,273 @@
+//! Every kind of bad input gets its documented status and a message that
+//! says what was wrong, and the broker keeps serving throughout.
+
+mod common;
+
+use bytes::Bytes;
+use common::{fjord, fjord_ok, Broker};
+use fjord_codec::format::*;
+use fjord_codec::BatchBuilder;
+use fjord_proto::pb::{
+    self, admin_client::AdminClient, consumer_client::ConsumerClient, producer_client::ProducerClient,
+};
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::Code;
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX);
+    for v in values {
+        b.push(None, Some(v.as_bytes()), &[], 1_700_000_000_000).unwrap();
+    }
+    b.finish()
+}
+
+fn produce(topic: &str, partition: u32, batch: Bytes) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        topic: topic.into(),
+        batches: vec![pb::PartitionBatch { partition, batch }],
+        ..Default::default()
+    }
+}
+
+/// Asserts a failed call's code, its ErrorDetail code, and words in its message.
+fn expect(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: Code,
+    detail: pb::ErrorCode,
+    words: &[&str],
+) -> pb::ErrorDetail {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "status: {status:?}");
+    let d = pb::ErrorDetail::decode(status.details()).expect("details carry an ErrorDetail");
+    assert_eq!(d.code(), detail, "detail: {d:?}");
+    for w in words {
+        assert!(status.message().contains(w), "message {:?} should mention {w:?}", status.message());
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_precise_statuses_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&dir.path().join("data"), &[]);
+    let ch = channel(&broker.addr).await;
+    let (mut admin, mut producer, mut consumer) =
+        (AdminClient::new(ch.clone()), ProducerClient::new(ch.clone()), ConsumerClient::new(ch.clone()));
+    let create = |name: &str, partitions| pb::CreateTopicRequest {
+        name: name.into(),
+        partitions,
+        ..Default::default()
+    };
+    admin.create_topic(create("good", 2)).await.unwrap();
+
+    // Topic administration.
+    expect(
+        admin.create_topic(create("bad name", 1)).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["' '", "allowed"],
+    );
+    expect(
+        admin.create_topic(create(&"x".repeat(250), 1)).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["249"],
+    );
+    expect(
+        admin.create_topic(create("..", 1)).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["not allowed"],
+    );
+    expect(
+        admin.create_topic(create("good", 1)).await,
+        Code::AlreadyExists,
+        pb::ErrorCode::TopicAlreadyExists,
+        &["good"],
+    );
+    expect(
+        admin.create_topic(create("many", 100_000)).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["4096"],
+    );
+    let rf3 = pb::CreateTopicRequest { replication_factor: 3, ..create("rf3", 1) };
+    expect(
+        admin.create_topic(rf3).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["replication factor 3"],
+    );
+    let tiny = pb::CreateTopicRequest {
+        config: Some(pb::TopicConfig { segment_bytes: Some(10), ..Default::default() }),
+        ..create("tiny", 1)
+    };
+    expect(
+        admin.create_topic(tiny).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["segment_bytes"],
+    );
+    let del = pb::DeleteTopicRequest { name: "nope".into() };
+    expect(admin.delete_topic(del).await, Code::NotFound, pb::ErrorCode::UnknownTopic, &["nope"]);
+    let desc = pb::DescribeTopicRequest { name: "nope".into() };
+    expect(admin.describe_topic(desc).await, Code::NotFound, pb::ErrorCode::UnknownTopic, &["nope"]);
+
+    // Produce.
+    expect(
+        producer.produce(produce("nope", 0, batch(&["a"]))).await,
+        Code::NotFound,
+        pb::ErrorCode::UnknownTopic,
+        &["nope"],
+    );
+    expect(
+        producer.produce(produce("good", 7, batch(&["a"]))).await,
+        Code::NotFound,
+        pb::ErrorCode::UnknownPartition,
+        &["7", "2"],
+    );
+    let big = "v".repeat(1024 * 1024);
+    let nine_mib: Vec<&str> = (0..9).map(|_| big.as_str()).collect();
+    expect(
+        producer.produce(produce("good", 0, batch(&nine_mib))).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::MessageTooLarge,
+        &["8388608", "batch_bytes_max"],
+    );
+    let mut flipped = batch(&["hello"]).to_vec();
+    flipped[BATCH_HEADER_LEN + 10] ^= 1;
+    expect(
+        producer.produce(produce("good", 0, flipped.into())).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::CorruptBatch,
+        &["CRC"],
+    );
+    expect(
+        producer.produce(produce("good", 0, Bytes::from_static(b"not a batch at all"))).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::CorruptBatch,
+        &["truncated"],
+    );
+    let mut huge_len = batch(&["x"]).to_vec();
+    huge_len[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    expect(
+        producer.produce(produce("good", 0, huge_len.into())).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::CorruptBatch,
+        &["length"],
+    );
+    let empty = pb::ProduceRequest { topic: "good".into(), ..Default::default() };
+    expect(
+        producer.produce(empty).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["no batches"],
+    );
+    let mut twice = produce("good", 0, batch(&["a"]));
+    twice.batches.push(pb::PartitionBatch { partition: 0, batch: batch(&["b"]) });
+    expect(producer.produce(twice).await, Code::InvalidArgument, pb::ErrorCode::InvalidRequest, &["twice"]);
+    let acks = pb::ProduceRequest { acks: 99, ..produce("good", 0, batch(&["a"])) };
+    expect(producer.produce(acks).await, Code::InvalidArgument, pb::ErrorCode::InvalidRequest, &["acks"]);
+    // A request above the transport limit is refused before it is buffered.
+    let over: Vec<u8> = vec![0; REQUEST_LIMIT];
+    let status = producer.produce(produce("good", 0, over.into())).await.expect_err("oversize request");
+    assert!(
+        matches!(
+            status.code(),
+            Code::ResourceExhausted | Code::OutOfRange | Code::InvalidArgument | Code::Internal
+        ),
+        "{status:?}"
+    );
+
+    // Nothing above was written: the partitions are empty.
+    let fetch =
+        |offset| pb::FetchRequest { topic: "good".into(), partition: 0, offset, ..Default::default() };
+    let r = consumer.fetch(fetch(0)).await.unwrap().into_inner();
+    assert_eq!((r.high_watermark, r.batches.len()), (0, 0));
+
+    // Fetch and offsets.
+    producer.produce(produce("good", 0, batch(&["a", "b", "c"]))).await.unwrap();
+    let d = expect(
+        consumer.fetch(fetch(4)).await,
+        Code::OutOfRange,
+        pb::ErrorCode::OffsetOutOfRange,
+        &["[0, 3]"],
+    );
+    assert_eq!((d.log_start_offset, d.log_end_offset), (0, 3));
+    expect(
+        consumer.fetch(fetch(u64::MAX)).await,
+        Code::OutOfRange,
+        pb::ErrorCode::OffsetOutOfRange,
+        &["[0, 3]"],
+    );
+    let wait = pb::FetchRequest { max_wait_ms: 1_000_000, ..fetch(0) };
+    expect(
+        consumer.fetch(wait).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["max_wait_ms", "30000"],
+    );
+    let unknown = pb::FetchRequest { topic: "nope".into(), ..fetch(0) };
+    expect(consumer.fetch(unknown).await, Code::NotFound, pb::ErrorCode::UnknownTopic, &["nope"]);
+    let spec = pb::ListOffsetsRequest { topic: "good".into(), partition: 0, spec: 0, timestamp_ms: 0 };
+    expect(
+        consumer.list_offsets(spec).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["spec"],
+    );
+    let sub = consumer.subscribe(fetch(10)).await;
+    expect(sub, Code::OutOfRange, pb::ErrorCode::OffsetOutOfRange, &["[0, 3]"]);
+
+    // The broker is still serving, and what was written reads back.
+    let r = consumer.fetch(fetch(0)).await.unwrap().into_inner();
+    assert_eq!((r.high_watermark, r.next_offset), (3, 3));
+    let values: Vec<String> = fjord_codec::records(&r.batches)
+        .unwrap()
+        .map(|rec| String::from_utf8(rec.unwrap().value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+    assert!(broker.is_running());
+    assert!(!broker.log().contains("panicked"), "no panic in the broker log");
+}
+
+/// Bigger than the broker's `REQUEST_BYTES_MAX` (64 MiB batch + 1 MiB).
+const REQUEST_LIMIT: usize = 66 * 1024 * 1024;
+
+#[test]
+fn cli_errors_are_one_line_on_stderr_with_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "t", "--partitions", "1"], b"");
+    fjord_ok(&broker.addr, &["publish", "t"], b"one\ntwo\n");
+    let cases: &[(&[&str], &str)] = &[
+        (&["tail", "nope", "--from-beginning"], "nope"),
+        (&["topic", "create", "bad/name", "--partitions", "1"], "allowed"),
+        (&["topic", "create", "t", "--partitions", "1"], "already exists"),
+        (&["topic", "describe", "nope"], "nope"),
+        (&["publish", "nope"], "nope"),
+        (&["tail", "t", "--offset", "5", "--partition", "0"], "out of range"),
+        (&["publish", "t", "--partition", "9"], "partition"),
+    ];
+    for (args, words) in cases {
+        let out = fjord(&broker.addr, args, b"x\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: exit code; stderr {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line on stderr, got {stderr:?}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].to_lowercase().contains(words),
+            "{args:?}: {}",
+            lines[0]
+        );
+    }
+    // A broker that is not there: a clear error within the timeout, not a hang.
+    let out = fjord("127.0.0.1:1", &["--timeout", "3s", "topic", "list"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}

@@ -1,0 +1,165 @@
+//! Shared harness of the process-level tests: start real `fjord broker`
+//! processes on free loopback ports with their own data directories, run
+//! the `fjord` CLI against them, and clean every process up.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a broker may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the `fjord` binary under test.
+pub fn fjord_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fjord"))
+}
+
+/// A broker process. Killed (SIGKILL) when dropped if still running.
+pub struct Broker {
+    child: Option<Child>,
+    /// `host:port` it listens on.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker on a free port with `data_dir`, plus `extra` flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("broker.log");
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut child = Command::new(fjord_bin())
+            .args(["--log-level", "info", "broker", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn fjord broker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {} // keep draining so the broker never blocks on stdout
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let addr = line.rsplit(' ').next().unwrap().to_string();
+        assert!(line.contains("listening on"), "unexpected first line {line:?}");
+        Broker { child: Some(child), addr, data_dir: data_dir.to_owned(), log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for a graceful exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        for _ in 0..300 {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("broker did not stop within 15 s of SIGTERM");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `fjord --broker ADDR args...` with `stdin`, bounded in time.
+pub fn fjord(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(fjord_bin())
+        .arg("--broker")
+        .arg(addr)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fjord");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("fjord {args:?} did not finish in 120 s");
+        }
+    };
+    writer.join().unwrap();
+    out
+}
+
+/// [`fjord`], asserting success; returns stdout.
+pub fn fjord_ok(addr: &str, args: &[&str], stdin: &[u8]) -> String {
+    let out = fjord(addr, args, stdin);
+    assert!(
+        out.status.success(),
+        "fjord {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A connected Rust client.
+pub async fn client(addr: &str) -> fjord_client::Client {
+    fjord_client::Client::connect(fjord_client::ClientConfig::from_bootstrap(addr).unwrap()).await.unwrap()
+}
