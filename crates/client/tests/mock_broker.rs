@@ -190,7 +190,7 @@ impl pb::consumer_server::Consumer for Mock {
         Ok(Response::new(pb::FetchResponse {
             topic: req.topic,
             partition: req.partition,
-            batches: out.concat(),
+            batches: out.concat().into(),
             next_offset: next,
             high_watermark: end,
             log_start_offset: 0,

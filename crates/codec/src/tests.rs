@@ -64,7 +64,8 @@ fn control_batches_hold_one_typed_record() {
 #[test]
 fn each_corrupt_field_is_rejected_with_its_error() {
     let good = sample().to_vec();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, fn(&Error) -> bool)> = vec![
+    type Case = (&'static str, Box<dyn Fn(&mut Vec<u8>)>, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         ("flipped payload bit", Box::new(|b| b[BATCH_HEADER_LEN + 5] ^= 1), |e| {
             matches!(e, Error::CrcMismatch { .. })
         }),
@@ -159,8 +160,10 @@ fn split_batches_walks_a_buffer_and_stops_at_a_torn_tail() {
     assert!(matches!(parts[2], Err(Error::Truncated { .. })));
 }
 
-fn arb_record(
-) -> impl Strategy<Value = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64)> {
+/// key, value, headers, timestamp
+type ArbRecord = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64);
+
+fn arb_record() -> impl Strategy<Value = ArbRecord> {
     (
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),

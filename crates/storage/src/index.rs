@@ -60,7 +60,7 @@ impl IndexFile {
     /// Whether the file's length is not a whole number of entries.
     pub(crate) fn has_partial_entry(&self) -> Result<bool> {
         let bytes = self.file.metadata().map_err(io("stat", &self.path))?.len() as usize;
-        Ok(bytes % self.entry_len != 0)
+        Ok(!bytes.is_multiple_of(self.entry_len))
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -289,20 +289,27 @@ impl Log {
             }
             st.syncing = true;
             drop(st);
-            let ((file, path), end, base, size) = {
+            let (unsealed, end, base, size) = {
                 let inner = self.lock();
                 let active = inner.segments.last().expect("never empty");
-                (active.file_handle(), active.next_offset, active.base_offset, active.size)
+                let unsealed: Vec<_> =
+                    inner.segments.iter().filter(|s| !s.sealed).map(|s| s.file_handle()).collect();
+                (unsealed, active.next_offset, active.base_offset, active.size)
             };
             #[cfg(test)]
             let injected = std::mem::take(&mut self.lock_sync().fail_next_sync);
             #[cfg(not(test))]
             let injected = false;
             let result = match injected {
-                true => Err(std::io::Error::other("injected fsync failure")),
-                false => file.sync_data(),
-            }
-            .map_err(io("fdatasync", path));
+                true => Err(Error::Io {
+                    op: "fdatasync",
+                    path: self.dir.clone(),
+                    source: std::io::Error::other("injected fsync failure"),
+                }),
+                false => unsealed
+                    .iter()
+                    .try_for_each(|(file, path)| file.sync_data().map_err(io("fdatasync", path))),
+            };
             st = self.lock_sync();
             st.syncing = false;
             match result.and_then(|()| st.recovery_point.store(base, size)) {
@@ -328,7 +335,8 @@ impl Log {
     /// As [`Log::sync_through`].
     pub fn flush(&self) -> Result<()> {
         let end = self.log_end_offset();
-        self.sync_through(end)
+        self.sync_through(end)?;
+        self.seal_closed()
     }
 
     /// For [`FlushPolicy::IntervalMs`]: flushes if the interval has passed
@@ -366,25 +374,60 @@ impl Log {
         e
     }
 
-    /// Closes the active segment and starts a new one at the log end.
+    /// Closes the active segment and starts a new one at the log end. The
+    /// old segment is sealed (fsynced, trimmed) later by [`Log::seal_closed`],
+    /// so an append that rolls does not wait for a whole segment to reach
+    /// the disk; until then [`Log::sync_through`] fsyncs it with the active one.
     fn roll(&self, inner: &mut Inner) -> Result<()> {
         let active = inner.segments.last_mut().expect("never empty");
         let end = active.next_offset;
-        if let Err(e) = active.close() {
-            return Err(self.poison(inner, e));
-        }
-        {
-            let mut st = self.lock_sync();
-            st.durable = st.durable.max(end);
-        }
         let seg = match Segment::create(&self.dir, end, &self.config)
             .and_then(|s| sync_dir(&self.dir).map(|()| s))
         {
             Ok(s) => s,
             Err(e) => return Err(self.poison(inner, e)),
         };
+        inner.segments.last_mut().expect("never empty").active = false;
         tracing::debug!(dir = %self.dir.display(), base = end, "rolled segment");
         inner.segments.push(seg);
+        Ok(())
+    }
+
+    /// Seals closed segments that a roll left unsealed: fsync outside the
+    /// lock (appends go on meanwhile), then trim and fsync their indexes.
+    /// Run by [`Log::flush`] and [`Log::maintain`].
+    ///
+    /// # Errors
+    /// An fsync or trim failure, which poisons the log.
+    pub fn seal_closed(&self) -> Result<()> {
+        let pending: Vec<_> = {
+            let inner = self.lock();
+            inner
+                .segments
+                .iter()
+                .filter(|s| !s.active && !s.sealed)
+                .map(|s| (s.base_offset, s.file_handle()))
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for (_, (file, path)) in &pending {
+            if let Err(e) = file.sync_data().map_err(io("fdatasync", path)) {
+                let mut inner = self.lock();
+                return Err(self.poison(&mut inner, e));
+            }
+        }
+        let mut inner = self.lock();
+        for (base, _) in pending {
+            let Some(i) = inner.segments.iter().position(|s| s.base_offset == base && !s.active && !s.sealed)
+            else {
+                continue; // deleted or truncated meanwhile
+            };
+            if let Err(e) = inner.segments[i].seal() {
+                return Err(self.poison(&mut inner, e));
+            }
+        }
         Ok(())
     }
 
@@ -559,6 +602,7 @@ impl Log {
     /// # Errors
     /// I/O errors.
     pub fn maintain(&self, now_ms: i64, limit: u64) -> Result<Vec<DeletedSegment>> {
+        self.seal_closed()?;
         let mut inner = self.lock();
         let retention_cut = self.config.retention_ms.map(|r| now_ms.saturating_sub(r as i64));
         let active = inner.segments.last().expect("never empty");

@@ -84,7 +84,11 @@ pub(crate) struct Segment {
     pub(crate) last_header: Option<BatchHeader>,
     bytes_since_index: u64,
     interval: u64,
+    /// The segment appends go to (the last one).
     pub(crate) active: bool,
+    /// Closed, fsynced and trimmed ([`Segment::seal`]). A rolled segment is
+    /// closed at once but sealed later, off the append path.
+    pub(crate) sealed: bool,
 }
 
 impl Segment {
@@ -130,6 +134,7 @@ impl Segment {
             bytes_since_index: 0,
             interval: config.index_interval_bytes as u64,
             active: false,
+            sealed: false,
         }
     }
 
@@ -178,6 +183,7 @@ impl Segment {
             seg.size = len;
             seg.next_offset = next_base.expect("closed segments have a successor");
             seg.max_timestamp = seg.times.last().map_or(i64::MIN, |t| t.timestamp);
+            seg.sealed = true;
             return Ok((seg, 0));
         }
         let discarded = seg.recover(config, durable)?;
@@ -191,7 +197,7 @@ impl Segment {
                     ),
                 });
             }
-            seg.close()?;
+            seg.seal()?;
         }
         Ok((seg, discarded))
     }
@@ -291,6 +297,7 @@ impl Segment {
         self.zero_from(self.size, file_len)?;
         self.set_file_len(config.segment_capacity().max(self.size))?;
         self.active = true;
+        self.sealed = false;
         Ok(discarded)
     }
 
@@ -338,10 +345,10 @@ impl Segment {
         self.last_header = Some(*h);
     }
 
-    /// Closes the active segment: data fsynced, files trimmed to what is
+    /// Seals a closed segment: data fsynced, files trimmed to what is
     /// used, a final time entry holding the segment's max timestamp, indexes
     /// fsynced. After this the segment is trusted on open without a scan.
-    pub(crate) fn close(&mut self) -> Result<()> {
+    pub(crate) fn seal(&mut self) -> Result<()> {
         self.sync_data()?;
         if let (Some(last), Some(h)) = (self.times.last(), &self.last_header) {
             if self.max_timestamp > last.timestamp {
@@ -357,6 +364,7 @@ impl Segment {
         self.offsets.0.sync()?;
         self.times.0.sync()?;
         self.active = false;
+        self.sealed = true;
         Ok(())
     }
 
@@ -382,7 +390,7 @@ impl Segment {
         if fallocate(&*self.file, flags, from, to - from).is_ok() {
             return Ok(());
         }
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;

@@ -242,7 +242,7 @@ fn size_retention_keeps_the_newest_bytes() {
     let end = log.log_end_offset();
     log.maintain(0, end).unwrap();
     let size = log.size_bytes();
-    assert!(size >= 8192 && size < 8192 + 4096 + 1024, "size after retention: {size}");
+    assert!((8192..8192 + 4096 + 1024).contains(&size), "size after retention: {size}");
     assert_eq!(read_all(&log, log.log_start_offset()).last().unwrap().0, end - 1);
 }
 

@@ -26,15 +26,21 @@ pub(crate) struct ProducerService {
     pub(crate) broker: Arc<Broker>,
 }
 
+/// A produce request that passed validation.
+struct Validated {
+    /// Each target partition with its batch, in request order.
+    batches: Vec<(Arc<Partition>, bytes::Bytes)>,
+    /// acks=all: respond after commit, not after append.
+    wait_commit: bool,
+    timeout: Duration,
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ProduceResponse, Status>> + Send>>;
 
 impl ProducerService {
     /// Validates the whole request before anything is written: one bad
     /// batch fails the request and leaves every partition untouched.
-    fn validate(
-        &self,
-        req: &pb::ProduceRequest,
-    ) -> Result<(Vec<(Arc<Partition>, bytes::Bytes)>, bool, Duration)> {
+    fn validate(&self, req: &pb::ProduceRequest) -> Result<Validated> {
         if req.batches.is_empty() {
             return Err(Error::InvalidArgument("produce request has no batches".into()));
         }
@@ -82,7 +88,7 @@ impl ProducerService {
             })?;
             out.push((partition, pb.batch.clone()));
         }
-        Ok((out, wait_commit, Duration::from_millis(timeout_ms as u64)))
+        Ok(Validated { batches: out, wait_commit, timeout: Duration::from_millis(timeout_ms as u64) })
     }
 
     /// Appends every batch of a request (partitions in parallel) and
@@ -94,7 +100,7 @@ impl ProducerService {
         &self,
         req: pb::ProduceRequest,
     ) -> Result<impl std::future::Future<Output = Result<pb::ProduceResponse>> + Send + 'static> {
-        let (batches, wait_commit, timeout) = self.validate(&req)?;
+        let Validated { batches, wait_commit, timeout } = self.validate(&req)?;
         let appends = batches.into_iter().map(|(p, batch)| async move {
             let p2 = p.clone();
             (p2, blocking(move || p.append(&batch, false)).await)

@@ -212,7 +212,8 @@ fn missing_short_or_garbage_indexes_are_rebuilt() {
     lying_index[last + OFFSET_ENTRY_POSITION_AT] ^= 0x10; // points into the middle of a batch
     let mut partial_time = p.active_time.clone();
     partial_time.truncate(partial_time.len() - 5);
-    let cases: [(&str, Option<&[u8]>, Option<&[u8]>); 5] = [
+    type Case<'a> = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>);
+    let cases: [Case; 5] = [
         ("no indexes", None, None),
         ("half offset index", Some(half_index), Some(&p.active_time)),
         ("garbage after the index", Some(&garbage_index), Some(&p.active_time)),
