@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 # The cross-language test drives the API from Python's grpcio; install it
 # if it is missing (quietly, into the user's site-packages when not root).
-if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
-  echo "== installing grpcio and grpcio-tools for the Python API test"
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+if ! python3 -c 'import grpc, grpc_tools, grpc_status' 2>/dev/null; then
+  echo "== installing grpcio, grpcio-tools and grpcio-status for the Python API test"
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-status
 fi
 
 echo "== cargo fmt --check"

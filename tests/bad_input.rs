@@ -10,7 +10,6 @@ use fjord_codec::BatchBuilder;
 use fjord_proto::pb::{
     self, admin_client::AdminClient, consumer_client::ConsumerClient, producer_client::ProducerClient,
 };
-use prost::Message;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -43,7 +42,7 @@ fn expect(
 ) -> pb::ErrorDetail {
     let status = result.expect_err("the call must fail");
     assert_eq!(status.code(), code, "status: {status:?}");
-    let d = pb::ErrorDetail::decode(status.details()).expect("details carry an ErrorDetail");
+    let d = fjord_proto::decode_status_details(status.details()).expect("details carry an ErrorDetail");
     assert_eq!(d.code(), detail, "detail: {d:?}");
     for w in words {
         assert!(status.message().contains(w), "message {:?} should mention {w:?}", status.message());

@@ -71,7 +71,7 @@ fn describe(out: &Output) -> String {
 
 fn python_has_grpc() -> bool {
     let mut cmd = Command::new("python3");
-    cmd.args(["-c", "import grpc, grpc_tools"]);
+    cmd.args(["-c", "import grpc, grpc_tools, grpc_status"]);
     run_bounded(cmd, RPC_TIMEOUT).status.success()
 }
 
@@ -85,7 +85,7 @@ fn ensure_python_grpc() {
         return;
     }
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "install", "--quiet", "grpcio", "grpcio-tools"]);
+    pip.args(["-m", "pip", "install", "--quiet", "grpcio", "grpcio-tools", "grpcio-status"]);
     let out = run_bounded(pip, PIP_TIMEOUT);
     assert!(
         out.status.success(),

@@ -21,6 +21,7 @@ import time
 import zlib
 from pathlib import Path
 
+from grpc_status import rpc_status
 import grpc
 from grpc_tools import protoc
 
@@ -209,13 +210,18 @@ def parse_batches(buf, from_offset):
 
 
 def error_detail(err):
-    """Decodes the ErrorDetail tonic sends verbatim as grpc-status-details-bin."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            detail = pb.ErrorDetail()
-            detail.ParseFromString(value)
+    """The ErrorDetail of a failed call, read the standard way: the
+    grpc-status-details-bin trailer is a google.rpc.Status (decoded by
+    grpcio-status, which also checks it agrees with the call's status) whose
+    details hold the ErrorDetail as a google.protobuf.Any."""
+    status = rpc_status.from_call(err)
+    if status is None:
+        raise AssertionError(f"status {err.code()} ({err.details()!r}) has no grpc-status-details-bin trailer")
+    for any_detail in status.details:
+        detail = pb.ErrorDetail()
+        if any_detail.Unpack(detail):
             return detail
-    raise AssertionError(f"status {err.code()} ({err.details()!r}) has no grpc-status-details-bin trailer")
+    raise AssertionError(f"google.rpc.Status of {err.code()} holds no fjord.v1.ErrorDetail: {status}")
 
 
 ERRORS_CHECKED = []

@@ -1,7 +1,6 @@
 //! Broker errors, and the one place they become gRPC statuses.
 
 use fjord_proto::pb::{ErrorCode, ErrorDetail};
-use prost::Message;
 use tonic::{Code, Status};
 
 /// What went wrong serving a request.
@@ -119,13 +118,18 @@ impl From<Error> for Status {
         if matches!(code, Code::Internal) {
             tracing::error!(error = %e, "request failed");
         }
-        Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+        Status::with_details(
+            code,
+            detail.message.clone(),
+            fjord_proto::encode_status_details(code, &detail).into(),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     #[test]
     fn statuses_carry_code_message_and_detail() {
@@ -134,10 +138,12 @@ mod tests {
         let s = Status::from(e);
         assert_eq!(s.code(), Code::OutOfRange);
         assert!(s.message().contains("[3, 7]"), "{}", s.message());
-        let d = ErrorDetail::decode(s.details()).unwrap();
+        let d = fjord_proto::decode_status_details(s.details()).unwrap();
         assert_eq!((d.code(), d.log_start_offset, d.log_end_offset), (ErrorCode::OffsetOutOfRange, 3, 7));
         let s = Status::from(Error::UnknownTopic("nope".into()));
         assert_eq!(s.code(), Code::NotFound);
-        assert_eq!(ErrorDetail::decode(s.details()).unwrap().code(), ErrorCode::UnknownTopic);
+        assert_eq!(fjord_proto::decode_status_details(s.details()).unwrap().code(), ErrorCode::UnknownTopic);
+        let standard = tonic_types::pb::Status::decode(s.details()).unwrap();
+        assert_eq!((standard.code, standard.details.len()), (Code::NotFound as i32, 1));
     }
 }

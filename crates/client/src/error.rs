@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use fjord_proto::pb;
-use prost::Message;
 use tonic::{Code, Status};
 
 /// Everything a client call can fail with. Cloneable so one failed batch can
@@ -179,7 +178,7 @@ impl From<tonic::transport::Error> for Error {
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
         if !status.details().is_empty() {
-            if let Ok(detail) = pb::ErrorDetail::decode(status.details()) {
+            if let Some(detail) = fjord_proto::decode_status_details(status.details()) {
                 if let Some(e) = from_detail(detail) {
                     return e;
                 }
@@ -233,7 +232,11 @@ mod tests {
     use bytes::Bytes;
 
     fn status(code: Code, detail: pb::ErrorDetail) -> Status {
-        Status::with_details(code, "from broker", Bytes::from(detail.encode_to_vec()))
+        Status::with_details(
+            code,
+            "from broker",
+            Bytes::from(fjord_proto::encode_status_details(code, &detail)),
+        )
     }
 
     fn detail(code: pb::ErrorCode) -> pb::ErrorDetail {

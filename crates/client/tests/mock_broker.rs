@@ -17,7 +17,6 @@ use fjord_client::{
 use fjord_codec::{split_batches, stamp_batch, validate_batch};
 use fjord_proto::pb;
 use futures::Stream;
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -40,7 +39,11 @@ struct Mock {
 }
 
 fn detailed(code: tonic::Code, detail: pb::ErrorDetail) -> Status {
-    Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+    Status::with_details(
+        code,
+        detail.message.clone(),
+        fjord_proto::encode_status_details(code, &detail).into(),
+    )
 }
 
 #[tonic::async_trait]

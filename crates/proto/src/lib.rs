@@ -12,3 +12,25 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fjord_descriptor.bin"));
+
+/// Type URL of [`pb::ErrorDetail`] inside a `google.protobuf.Any`.
+pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/fjord.v1.ErrorDetail";
+
+/// The bytes of a failed call's `grpc-status-details-bin` trailer, as the
+/// gRPC convention has it: a `google.rpc.Status` whose first detail is the
+/// [`pb::ErrorDetail`], so standard helpers (`grpc_status.rpc_status` in
+/// Python, `tonic-types` in Rust, grpcurl) can read it.
+pub fn encode_status_details(code: tonic::Code, detail: &pb::ErrorDetail) -> Vec<u8> {
+    use prost::Message;
+    let any = prost_types::Any { type_url: ERROR_DETAIL_TYPE_URL.to_owned(), value: detail.encode_to_vec() };
+    tonic_types::pb::Status { code: code as i32, message: detail.message.clone(), details: vec![any] }
+        .encode_to_vec()
+}
+
+/// The [`pb::ErrorDetail`] in a status's details, if it carries one.
+pub fn decode_status_details(details: &[u8]) -> Option<pb::ErrorDetail> {
+    use prost::Message;
+    let status = tonic_types::pb::Status::decode(details).ok()?;
+    let any = status.details.iter().find(|a| a.type_url == ERROR_DETAIL_TYPE_URL)?;
+    pb::ErrorDetail::decode(any.value.as_slice()).ok()
+}
