@@ -17,4 +17,5 @@ mod topics;
 
 pub use config::*;
 pub use error::{Error, Result};
+pub use fjord_storage::FlushPolicy;
 pub use server::run;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use fjord_broker::BrokerConfig;
+use fjord_broker::{BrokerConfig, FlushPolicy};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// `fjord broker`
@@ -15,18 +15,51 @@ pub(crate) struct BrokerArgs {
     /// Directory holding topic metadata and partition logs.
     #[arg(long, env = "FJORD_DATA_DIR", default_value = "fjord-data")]
     pub(crate) data_dir: PathBuf,
-    /// Address the gRPC server binds.
+    /// Address the gRPC server binds (port 0 picks a free port; the address is printed on stdout).
     #[arg(long, env = "FJORD_LISTEN", default_value = "127.0.0.1:9092")]
     pub(crate) listen: SocketAddr,
+    /// This broker's id (at least 1).
+    #[arg(long = "id", env = "FJORD_BROKER_ID", default_value_t = 1)]
+    pub(crate) broker_id: u64,
+    /// When appends are fsynced: `always` (before acknowledging; the
+    /// default), `never` (left to the OS), or an interval such as `200ms`.
+    #[arg(long, env = "FJORD_FLUSH", default_value = "always", value_parser = parse_flush)]
+    pub(crate) flush: FlushPolicy,
+    /// Largest record batch accepted, in bytes (at most 64 MiB).
+    #[arg(long, default_value_t = fjord_broker::BATCH_BYTES_MAX_DEFAULT)]
+    pub(crate) batch_bytes_max: usize,
+    /// Most concurrent client connections.
+    #[arg(long, default_value_t = fjord_broker::CONNECTIONS_MAX_DEFAULT)]
+    pub(crate) max_connections: usize,
+    /// How often retention and interval flushes run, e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) maintenance_interval: std::time::Duration,
+}
+
+fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
+    match s {
+        "always" => Ok(FlushPolicy::Always),
+        "never" => Ok(FlushPolicy::Never),
+        other => match humantime::parse_duration(other) {
+            Ok(d) if d.as_millis() >= 1 => Ok(FlushPolicy::IntervalMs(d.as_millis() as u64)),
+            _ => Err(format!("expected always, never or an interval like 200ms, got {other:?}")),
+        },
+    }
 }
 
 impl BrokerArgs {
     /// The broker settings these flags describe; everything else keeps its default.
-    // `..Default::default()` stays even while every field is set here, so
-    // fields the broker adds later keep compiling with their defaults.
-    #[allow(clippy::needless_update)]
     pub(crate) fn config(&self) -> BrokerConfig {
-        BrokerConfig { data_dir: self.data_dir.clone(), listen: self.listen, ..Default::default() }
+        BrokerConfig {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            broker_id: self.broker_id,
+            flush: self.flush,
+            batch_bytes_max: self.batch_bytes_max,
+            connections_max: self.max_connections,
+            maintenance_interval: self.maintenance_interval,
+            ..Default::default()
+        }
     }
 }
 
@@ -60,5 +93,14 @@ mod tests {
         let c = args.config();
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen, "0.0.0.0:9100".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.flush, FlushPolicy::Always);
+    }
+
+    #[test]
+    fn flush_policies_parse() {
+        assert_eq!(parse_flush("never"), Ok(FlushPolicy::Never));
+        assert_eq!(parse_flush("250ms"), Ok(FlushPolicy::IntervalMs(250)));
+        assert!(parse_flush("sometimes").is_err());
+        assert!(parse_flush("0ms").is_err());
     }
 }
