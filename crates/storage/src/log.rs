@@ -556,6 +556,33 @@ impl Log {
         target.truncate_to(pos, &self.config)
     }
 
+    /// Discards the whole log and starts it afresh, empty, at `start_offset`,
+    /// its first entry to carry Raft index `next_raft_index`: a Raft
+    /// follower installing a snapshot (the leader's log now starts there).
+    /// Durable before it returns.
+    ///
+    /// # Errors
+    /// I/O errors, which poison the log.
+    pub fn reset(&self, start_offset: u64, next_raft_index: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let result = (|| {
+            while let Some(seg) = inner.segments.pop() {
+                seg.delete(&self.dir)?;
+                sync_dir(&self.dir)?;
+            }
+            inner.segments.push(Segment::create(&self.dir, start_offset, &self.config)?);
+            sync_dir(&self.dir)
+        })();
+        if let Err(e) = result {
+            return Err(self.poison(&mut inner, e));
+        }
+        inner.last_raft = None;
+        inner.next_raft_index = Some(next_raft_index);
+        let mut st = self.lock_sync();
+        st.durable = start_offset;
+        Ok(())
+    }
+
     /// Deletes closed segments whose records all lie below `offset` (the
     /// active segment is never deleted). Returns what was deleted.
     ///

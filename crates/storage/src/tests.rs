@@ -314,3 +314,22 @@ fn config_is_validated() {
         assert!(matches!(Log::open(dir.path(), bad), Err(Error::Config(_))));
     }
 }
+
+#[test]
+fn reset_starts_an_empty_log_at_a_new_offset_and_raft_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 1..=30u64 {
+        log.append(&batch(i, 2, 0), pos(1, i)).unwrap();
+    }
+    log.reset(500, 90).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.last_raft()), (500, 500, None));
+    assert!(matches!(log.append(&batch(0, 1, 0), pos(4, 91)), Err(Error::RaftOrder { .. })));
+    let a = log.append(&batch(0, 1, 0), pos(4, 90)).unwrap();
+    assert_eq!(a.base_offset, 500);
+    log.flush().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.last_raft()), (500, 501, Some(pos(4, 90))));
+    assert_eq!(log.segment_count(), 1);
+}

@@ -1,0 +1,535 @@
+//! The driver of one Raft group: a task that owns the group's `RawNode`,
+//! ticks it, steps messages into it, proposes batches, and handles each
+//! `Ready` in the order raft-rs documents:
+//!
+//! 1. send the leader's messages (they need no local persistence);
+//! 2. install a snapshot (reset the log to start where the leader's starts);
+//! 3. apply committed entries (they are already persisted locally);
+//! 4. append new entries to the segment log (truncating a conflicting
+//!    suffix first) and fsync them as the flush policy says;
+//! 5. persist the hard state when term or vote changed;
+//! 6. only then send the messages that acknowledge persisted entries;
+//! 7. `advance`, then send and apply what the light ready holds, and
+//!    `advance_apply`.
+//!
+//! A storage error stops the group: it never continues on a broken log.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_storage::{FlushPolicy, RaftPos};
+use raft::prelude::*;
+use raft::{RawNode, StateRole};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::{entry_to_batch, GroupStore};
+use crate::{Error, Result, Transport};
+
+/// Messages a group's mailbox holds before transport messages are dropped
+/// (Raft retransmits) and proposals wait.
+pub const MAILBOX_CAPACITY: usize = 4096;
+/// Messages handled between two readies, so one busy group cannot starve a tick.
+const MESSAGES_PER_READY_MAX: usize = 256;
+/// Ticks between two stores of the commit index when nothing else changes
+/// the hard state: the commit index may lag on disk (Raft relearns it), but
+/// a recent one lets a restarted node serve its data sooner.
+const COMMIT_PERSIST_TICKS: u64 = 50;
+
+/// How a group runs.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// The group's id, unique in the cluster.
+    pub group_id: u64,
+    /// This node's id (the broker id).
+    pub node_id: u64,
+    /// Voters: the replicas, preferred leader first.
+    pub voters: Vec<u64>,
+    /// Interval of one Raft tick.
+    pub tick: Duration,
+    /// Ticks without a leader before an election (randomized up to twice this).
+    pub election_ticks: usize,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Bytes of entries in one append message (at least one entry is sent).
+    pub max_size_per_msg: u64,
+    /// Append messages in flight to one follower.
+    pub max_inflight_msgs: usize,
+    /// When appended entries are fsynced.
+    pub flush: FlushPolicy,
+}
+
+impl GroupConfig {
+    /// A config with Fjord's defaults: 100 ms ticks, elections after 1–2 s,
+    /// heartbeats every 200 ms, 4 MiB append messages, 64 in flight.
+    pub fn new(group_id: u64, node_id: u64, voters: Vec<u64>) -> GroupConfig {
+        GroupConfig {
+            group_id,
+            node_id,
+            voters,
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_size_per_msg: 4 * 1024 * 1024,
+            max_inflight_msgs: 64,
+            flush: FlushPolicy::Always,
+        }
+    }
+}
+
+/// Where an acknowledged batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Raft index of the entry.
+    pub index: u64,
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset after its last record.
+    pub next_offset: u64,
+}
+
+/// When a proposal is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Once a quorum holds it (committed).
+    Quorum,
+    /// Once the leader has it in its log.
+    Leader,
+}
+
+enum Msg {
+    Propose { data: Bytes, ack: Ack, reply: oneshot::Sender<Result<Committed>> },
+    Raft(Box<Message>),
+    TransferLeader(u64),
+    Campaign,
+    Stop(oneshot::Sender<()>),
+}
+
+/// Live facts about a group, readable without asking its task.
+#[derive(Debug)]
+pub struct GroupStatus {
+    leader: AtomicU64,
+    term: AtomicU64,
+    is_leader: AtomicBool,
+    stopped: AtomicBool,
+    /// Offset after the last committed (and applied) batch.
+    high_watermark: watch::Sender<u64>,
+}
+
+impl GroupStatus {
+    /// The leader's node id, 0 if unknown.
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Whether this node leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// Whether the group's task has stopped (deleted, or a storage failure).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Offsets below it are committed.
+    pub fn high_watermark(&self) -> u64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// A receiver that sees every advance of the high watermark (and stop).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+}
+
+/// A handle to a running group.
+#[derive(Debug, Clone)]
+pub struct GroupHandle {
+    tx: mpsc::Sender<Msg>,
+    status: Arc<GroupStatus>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Msg::Propose { .. } => "Propose",
+            Msg::Raft(_) => "Raft",
+            Msg::TransferLeader(_) => "TransferLeader",
+            Msg::Campaign => "Campaign",
+            Msg::Stop(_) => "Stop",
+        })
+    }
+}
+
+impl GroupHandle {
+    /// The group's live status.
+    pub fn status(&self) -> &Arc<GroupStatus> {
+        &self.status
+    }
+
+    /// Proposes a validated batch; resolves when it is acknowledged as `ack` says.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] (with the leader if known), [`Error::Stopped`].
+    pub async fn propose(&self, data: Bytes, ack: Ack) -> Result<Committed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Propose { data, ack, reply }).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Hands a Raft message from the network to the group; dropped if its
+    /// mailbox is full (Raft resends).
+    pub fn step(&self, msg: Message) {
+        let _ = self.tx.try_send(Msg::Raft(Box::new(msg)));
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) {
+        let _ = self.tx.try_send(Msg::TransferLeader(to));
+    }
+
+    /// Starts an election now rather than after a timeout.
+    pub fn campaign(&self) {
+        let _ = self.tx.try_send(Msg::Campaign);
+    }
+
+    /// Stops the group's task and waits for it.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Where each recently appended entry landed, until it is applied.
+#[derive(Debug, Clone, Copy)]
+struct Landed {
+    base_offset: u64,
+    next_offset: u64,
+}
+
+struct Pending {
+    term: u64,
+    ack: Ack,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// Starts a group's task on the current tokio runtime.
+///
+/// # Errors
+/// raft-rs rejecting the config or the stored state.
+pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Arc<T>) -> Result<GroupHandle> {
+    let logger = slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!("group" => config.group_id));
+    // Committed entries are applied again after a restart (applying only
+    // moves the high watermark and answers proposals, so it is idempotent).
+    let applied = 0;
+    let raft_config = raft::Config {
+        id: config.node_id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: config.max_size_per_msg,
+        max_inflight_msgs: config.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        max_uncommitted_size: 512 * 1024 * 1024,
+        ..raft::Config::default()
+    };
+    raft_config.validate().map_err(|e| Error::Raft(e.to_string()))?;
+    let start_offset = store.log().log_start_offset();
+    let node = RawNode::new(&raft_config, store, &logger).map_err(|e| Error::Raft(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+    let status = Arc::new(GroupStatus {
+        leader: AtomicU64::new(0),
+        term: AtomicU64::new(0),
+        is_leader: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+        high_watermark: watch::Sender::new(start_offset),
+    });
+    let driver = Driver {
+        node,
+        config,
+        transport,
+        status: status.clone(),
+        pending: BTreeMap::new(),
+        landed: BTreeMap::new(),
+        ticks_since_commit_store: 0,
+    };
+    tokio::spawn(driver.run(rx));
+    Ok(GroupHandle { tx, status })
+}
+
+struct Driver<T: Transport> {
+    node: RawNode<GroupStore>,
+    config: GroupConfig,
+    transport: Arc<T>,
+    status: Arc<GroupStatus>,
+    pending: BTreeMap<u64, Pending>,
+    landed: BTreeMap<u64, Landed>,
+    ticks_since_commit_store: u64,
+}
+
+impl<T: Transport> Driver<T> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped_by = loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.node.tick();
+                    self.ticks_since_commit_store += 1;
+                }
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break None };
+                    let mut stop = self.handle(msg);
+                    for _ in 0..MESSAGES_PER_READY_MAX {
+                        if stop.is_some() {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(msg) => stop = self.handle(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    if stop.is_some() {
+                        break stop;
+                    }
+                }
+            }
+            if let Err(e) = self.on_ready().await {
+                tracing::error!(group = self.config.group_id, error = %e, "raft group stopped on a storage error");
+                break None;
+            }
+        };
+        let _ = self.persist_commit();
+        self.status.stopped.store(true, Ordering::Release);
+        self.status.is_leader.store(false, Ordering::Release);
+        self.status.high_watermark.send_modify(|_| {});
+        self.fail_pending(Error::Stopped);
+        if let Some(stop) = stopped_by {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Handles one mailbox message; returns the stop reply if asked to stop.
+    fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
+        match msg {
+            Msg::Raft(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!(group = self.config.group_id, error = %e, "raft message dropped");
+                }
+            }
+            Msg::Propose { data, ack, reply } => self.propose(data, ack, reply),
+            Msg::TransferLeader(to) => self.node.transfer_leader(to),
+            Msg::Campaign => {
+                let _ = self.node.campaign();
+            }
+            Msg::Stop(tx) => return Some(tx),
+        }
+        None
+    }
+
+    fn propose(&mut self, data: Bytes, ack: Ack, reply: oneshot::Sender<Result<Committed>>) {
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(Error::NotLeader { leader: self.node.raft.leader_id }));
+            return;
+        }
+        let before = self.node.raft.raft_log.last_index();
+        if let Err(e) = self.node.propose(Vec::new(), data.to_vec()) {
+            let _ = reply.send(Err(match e {
+                raft::Error::ProposalDropped => Error::NotLeader { leader: self.node.raft.leader_id },
+                e => Error::Raft(e.to_string()),
+            }));
+            return;
+        }
+        let index = self.node.raft.raft_log.last_index();
+        debug_assert_eq!(index, before + 1);
+        self.pending.insert(index, Pending { term: self.node.raft.term, ack, reply });
+    }
+
+    async fn on_ready(&mut self) -> Result<()> {
+        if !self.node.has_ready() {
+            if self.ticks_since_commit_store >= COMMIT_PERSIST_TICKS {
+                self.persist_commit()?;
+            }
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        self.send(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot().clone()).await?;
+        }
+        self.apply(rd.take_committed_entries())?;
+        let entries = rd.take_entries();
+        if !entries.is_empty() {
+            self.append(entries).await?;
+        }
+        if let Some(hs) = rd.hs() {
+            let stored = self.node.store().raft_state();
+            if hs.term != stored.term || hs.vote != stored.vote {
+                let hs = hs.clone();
+                self.node.mut_store().store_hard_state(&hs)?;
+                self.ticks_since_commit_store = 0;
+            }
+        }
+        self.status.term.store(self.node.raft.term, Ordering::Release);
+        self.send(rd.take_persisted_messages());
+        let mut light = self.node.advance(rd);
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let was_leader = self.status.is_leader.swap(role == StateRole::Leader, Ordering::AcqRel);
+        self.status.leader.store(leader, Ordering::Release);
+        if was_leader && role != StateRole::Leader {
+            self.fail_pending(Error::NotLeader { leader });
+        }
+        tracing::info!(group = self.config.group_id, leader, role = ?role, term = self.node.raft.term, "raft role changed");
+    }
+
+    fn fail_pending(&mut self, e: Error) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(e.clone()));
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.transport.send(m.to, self.config.group_id, m);
+        }
+    }
+
+    /// Appends entries to the log, truncating a conflicting suffix first,
+    /// and makes them durable as the flush policy says (blocking I/O off
+    /// the async threads).
+    async fn append(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let log = self.node.store().log().clone();
+        let flush = self.config.flush;
+        let landed = tokio::task::spawn_blocking(move || -> Result<Vec<(u64, Landed)>> {
+            let first = entries[0].index;
+            if let Some(last) = log.last_raft() {
+                if first <= last.index {
+                    let (h, _) = log.raft_entry(first)?.ok_or_else(|| {
+                        Error::Corrupt(format!("raft index {first} to overwrite is not in the log"))
+                    })?;
+                    log.truncate_suffix(h.base_offset)?;
+                }
+            }
+            let mut landed = Vec::with_capacity(entries.len());
+            let mut end = 0;
+            for e in &entries {
+                let batch = entry_to_batch(e);
+                let a = log.append(&batch, RaftPos { term: e.term, index: e.index })?;
+                end = a.next_offset;
+                landed.push((e.index, Landed { base_offset: a.base_offset, next_offset: a.next_offset }));
+            }
+            if flush == FlushPolicy::Always {
+                log.sync_through(end)?;
+            }
+            Ok(landed)
+        })
+        .await
+        .map_err(|e| Error::Raft(format!("append task failed: {e}")))??;
+        for (index, l) in landed {
+            // Entries from an overwritten suffix are forgotten with it.
+            self.landed.split_off(&index);
+            self.landed.insert(index, l);
+            if let Some(p) = self.pending.get(&index) {
+                if p.ack == Ack::Leader && p.term == self.node.raft.term {
+                    let p = self.pending.remove(&index).expect("present");
+                    let c = Committed { index, base_offset: l.base_offset, next_offset: l.next_offset };
+                    let _ = p.reply.send(Ok(c));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies committed entries: advances the high watermark and answers
+    /// the proposals they carry.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let Some(last) = entries.last() else { return Ok(()) };
+        let last_index = last.index;
+        for e in &entries {
+            let l = match self.landed.remove(&e.index) {
+                Some(l) => l,
+                None => {
+                    let log = self.node.store().log();
+                    let (h, _) = log.raft_entry(e.index)?.ok_or_else(|| {
+                        Error::Corrupt(format!("committed raft index {} is not in the log", e.index))
+                    })?;
+                    Landed { base_offset: h.base_offset, next_offset: h.next_offset() }
+                }
+            };
+            self.raise_high_watermark(l.next_offset);
+            if let Some(p) = self.pending.remove(&e.index) {
+                let result = if p.term == e.term {
+                    Ok(Committed { index: e.index, base_offset: l.base_offset, next_offset: l.next_offset })
+                } else {
+                    Err(Error::NotLeader { leader: self.node.raft.leader_id })
+                };
+                let _ = p.reply.send(result);
+            }
+        }
+        // Forget landing records of entries applied through other paths.
+        self.landed = self.landed.split_off(&(last_index + 1));
+        Ok(())
+    }
+
+    /// Moves the high watermark up to `hw` (never down) and wakes readers.
+    fn raise_high_watermark(&self, hw: u64) {
+        self.status.high_watermark.send_if_modified(|cur| {
+            let advance = hw > *cur;
+            if advance {
+                *cur = hw;
+            }
+            advance
+        });
+    }
+
+    async fn install_snapshot(&mut self, snap: Snapshot) -> Result<()> {
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let start = snap
+            .data
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| Error::Corrupt("snapshot data does not hold a start offset".into()))?;
+        let log = self.node.store().log().clone();
+        tokio::task::spawn_blocking(move || log.reset(start, index + 1))
+            .await
+            .map_err(|e| Error::Raft(format!("snapshot task failed: {e}")))??;
+        self.node.mut_store().store_snapshot_point(index, term)?;
+        self.landed.clear();
+        self.raise_high_watermark(start);
+        tracing::info!(
+            group = self.config.group_id,
+            index,
+            term,
+            start,
+            "installed snapshot: log now starts at the leader's"
+        );
+        Ok(())
+    }
+
+    fn persist_commit(&mut self) -> Result<()> {
+        self.ticks_since_commit_store = 0;
+        let hs = self.node.raft.hard_state();
+        self.node.mut_store().store_hard_state(&hs)
+    }
+}

@@ -1,0 +1,80 @@
+//! Raft replication of Fjord's logs, driven by raft-rs.
+//!
+//! Each replicated log (a partition, or the cluster metadata) is a Raft
+//! group whose Raft log *is* its segment log ([`store::GroupStore`]): a
+//! proposed batch is appended once, fsynced once, replicated, and
+//! acknowledged at commit; the commit point is the high watermark readers
+//! stop at. [`group::start`] runs a group's driver task.
+//!
+//! This crate owns consensus and nothing else: it depends on
+//! `fjord-storage` and raft-rs, never on tonic or the broker. Messages
+//! leave through the [`Transport`] the broker provides, and raft-rs's
+//! protobuf types are encoded to bytes ([`encode_message`]) before they
+//! meet any other protobuf library.
+
+pub mod group;
+pub mod store;
+
+pub use group::{start, Ack, Committed, GroupConfig, GroupHandle, GroupStatus};
+pub use raft::prelude::Message;
+pub use store::GroupStore;
+
+/// Sends Raft messages to other nodes. Implementations queue and batch;
+/// `send` must not block.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `msg` of group `group` for node `to`. Losing it is allowed:
+    /// Raft retransmits.
+    fn send(&self, to: u64, group: u64, msg: Message);
+}
+
+/// Encodes a Raft message for the wire.
+///
+/// # Errors
+/// Never in practice; protobuf encoding of an in-memory message cannot fail
+/// except for sizes beyond 2 GiB.
+pub fn encode_message(msg: &Message) -> Result<Vec<u8>> {
+    protobuf::Message::write_to_bytes(msg).map_err(|e| Error::Raft(e.to_string()))
+}
+
+/// Decodes a Raft message from the wire.
+///
+/// # Errors
+/// [`Error::Corrupt`] for bytes that are not a Raft message.
+pub fn decode_message(bytes: &[u8]) -> Result<Message> {
+    protobuf::Message::parse_from_bytes(bytes).map_err(|e| Error::Corrupt(format!("raft message: {e}")))
+}
+
+/// Why a replication call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// This node does not lead the group; `leader` is the leader's id, 0 if unknown.
+    #[error("not the leader (leader is {leader})")]
+    NotLeader {
+        /// The leader's node id, 0 if unknown.
+        leader: u64,
+    },
+    /// The group's task has stopped.
+    #[error("the raft group has stopped")]
+    Stopped,
+    /// The log failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// raft-rs refused something.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Stored or received bytes are not what they must be.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<fjord_storage::Error> for Error {
+    fn from(e: fjord_storage::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests;

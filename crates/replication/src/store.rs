@@ -1,0 +1,232 @@
+//! raft-rs's `Storage` over a partition's segment log: the log *is* the
+//! Raft log. Entry `i` is the batch whose header says `raft_index == i`;
+//! its data is that batch (a leader no-op is a control batch); the hard
+//! state and the snapshot point live in the partition's `raft-state` file.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fjord_codec::format::{CONTROL_CONF_CHANGE, CONTROL_NOOP};
+use fjord_codec::{records, BatchBuilder, BatchHeader};
+use fjord_storage::{Log, RaftPos, RaftState};
+use raft::prelude::*;
+use raft::{GetEntriesContext, StorageError};
+
+use crate::{Error, Result};
+
+/// First byte of a conf-change control record's payload: which raft-rs type it encodes.
+const CONF_CHANGE_V1: u8 = 1;
+const CONF_CHANGE_V2: u8 = 2;
+
+/// The Raft log and state of one group, shared by its driver and readers.
+#[derive(Debug)]
+pub struct GroupStore {
+    log: Arc<Log>,
+    state: RaftState,
+    conf: ConfState,
+}
+
+impl GroupStore {
+    /// Wraps an opened log. `voters` is the group's membership (from the
+    /// cluster metadata); `state` the persisted Raft state.
+    pub fn new(log: Arc<Log>, state: RaftState, voters: Vec<u64>) -> GroupStore {
+        let mut conf = ConfState::default();
+        conf.set_voters(voters);
+        GroupStore { log, state, conf }
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// The persisted Raft state as last stored.
+    pub fn raft_state(&self) -> RaftState {
+        self.state
+    }
+
+    /// Durably stores a new hard state (term, vote, commit).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn store_hard_state(&mut self, hs: &HardState) -> Result<()> {
+        let mut next = self.state;
+        next.term = hs.term;
+        next.vote = hs.vote;
+        next.commit = hs.commit;
+        if next != self.state {
+            next.store(self.log.dir())?;
+            self.state = next;
+        }
+        Ok(())
+    }
+
+    /// Records that the log now starts after `(index, term)` (a snapshot
+    /// installed, or retention deleted the entries up to there).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn store_snapshot_point(&mut self, index: u64, term: u64) -> Result<()> {
+        let mut next = self.state;
+        next.snapshot_index = index;
+        next.snapshot_term = term;
+        next.commit = next.commit.max(index);
+        next.store(self.log.dir())?;
+        self.state = next;
+        Ok(())
+    }
+
+    fn last_index_inner(&self) -> u64 {
+        self.log.last_raft().map_or(self.state.snapshot_index, |p| p.index)
+    }
+
+    fn first_index_inner(&self) -> u64 {
+        self.log.first_raft_index().unwrap_or(self.state.snapshot_index + 1)
+    }
+}
+
+/// Timestamp of control batches: fixed, so every replica stores the same
+/// bytes for the same entry (and control batches never move the time index).
+const CONTROL_TIMESTAMP: i64 = 0;
+
+/// The batch that stores a Raft entry: its own data when it is a batch, a
+/// control batch for a leader no-op or a configuration change.
+pub fn entry_to_batch(e: &Entry) -> Bytes {
+    let now_ms = CONTROL_TIMESTAMP;
+    match e.get_entry_type() {
+        EntryType::EntryNormal if e.data.is_empty() => BatchBuilder::control(CONTROL_NOOP, &[], now_ms),
+        EntryType::EntryNormal => e.data.clone(),
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            let tag = if e.get_entry_type() == EntryType::EntryConfChange {
+                CONF_CHANGE_V1
+            } else {
+                CONF_CHANGE_V2
+            };
+            let mut payload = Vec::with_capacity(e.data.len() + 1);
+            payload.push(tag);
+            payload.extend_from_slice(&e.data);
+            BatchBuilder::control(CONTROL_CONF_CHANGE, &payload, now_ms)
+        }
+    }
+}
+
+/// The Raft entry a stored batch holds.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a control batch that cannot be decoded.
+pub fn batch_to_entry(h: &BatchHeader, batch: Bytes) -> Result<Entry> {
+    let mut e = Entry { index: h.raft_index, term: h.raft_term, ..Default::default() };
+    if !h.is_control() {
+        e.set_entry_type(EntryType::EntryNormal);
+        e.data = batch;
+        return Ok(e);
+    }
+    let rec = records(&batch)
+        .map_err(|err| Error::Corrupt(format!("control batch at raft index {}: {err}", h.raft_index)))?
+        .next()
+        .ok_or_else(|| Error::Corrupt(format!("empty control batch at raft index {}", h.raft_index)))?
+        .map_err(|err| Error::Corrupt(format!("control batch at raft index {}: {err}", h.raft_index)))?;
+    let kind = rec.key.as_deref().map(|k| u16::from_le_bytes([k[0], k[1]]));
+    let payload = rec.value.unwrap_or_default();
+    match kind {
+        Some(CONTROL_NOOP) => e.set_entry_type(EntryType::EntryNormal),
+        Some(CONTROL_CONF_CHANGE) if !payload.is_empty() => {
+            e.set_entry_type(match payload[0] {
+                CONF_CHANGE_V1 => EntryType::EntryConfChange,
+                CONF_CHANGE_V2 => EntryType::EntryConfChangeV2,
+                t => return Err(Error::Corrupt(format!("unknown conf change tag {t}"))),
+            });
+            e.data = payload.slice(1..);
+        }
+        _ => return Err(Error::Corrupt(format!("unknown control batch kind {kind:?}"))),
+    }
+    Ok(e)
+}
+
+fn storage_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+impl raft::Storage for GroupStore {
+    fn initial_state(&self) -> raft::Result<raft::RaftState> {
+        // A commit index above the log (a log cut short by recovery of
+        // entries that were never acknowledged) would be a lie.
+        let hs = HardState {
+            term: self.state.term,
+            vote: self.state.vote,
+            commit: self.state.commit.min(self.last_index_inner()),
+            ..Default::default()
+        };
+        Ok(raft::RaftState { hard_state: hs, conf_state: self.conf.clone() })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index_inner() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index_inner() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX).min(usize::MAX as u64) as usize;
+        let batches = self.log.raft_entries(low, high, max).map_err(storage_err)?;
+        if batches.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        batches.into_iter().map(|(h, b)| batch_to_entry(&h, b).map_err(storage_err)).collect()
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.state.snapshot_index {
+            return Ok(self.state.snapshot_term);
+        }
+        if idx < self.first_index_inner() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index_inner() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(RaftPos { term, index }) = self.log.last_raft() {
+            if index == idx {
+                return Ok(term);
+            }
+        }
+        match self.log.raft_entry(idx).map_err(storage_err)? {
+            Some((h, _)) => Ok(h.raft_term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index_inner())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_inner())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A snapshot of a partition is its log up to an index: its metadata
+        // says where the leader's log now starts, and the follower resets
+        // its log to start there; the entries follow by normal appends.
+        let first = self.first_index_inner();
+        let index = first - 1;
+        let term = if index == self.state.snapshot_index {
+            self.state.snapshot_term
+        } else {
+            raft::Storage::term(self, index).unwrap_or(self.state.snapshot_term)
+        };
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf.clone());
+        snap.data = Bytes::from(self.log.log_start_offset().to_le_bytes().to_vec());
+        Ok(snap)
+    }
+}
