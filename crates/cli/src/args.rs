@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cmd::bench::BenchCommand;
 use crate::cmd::broker::BrokerArgs;
 
 /// Fjord: a partitioned, replicated commit log.
@@ -56,6 +57,11 @@ pub(crate) enum Command {
     Publish(PublishArgs),
     /// Print records of a topic.
     Tail(TailArgs),
+    /// Measure throughput and latency of a running cluster.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
 
 /// Human tables or JSON for scripts.

@@ -1,6 +1,7 @@
 //! One module per command family; [`run`] dispatches to them and builds the
 //! client they share.
 
+pub(crate) mod bench;
 pub(crate) mod broker;
 mod cluster;
 mod publish;
@@ -24,6 +25,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publish(args) => publish::run(connect(&cli.broker, cli.timeout)?, args, cli.timeout).await,
         Command::Tail(args) => tail::run(connect(&cli.broker, cli.timeout)?, args).await,
+        Command::Bench { command } => {
+            bench::run(connect(&cli.broker, cli.timeout)?, command, cli.timeout).await
+        }
     }
 }
 

@@ -1,0 +1,226 @@
+//! The producer side shared by `bench produce` and `bench e2e`: P tasks,
+//! each with its own [`Producer`], sending their share of the records on
+//! the [`Schedule`] and timing each record from its due time to its ack.
+//!
+//! Each task sends from one loop and hands every [`Delivery`] to a
+//! collector task of its own, which awaits them all concurrently and reads
+//! the clock the moment each one resolves. Awaiting deliveries in send
+//! order instead would charge a record for the slower partitions sent
+//! before it. What the collector holds is bounded by the producer's
+//! `buffer_bytes` (a `send` waits while that is full) plus
+//! [`DELIVERY_QUEUE_LEN`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use fjord_client::{Acks, Client, Delivery, Producer, ProducerConfig, ProducerRecord};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::payload::Payloads;
+use super::report::{latency_histogram, LATENCY_US_MAX};
+use super::schedule::Schedule;
+use super::LoadArgs;
+use crate::args::AcksArg;
+
+/// Deliveries queued between a sending loop and its collector.
+const DELIVERY_QUEUE_LEN: usize = 4096;
+
+/// The time origin of a run: the same moment on the monotonic clock (for
+/// latencies measured in this process) and on the wall clock (for the due
+/// time stamped into records, which `e2e` compares with its own wall clock).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) at: Instant,
+    pub(crate) wall_us: u64,
+}
+
+impl Origin {
+    /// Now.
+    pub(crate) fn now() -> Self {
+        Origin { at: Instant::now(), wall_us: wall_clock_us() }
+    }
+}
+
+/// What the producer tasks saw.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// Records acknowledged.
+    pub(crate) acked: u64,
+    /// Records refused, by `send` or through their delivery.
+    pub(crate) failed: u64,
+    /// The first refusal.
+    pub(crate) first_error: Option<anyhow::Error>,
+    /// Due time (or send time) to ack, µs.
+    pub(crate) latency: Histogram<u64>,
+    /// When the last ack arrived.
+    pub(crate) last_ack: Option<Instant>,
+}
+
+impl Sent {
+    fn merge(&mut self, other: Sent) {
+        self.acked += other.acked;
+        self.failed += other.failed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latency.add(&other.latency).expect("histograms share their bounds");
+        self.last_ack = self.last_ack.max(other.last_ack);
+    }
+
+    fn empty() -> Self {
+        Sent { acked: 0, failed: 0, first_error: None, latency: latency_histogram(), last_ack: None }
+    }
+
+    fn fail(&mut self, e: anyhow::Error) {
+        self.failed += 1;
+        self.first_error.get_or_insert(e);
+    }
+}
+
+/// The producer settings the flags describe.
+pub(crate) fn producer_config(args: &LoadArgs, timeout: Duration) -> ProducerConfig {
+    ProducerConfig {
+        linger: Duration::from_millis(args.linger_ms),
+        batch_bytes: args.batch_bytes,
+        acks: match args.acks {
+            AcksArg::All => Acks::All,
+            AcksArg::Leader => Acks::Leader,
+        },
+        request_timeout: timeout,
+        ..Default::default()
+    }
+}
+
+/// Runs the producer tasks to completion: every record acknowledged or
+/// failed, every producer closed. `progress` advances by one per ack.
+///
+/// # Errors
+/// An invalid producer configuration. Refused records are counted in
+/// [`Sent`], not returned here.
+pub(crate) async fn run(
+    client: &Client,
+    args: &LoadArgs,
+    timeout: Duration,
+    origin: Origin,
+    progress: Option<ProgressBar>,
+) -> anyhow::Result<Sent> {
+    let schedule = args.schedule();
+    let payloads = Payloads::new(args.record_size as usize);
+    let topic: Arc<str> = args.topic.as_str().into();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..schedule.producers {
+        let producer = Producer::new(client.clone(), producer_config(args, timeout)).context("producer")?;
+        let job = Job { schedule, task, origin, payloads: payloads.clone(), topic: topic.clone() };
+        tasks.spawn(job.run(producer, progress.clone()));
+    }
+    let mut sent = Sent::empty();
+    while let Some(outcome) = tasks.join_next().await {
+        sent.merge(outcome.context("a producer task panicked")?);
+    }
+    Ok(sent)
+}
+
+/// One producer task's part of the run.
+struct Job {
+    schedule: Schedule,
+    task: u64,
+    origin: Origin,
+    payloads: Payloads,
+    topic: Arc<str>,
+}
+
+impl Job {
+    async fn run(self, producer: Producer, progress: Option<ProgressBar>) -> Sent {
+        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE_LEN);
+        let collector = tokio::spawn(collect(rx, progress));
+        let mut refused = Sent::empty();
+        for k in 0..self.schedule.share(self.task) {
+            let index = self.schedule.index(self.task, k);
+            let (due, due_wall_us) = match self.schedule.due(index) {
+                Some(offset) => {
+                    let due = self.origin.at + offset;
+                    // Behind schedule, send at once: no timer, no yield.
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due).await;
+                    }
+                    (due, self.origin.wall_us + offset.as_micros() as u64)
+                }
+                None => (Instant::now(), wall_clock_us()),
+            };
+            let record = ProducerRecord::new(&*self.topic, self.payloads.value(index, due_wall_us));
+            match producer.send(record).await {
+                Ok(delivery) => {
+                    if tx.send((delivery, due)).await.is_err() {
+                        break; // The collector is gone: it panicked, and join reports that.
+                    }
+                }
+                Err(e) => {
+                    // Refused before sending (too large, unknown topic, closed):
+                    // every later record would be refused the same way.
+                    refused.fail(anyhow::Error::new(e).context(format!("sending record {index}")));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        if let Err(e) = producer.close().await {
+            refused.fail(anyhow::Error::new(e).context("closing the producer"));
+        }
+        let mut sent = match collector.await {
+            Ok(sent) => sent,
+            Err(e) => {
+                let mut s = Sent::empty();
+                s.fail(anyhow::Error::new(e).context("the delivery collector panicked"));
+                s
+            }
+        };
+        sent.merge(refused);
+        sent
+    }
+}
+
+/// Awaits deliveries as they resolve and records each one's latency.
+async fn collect(mut rx: mpsc::Receiver<(Delivery, Instant)>, progress: Option<ProgressBar>) -> Sent {
+    let mut sent = Sent::empty();
+    let mut pending = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            next = rx.recv(), if open => match next {
+                Some((delivery, due)) => pending.push(delivery.map(move |r| (r, due))),
+                None => open = false,
+            },
+            Some((result, due)) = pending.next(), if !pending.is_empty() => {
+                let now = Instant::now();
+                match result {
+                    Ok(_) => {
+                        sent.acked += 1;
+                        sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
+                        sent.last_ack = Some(now);
+                        if let Some(p) = &progress {
+                            p.inc(1);
+                        }
+                    }
+                    Err(e) => sent.fail(anyhow::Error::new(e).context("delivery")),
+                }
+            }
+            else => return sent,
+        }
+    }
+}
+
+/// A duration in µs, clamped to what the histogram holds.
+pub(crate) fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).min(LATENCY_US_MAX)
+}
+
+/// Wall-clock µs since the Unix epoch (0 before it).
+pub(crate) fn wall_clock_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
