@@ -112,7 +112,7 @@ async fn sigkill_during_production_loses_nothing_that_was_acknowledged() {
     let mut by_partition: BTreeMap<u32, BTreeMap<u64, String>> = BTreeMap::new();
     for (p, recs) in &after {
         let offsets: Vec<u64> = recs.iter().map(|r| r.0).collect();
-        assert_eq!(offsets, (0..recs.len() as u64).collect::<Vec<_>>(), "partition {p} is contiguous");
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "partition {p}: offsets in order");
         by_partition.insert(*p, recs.iter().cloned().collect());
     }
     for (p, offset, value) in &acked {

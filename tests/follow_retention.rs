@@ -24,9 +24,13 @@ fn fjord_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// Values of the records of the non-control batches (a Raft leader's no-op
+/// is a control batch consumers skip).
 fn values(batches: &Bytes) -> Vec<String> {
     fjord_codec::split_batches(batches.clone())
-        .flat_map(|b| fjord_codec::records(&b.unwrap().1).unwrap())
+        .map(Result::unwrap)
+        .filter(|(h, _)| !h.is_control())
+        .flat_map(|(_, b)| fjord_codec::records(&b).unwrap())
         .map(|r| String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap())
         .collect()
 }
@@ -45,10 +49,17 @@ async fn long_poll_and_subscribe_deliver_new_records_as_they_are_committed() {
     };
 
     // A long poll at the end waits, and returns as soon as a record is committed.
+    let latest = pb::ListOffsetsRequest {
+        topic: "live".into(),
+        partition: 0,
+        spec: pb::OffsetSpec::Latest as i32,
+        timestamp_ms: 0,
+    };
+    let end = consumer.list_offsets(latest).await.unwrap().into_inner().offset;
     let fetch = pb::FetchRequest {
         topic: "live".into(),
         partition: 0,
-        offset: 0,
+        offset: end,
         min_bytes: 1,
         max_wait_ms: 10_000,
         ..Default::default()
@@ -67,14 +78,14 @@ async fn long_poll_and_subscribe_deliver_new_records_as_they_are_committed() {
     let empty = pb::FetchRequest {
         topic: "live".into(),
         partition: 0,
-        offset: 1,
+        offset: got.next_offset,
         min_bytes: 1,
         max_wait_ms: 200,
         ..Default::default()
     };
     let r = consumer.fetch(empty).await.unwrap().into_inner();
     assert!(r.batches.is_empty());
-    assert_eq!((r.next_offset, r.high_watermark), (1, 1));
+    assert_eq!((r.next_offset, r.high_watermark), (got.next_offset, got.next_offset));
 
     // Subscribe from the start follows the tail.
     let sub = pb::FetchRequest { topic: "live".into(), partition: 0, offset: 0, ..Default::default() };
@@ -156,19 +167,26 @@ async fn retention_deletes_old_segments_in_the_background_and_says_so() {
     fjord_ok(&broker.addr, &["publish", "short", "--batch-bytes", "512"], lines.as_bytes());
     let c = common::client(&broker.addr).await;
     let before = c.list_offsets("short", 0, fjord_client::OffsetSpec::Earliest).await.unwrap();
-    assert_eq!((before.log_start_offset, before.high_watermark), (0, 200));
+    let end = before.high_watermark;
+    assert_eq!(before.log_start_offset, 0);
+    assert!(end >= 200, "200 records (and the leader's no-op) are in: {end}");
     // Within a few maintenance rounds after 1.5 s, everything is gone,
     // the idle active segment included.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let o = c.list_offsets("short", 0, fjord_client::OffsetSpec::Earliest).await.unwrap();
-        if o.log_start_offset == 200 {
+        // The broker logs each deletion just after it happens.
+        if o.log_start_offset == end && broker.log().contains("retention deleted a segment") {
             break;
         }
-        assert!(Instant::now() < deadline, "retention did not run: log start {}", o.log_start_offset);
+        assert!(
+            Instant::now() < deadline,
+            "retention did not run or was not logged: log start {}; log:\n{}",
+            o.log_start_offset,
+            broker.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(broker.log().contains("retention deleted a segment"), "the broker log says what it deleted");
     let out = common::fjord(&broker.addr, &["tail", "short", "--offset", "0", "--partition", "0"], b"");
     assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"), "reads below the log start fail");
     // New records still go in after everything expired.

@@ -1,36 +1,67 @@
-//! The broker's state: its topics and their partitions, topic creation and
-//! deletion, and the background upkeep of every partition.
+//! The broker's state: the cluster metadata (applied from the metadata Raft
+//! group's log), the partition replicas this broker holds, the routing of
+//! Raft messages to their groups, and topic creation and deletion.
+//!
+//! Topic changes go through the metadata group: the broker that leads it
+//! proposes a command, every broker applies the committed log in order
+//! (`apply_loop`) and creates or deletes its own replicas. A single broker
+//! is a cluster of one and takes the same path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fjord_codec::BatchBuilder;
 use fjord_proto::pb;
+use fjord_replication::{Ack, GroupConfig, GroupHandle, GroupStore, Message};
+use fjord_storage::{FlushPolicy, Log, LogConfig, RaftState};
+use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, PARTITIONS_MAX, TOPICS_MAX};
-use crate::partition::Partition;
-use crate::topics::{load_topics, store_topics, validate_topic_name, TopicMeta, TopicSettings};
+use crate::meta::{assign, Change, Command, MetaState, TopicMeta, METADATA_GROUP};
+use crate::partition::{Partition, Peers};
+use crate::topics::{validate_topic_name, TopicSettings};
+use crate::transport::{Faults, PeerTransport};
 use crate::{Error, Result};
 
 /// Directory under the data directory that holds partition logs.
 const TOPICS_DIR: &str = "topics";
+/// Directory under the data directory that holds the metadata log.
+const METADATA_DIR: &str = "metadata";
+/// Segment size of the metadata log: it is small and never deleted.
+const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a topic creation waits for its partitions to elect leaders
+/// before it answers anyway (clients retry NOT_LEADER meanwhile).
+const CREATE_WAIT_FOR_LEADERS: Duration = Duration::from_secs(10);
+/// How long an admin change waits for its command to be committed and applied.
+const ADMIN_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A topic and its partitions on this broker.
+/// A topic and the replicas of its partitions on this broker.
 #[derive(Debug)]
 pub(crate) struct Topic {
     pub(crate) meta: TopicMeta,
-    pub(crate) partitions: Vec<Arc<Partition>>,
+    /// `None` where this broker holds no replica of the partition.
+    pub(crate) partitions: Vec<Option<Arc<Partition>>>,
 }
 
 /// The state shared by every service.
 #[derive(Debug)]
 pub(crate) struct Broker {
     pub(crate) config: BrokerConfig,
-    /// Address clients reach this broker at.
-    pub(crate) advertised: String,
+    /// Broker id → client address, this broker included.
+    pub(crate) peers: Peers,
+    pub(crate) faults: Arc<Faults>,
+    transport: Arc<PeerTransport>,
+    metadata: GroupHandle,
+    metadata_log: Arc<Log>,
+    state: RwLock<MetaState>,
+    /// Offset of the metadata log applied so far.
+    applied: watch::Sender<u64>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serializes creations and deletions and the metadata file they write.
+    /// Raft group id → handle, for routing messages from peers.
+    groups: RwLock<HashMap<u64, GroupHandle>>,
+    /// Serializes admin changes proposed by this broker.
     admin: tokio::sync::Mutex<()>,
 }
 
@@ -40,32 +71,69 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Broker {
-    /// Opens the broker's data directory: loads topic metadata, opens
-    /// (recovering) every partition log, and removes partition directories
-    /// that no topic owns (left by a crash during create or delete).
-    /// Blocking: run it on a blocking thread.
-    pub(crate) fn open(config: BrokerConfig, advertised: String) -> Result<Broker> {
-        let root = config.data_dir.join(TOPICS_DIR);
-        std::fs::create_dir_all(&root)
-            .map_err(|e| Error::Metadata { path: root.clone(), reason: e.to_string() })?;
-        let metas = load_topics(&config.data_dir)?;
-        let mut topics = BTreeMap::new();
-        for meta in metas {
-            let topic = open_topic(&config, meta)?;
-            topics.insert(topic.meta.name.clone(), Arc::new(topic));
+    /// Opens the data directory, starts the metadata group and the task
+    /// that applies its log (which reopens this broker's partition
+    /// replicas as it replays the topics that exist). The lowest broker id
+    /// campaigns for metadata leadership at once.
+    pub(crate) async fn start(
+        config: BrokerConfig,
+        peers: Peers,
+        faults: Arc<Faults>,
+    ) -> Result<Arc<Broker>> {
+        let me = config.broker_id;
+        let dir = config.data_dir.join(METADATA_DIR);
+        let log_config = LogConfig {
+            segment_bytes: METADATA_SEGMENT_BYTES,
+            retention_ms: None,
+            retention_bytes: None,
+            flush: FlushPolicy::Always,
+            ..LogConfig::default()
+        };
+        let (log, state) = {
+            let dir = dir.clone();
+            blocking(move || {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Metadata { path: dir.clone(), reason: e.to_string() })?;
+                let log = Arc::new(Log::open(&dir, log_config)?);
+                Ok((log, RaftState::load(&dir)?.unwrap_or_default()))
+            })
+            .await?
+        };
+        let transport = Arc::new(PeerTransport::start(me, &peers, faults.clone()));
+        let voters: Vec<u64> = peers.keys().copied().collect();
+        let store = GroupStore::new(log.clone(), state, voters.clone());
+        let metadata = fjord_replication::start(
+            GroupConfig::new(METADATA_GROUP, me, voters.clone()),
+            store,
+            transport.clone(),
+        )
+        .map_err(crate::partition::replication_err)?;
+        if voters.first() == Some(&me) {
+            metadata.campaign();
         }
-        for entry in std::fs::read_dir(&root)
-            .map_err(|e| Error::Metadata { path: root.clone(), reason: e.to_string() })?
-        {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !topics.contains_key(&name) {
-                tracing::warn!(dir = %entry.path().display(), "removing partition data of a topic that does not exist");
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+        let broker = Arc::new(Broker {
+            config,
+            peers,
+            faults,
+            transport,
+            metadata: metadata.clone(),
+            metadata_log: log,
+            state: RwLock::new(MetaState::default()),
+            applied: watch::Sender::new(0),
+            topics: RwLock::new(BTreeMap::new()),
+            groups: RwLock::new(HashMap::from([(METADATA_GROUP, metadata)])),
+            admin: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(apply_loop(broker.clone()));
+        Ok(broker)
+    }
+
+    /// Hands a peer's Raft message to its group (dropped if the group is
+    /// not here yet: Raft resends once the replica exists).
+    pub(crate) fn step(&self, group: u64, msg: Message) {
+        if let Some(h) = self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group) {
+            h.step(msg);
         }
-        tracing::info!(topics = topics.len(), "opened data directory");
-        Ok(Broker { config, advertised, topics: RwLock::new(topics), admin: tokio::sync::Mutex::new(()) })
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
@@ -77,22 +145,88 @@ impl Broker {
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
     }
 
-    pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
-        let t = self.topic(topic)?;
-        t.partitions.get(partition as usize).cloned().ok_or_else(|| Error::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-            count: t.meta.partitions,
-        })
-    }
-
     pub(crate) fn topics(&self) -> Vec<Arc<Topic>> {
         self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Creates a topic: validates the request, creates and opens its
-    /// partition logs, then persists the metadata (the topic exists from
-    /// that moment on).
+    /// This broker's replica of a partition, or NOT_LEADER pointing at the
+    /// partition's preferred replica when it holds none.
+    pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        match t.partitions.get(partition as usize) {
+            None => Err(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                count: t.meta.partitions(),
+            }),
+            Some(Some(p)) => Ok(p.clone()),
+            Some(None) => {
+                let leader = t.meta.assignment[partition as usize][0];
+                Err(Error::NotLeader {
+                    topic: topic.to_owned(),
+                    partition,
+                    leader,
+                    leader_address: self.peers.get(&leader).cloned().unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// The leader of a partition as far as this broker knows: its own
+    /// replica's view, or the preferred replica.
+    pub(crate) fn leader_of(&self, t: &Topic, partition: u32) -> u64 {
+        match &t.partitions[partition as usize] {
+            Some(p) if p.group.status().leader() != 0 => p.group.status().leader(),
+            _ => t.meta.assignment[partition as usize][0],
+        }
+    }
+
+    /// The metadata leader, for admin requests; fails with NOT_LEADER elsewhere.
+    fn check_metadata_leader(&self) -> Result<()> {
+        let status = self.metadata.status();
+        if status.is_serving() {
+            return Ok(());
+        }
+        let leader = status.leader();
+        if leader == 0 || leader == self.config.broker_id {
+            return Err(Error::Unavailable("the cluster has no metadata leader yet; retry".into()));
+        }
+        Err(Error::NotLeader {
+            topic: String::new(),
+            partition: 0,
+            leader,
+            leader_address: self.peers.get(&leader).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Proposes a metadata command and waits until this broker applied it.
+    async fn propose_metadata(&self, cmd: &Command) -> Result<()> {
+        let json = serde_json::to_vec(cmd).map_err(|e| Error::Replication(e.to_string()))?;
+        let mut b = BatchBuilder::new(fjord_codec::format::BATCH_LEN_MAX);
+        b.push(None, Some(&json), &[], now_ms()).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let committed =
+            tokio::time::timeout(ADMIN_COMMIT_TIMEOUT, self.metadata.propose(b.finish(), Ack::Quorum))
+                .await
+                .map_err(|_| Error::Timeout("the metadata change was not committed in time".into()))?
+                .map_err(|e| match e {
+                    fjord_replication::Error::NotLeader { leader } => Error::NotLeader {
+                        topic: String::new(),
+                        partition: 0,
+                        leader,
+                        leader_address: self.peers.get(&leader).cloned().unwrap_or_default(),
+                    },
+                    e => crate::partition::replication_err(e),
+                })?;
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(ADMIN_COMMIT_TIMEOUT, applied.wait_for(|a| *a >= committed.next_offset))
+            .await
+            .map_err(|_| Error::Timeout("the metadata change was not applied in time".into()))?
+            .map_err(|_| Error::Unavailable("the broker is shutting down".into()))?;
+        Ok(())
+    }
+
+    /// Creates a topic through the metadata group and waits (bounded) for
+    /// its partitions to elect leaders, so it can be produced to at once.
     pub(crate) async fn create_topic(&self, req: pb::CreateTopicRequest) -> Result<Arc<Topic>> {
         validate_topic_name(&req.name)?;
         let partitions = match req.partitions {
@@ -104,72 +238,140 @@ impl Broker {
             }
             n => n,
         };
-        let replication_factor = req.replication_factor.max(1);
-        if replication_factor > 1 {
+        let brokers: Vec<u64> = self.peers.keys().copied().collect();
+        let rf = match req.replication_factor {
+            0 => self.config.default_replication_factor.min(brokers.len() as u32),
+            rf => rf,
+        };
+        if rf as usize > brokers.len() {
             return Err(Error::InvalidArgument(format!(
-                "replication factor {replication_factor} exceeds the 1 broker in this cluster"
+                "replication factor {rf} exceeds the {} broker(s) in this cluster",
+                brokers.len()
             )));
         }
         let settings = TopicSettings::from_request(req.config.as_ref())?;
+        self.check_metadata_leader()?;
         let _admin = self.admin.lock().await;
-        if self.topic(&req.name).is_ok() {
+        let offset = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if state.topics.contains_key(&req.name) {
+                return Err(Error::TopicAlreadyExists(req.name));
+            }
+            if state.topics.len() >= TOPICS_MAX {
+                return Err(Error::InvalidArgument(format!(
+                    "the cluster already holds the limit of {TOPICS_MAX} topics"
+                )));
+            }
+            state.next_group
+        };
+        let assignment = assign(&brokers, partitions, rf, offset);
+        let cmd = Command::CreateTopic {
+            name: req.name.clone(),
+            replication_factor: rf,
+            settings,
+            assignment: assignment.clone(),
+        };
+        self.propose_metadata(&cmd).await?;
+        let topic = self.topic(&req.name)?;
+        if topic.meta.assignment != assignment {
             return Err(Error::TopicAlreadyExists(req.name));
         }
-        if self.topics().len() >= TOPICS_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "the broker already holds the limit of {TOPICS_MAX} topics"
-            )));
+        // Wait for leaders of the partitions hosted here.
+        let deadline = tokio::time::Instant::now() + CREATE_WAIT_FOR_LEADERS;
+        for p in topic.partitions.iter().flatten() {
+            let settled = |s: &fjord_replication::GroupStatus| {
+                let leader = s.leader();
+                leader != 0 && (leader != self.config.broker_id || s.is_serving())
+            };
+            while !settled(p.group.status()) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-        let meta = TopicMeta { name: req.name.clone(), partitions, replication_factor, settings };
-        let config = self.config.clone();
-        let mut all: Vec<TopicMeta> = self.topics().iter().map(|t| t.meta.clone()).collect();
-        all.push(meta.clone());
-        let topic = blocking(move || {
-            let topic = open_topic(&config, meta)?;
-            store_topics(&config.data_dir, &all)?;
-            Ok(topic)
-        })
-        .await?;
-        let topic = Arc::new(topic);
-        self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(req.name.clone(), topic.clone());
-        tracing::info!(topic = %req.name, partitions, "created topic");
+        tracing::info!(topic = %req.name, partitions, replication_factor = rf, "created topic");
         Ok(topic)
     }
 
-    /// Deletes a topic: persists the metadata without it, forgets it (so
-    /// waiting consumers are woken and told), then removes its files.
+    /// Deletes a topic through the metadata group.
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<()> {
         validate_topic_name(name)?;
-        let _admin = self.admin.lock().await;
-        self.topic(name)?;
-        let rest: Vec<TopicMeta> =
-            self.topics().iter().filter(|t| t.meta.name != name).map(|t| t.meta.clone()).collect();
-        let config = self.config.clone();
-        blocking(move || store_topics(&config.data_dir, &rest)).await?;
-        if let Some(t) = self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name) {
-            t.partitions.iter().for_each(|p| p.close());
+        if !self.state.read().unwrap_or_else(|p| p.into_inner()).topics.contains_key(name) {
+            return Err(Error::UnknownTopic(name.to_owned()));
         }
-        let dir = self.topic_dir(name);
-        blocking(move || {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::Metadata { path: dir, reason: e.to_string() })
-        })
-        .await?;
+        self.check_metadata_leader()?;
+        let _admin = self.admin.lock().await;
+        self.propose_metadata(&Command::DeleteTopic { name: name.to_owned() }).await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
 
-    fn topic_dir(&self, name: &str) -> PathBuf {
-        self.config.data_dir.join(TOPICS_DIR).join(name)
+    fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        self.config.data_dir.join(TOPICS_DIR).join(topic).join(partition.to_string())
     }
 
-    /// Runs retention and interval flushes on every partition once, logging
-    /// what was deleted.
+    /// Applies one committed metadata change to this broker's replicas.
+    async fn apply_change(self: &Arc<Self>, change: Change) -> Result<()> {
+        match change {
+            Change::None => {}
+            Change::Created(meta) => {
+                let me = self.config.broker_id;
+                let mut partitions = Vec::with_capacity(meta.assignment.len());
+                for (p, replicas) in meta.assignment.iter().enumerate() {
+                    if !replicas.contains(&me) {
+                        partitions.push(None);
+                        continue;
+                    }
+                    let dir = self.partition_dir(&meta.name, p as u32);
+                    let (name, replicas, group) =
+                        (meta.name.clone(), replicas.clone(), meta.first_group + p as u64);
+                    let log_config = meta.settings.log_config(self.config.flush);
+                    let (transport, peers) = (self.transport.clone(), self.peers.clone());
+                    let partition = blocking(move || {
+                        Partition::open(
+                            &dir, &name, p as u32, log_config, group, me, replicas, transport, peers,
+                        )
+                    })
+                    .await?;
+                    let partition = Arc::new(partition);
+                    self.groups
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(group, partition.group.clone());
+                    partitions.push(Some(partition));
+                }
+                let topic = Arc::new(Topic { meta: meta.clone(), partitions });
+                self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), topic);
+            }
+            Change::Deleted(meta) => {
+                let topic = self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&meta.name);
+                if let Some(topic) = topic {
+                    for p in topic.partitions.iter().flatten() {
+                        self.groups
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&(meta.first_group + p.id as u64));
+                        p.close().await;
+                    }
+                }
+                let dir = self.config.data_dir.join(TOPICS_DIR).join(&meta.name);
+                blocking(move || match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::Metadata { path: dir, reason: e.to_string() }),
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs retention and interval flushes on every replica here, logging
+    /// what was deleted; and hands leadership back to preferred replicas
+    /// that have caught up.
     pub(crate) async fn maintain(&self) {
-        let partitions: Vec<Arc<Partition>> =
-            self.topics().iter().flat_map(|t| t.partitions.clone()).collect();
-        let result = blocking(move || {
-            for p in partitions {
-                match p.maintain(now_ms()) {
+        let me = self.config.broker_id;
+        for topic in self.topics() {
+            for p in topic.partitions.iter().flatten() {
+                match p.maintain(now_ms()).await {
                     Ok(deleted) => {
                         for d in deleted {
                             tracing::info!(
@@ -186,40 +388,103 @@ impl Broker {
                         tracing::error!(topic = %p.topic, partition = p.id, error = %e, "maintenance failed")
                     }
                 }
+                let preferred = p.replicas[0];
+                if preferred != me && p.group.status().is_leader() {
+                    p.group.transfer_leader(preferred);
+                }
             }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "maintenance failed");
         }
     }
 
-    /// Flushes every partition, for a graceful shutdown.
+    /// Flushes every replica, for a graceful shutdown.
     pub(crate) async fn flush_all(&self) {
-        let partitions: Vec<Arc<Partition>> =
-            self.topics().iter().flat_map(|t| t.partitions.clone()).collect();
+        let logs: Vec<Arc<Log>> = self
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().flatten().map(|p| p.log.clone()).collect::<Vec<_>>())
+            .chain(std::iter::once(self.metadata_log.clone()))
+            .collect();
         let _ = blocking(move || {
-            for p in partitions {
-                if let Err(e) = p.log.flush() {
-                    tracing::error!(topic = %p.topic, partition = p.id, error = %e, "flush at shutdown failed");
+            for log in logs {
+                if let Err(e) = log.flush() {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "flush at shutdown failed");
                 }
             }
             Ok(())
         })
         .await;
     }
+
+    /// For a cluster of one: waits (bounded) until the metadata group leads,
+    /// its log is applied and every partition serves, so that a broker that
+    /// says it is listening can be used at once. A multi-broker cluster
+    /// needs its peers for that and does not wait.
+    pub(crate) async fn wait_ready(&self, timeout: Duration) {
+        if self.peers.len() > 1 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ready = || {
+            let status = self.metadata.status();
+            status.is_serving()
+                && *self.applied.borrow() >= status.high_watermark()
+                && self
+                    .topics()
+                    .iter()
+                    .all(|t| t.partitions.iter().flatten().all(|p| p.group.status().is_serving()))
+        };
+        while !ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The metadata group's live status.
+    pub(crate) fn metadata_status(&self) -> &Arc<fjord_replication::GroupStatus> {
+        self.metadata.status()
+    }
 }
 
-fn open_topic(config: &BrokerConfig, meta: TopicMeta) -> Result<Topic> {
-    let log_config = meta.settings.log_config(config.flush);
-    let partitions = (0..meta.partitions)
-        .map(|p| {
-            let dir = config.data_dir.join(TOPICS_DIR).join(&meta.name).join(p.to_string());
-            Partition::open(&dir, &meta.name, p, log_config.clone()).map(Arc::new)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Topic { meta, partitions })
+/// Applies the committed metadata log, in order, as it grows.
+async fn apply_loop(broker: Arc<Broker>) {
+    let mut hw = broker.metadata.status().watch_high_watermark();
+    let mut applied = broker.metadata_log.log_start_offset();
+    loop {
+        let target = *hw.borrow_and_update();
+        while applied < target {
+            let read = match broker.metadata_log.read(applied, 1024 * 1024, target) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the metadata log failed; metadata is frozen");
+                    return;
+                }
+            };
+            for part in fjord_codec::split_batches(read.batches) {
+                let Ok((h, batch)) = part else { break };
+                if h.is_control() {
+                    continue;
+                }
+                let cmd = fjord_codec::records(&batch)
+                    .ok()
+                    .and_then(|mut r| r.next())
+                    .and_then(|r| r.ok())
+                    .and_then(|r| r.value)
+                    .and_then(|v| serde_json::from_slice::<Command>(&v).ok());
+                let Some(cmd) = cmd else {
+                    tracing::error!(offset = h.base_offset, "unreadable metadata command; skipped");
+                    continue;
+                };
+                let change = broker.state.write().unwrap_or_else(|p| p.into_inner()).apply(cmd);
+                if let Err(e) = broker.apply_change(change).await {
+                    tracing::error!(error = %e, "applying a metadata change failed");
+                }
+            }
+            applied = read.next_offset;
+        }
+        broker.applied.send_replace(applied);
+        if hw.changed().await.is_err() || broker.metadata.status().is_stopped() {
+            return;
+        }
+    }
 }
 
 /// Runs blocking file work off the async threads.

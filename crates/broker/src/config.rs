@@ -63,6 +63,14 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     /// Default partition count when a create request gives 0. Default 1.
     pub default_partitions: u32,
+    /// Default replication factor when a create request gives 0 (capped at
+    /// the cluster size). Default 3.
+    pub default_replication_factor: u32,
+    /// Every broker of the cluster: id → client address, the same on every
+    /// broker. Empty means a cluster of one (this broker at its listen address).
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// Accept fault-injection requests (tests only). Default off.
+    pub fault_injection: bool,
     /// How often retention runs. Default 5 s.
     pub maintenance_interval: Duration,
 }
@@ -77,6 +85,9 @@ impl Default for BrokerConfig {
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             default_partitions: 1,
+            default_replication_factor: 3,
+            peers: std::collections::BTreeMap::new(),
+            fault_injection: false,
             maintenance_interval: MAINTENANCE_INTERVAL,
         }
     }
@@ -102,6 +113,12 @@ impl BrokerConfig {
                 "default_partitions {} is outside 1..={PARTITIONS_MAX}",
                 self.default_partitions
             ));
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.broker_id) {
+            return Err(format!("the peers list does not include this broker's id {}", self.broker_id));
+        }
+        if self.peers.contains_key(&0) {
+            return Err("broker ids start at 1".into());
         }
         if let FlushPolicy::IntervalMs(0) = self.flush {
             return Err("a flush interval must be at least 1 ms".into());

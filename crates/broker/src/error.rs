@@ -55,6 +55,21 @@ pub enum Error {
         /// Offset the next record will get.
         log_end: u64,
     },
+    /// This broker does not lead the partition.
+    #[error("broker is not the leader of {topic}/{partition}; the leader is broker {leader} at {leader_address:?}")]
+    NotLeader {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Leader's broker id (0 if unknown).
+        leader: u64,
+        /// Its client address ("" if unknown).
+        leader_address: String,
+    },
+    /// Replication failed in a way that is not the client's to fix.
+    #[error("replication: {0}")]
+    Replication(String),
     /// The topic already exists.
     #[error("topic {0:?} already exists")]
     TopicAlreadyExists(String),
@@ -93,6 +108,8 @@ impl Error {
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
             Error::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
+            Error::NotLeader { .. } => (Code::Unavailable, ErrorCode::NotLeader),
+            Error::Replication(_) => (Code::Internal, ErrorCode::StorageFailed),
             Error::Storage(S::InvalidBatch(_)) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
             Error::Storage(_) | Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
         }
@@ -103,9 +120,16 @@ impl Error {
         let (_, code) = self.code();
         let mut detail =
             ErrorDetail { code: code as i32, message: self.to_string(), ..ErrorDetail::default() };
-        if let Error::OffsetOutOfRange { log_start, log_end, .. } = self {
-            detail.log_start_offset = *log_start;
-            detail.log_end_offset = *log_end;
+        match self {
+            Error::OffsetOutOfRange { log_start, log_end, .. } => {
+                detail.log_start_offset = *log_start;
+                detail.log_end_offset = *log_end;
+            }
+            Error::NotLeader { leader, leader_address, .. } => {
+                detail.leader_id = *leader;
+                detail.leader_address = leader_address.clone();
+            }
+            _ => {}
         }
         detail
     }

@@ -10,10 +10,12 @@
 mod broker;
 mod config;
 mod error;
+mod meta;
 mod partition;
 mod server;
 mod service;
 mod topics;
+mod transport;
 
 pub use config::*;
 pub use error::{Error, Result};

@@ -1,23 +1,22 @@
-//! One partition of a topic on this broker: its log, its high watermark,
-//! and the write path every produce goes through.
+//! One partition replica on this broker: its log and the Raft group that
+//! replicates it.
 //!
-//! The write path is shaped for replication: `append` hands a batch to the
-//! partition, which gives it the next Raft position, makes it durable as
-//! configured and only then advances the high watermark that consumers
-//! read up to. On a single broker the partition is a Raft group of one:
-//! its own durable append is the quorum, so commit follows at once.
+//! Every produce goes the same way, whatever the cluster size: the batch is
+//! proposed to the partition's Raft group, appended once to the segment
+//! log (which is the Raft log), fsynced as configured, and acknowledged at
+//! commit, which is also when the high watermark that consumers read up to
+//! advances. A single broker is a group of one.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use fjord_storage::{Appended, DeletedSegment, FlushPolicy, Log, LogConfig, RaftPos, RaftState};
+use bytes::Bytes;
+use fjord_replication::{Ack, Committed, GroupConfig, GroupHandle, GroupStore, Transport};
+use fjord_storage::{DeletedSegment, Log, LogConfig, RaftState};
 use tokio::sync::watch;
 
-use crate::Result;
-
-/// Term of every entry on a single broker, a group of one that never elects.
-const SINGLE_NODE_TERM: u64 = 1;
+use crate::{Error, Result};
 
 /// A partition replica on this broker.
 #[derive(Debug)]
@@ -25,47 +24,67 @@ pub(crate) struct Partition {
     pub(crate) topic: String,
     pub(crate) id: u32,
     pub(crate) log: Arc<Log>,
-    /// Serializes Raft index assignment with the append that uses it.
-    append_lock: Mutex<()>,
-    /// Raft index of the first entry when the log holds none (after
-    /// retention emptied it), from the persisted snapshot index.
-    raft_floor: Mutex<u64>,
-    /// Offsets below it are committed and visible to consumers. Consumers
-    /// waiting for data watch it; dropping the partition wakes them.
-    hw: watch::Sender<u64>,
+    pub(crate) group: GroupHandle,
+    /// Replicas, preferred leader first.
+    pub(crate) replicas: Vec<u64>,
+    /// Client addresses of the brokers, for leader hints.
+    peers: Peers,
     /// Set when the topic is deleted; readers holding the partition stop.
     closed: AtomicBool,
 }
 
 impl Partition {
-    /// Opens (or creates) the partition's log in `dir`. Everything that
-    /// survived recovery is made durable and counts as committed: on a
-    /// single broker the local log is the whole quorum.
-    pub(crate) fn open(dir: &Path, topic: &str, id: u32, config: LogConfig) -> Result<Partition> {
-        let log = Log::open(dir, config)?;
-        log.flush()?;
+    /// Opens (or creates) the replica's log in `dir` and starts its Raft
+    /// group. The preferred replica campaigns at once, so a new or
+    /// restarted partition has a leader without waiting for a timeout.
+    /// Must run inside the tokio runtime (it spawns the group's task).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open<T: Transport>(
+        dir: &Path,
+        topic: &str,
+        id: u32,
+        log_config: LogConfig,
+        group_id: u64,
+        node_id: u64,
+        replicas: Vec<u64>,
+        transport: Arc<T>,
+        peers: Peers,
+    ) -> Result<Partition> {
+        let flush = log_config.flush;
+        let log = Arc::new(Log::open(dir, log_config)?);
         let state = RaftState::load(dir)?.unwrap_or_default();
-        let end = log.log_end_offset();
+        let store = GroupStore::new(log.clone(), state, replicas.clone());
+        let mut config = GroupConfig::new(group_id, node_id, replicas.clone());
+        config.flush = flush;
+        let group = fjord_replication::start(config, store, transport).map_err(replication_err)?;
+        if replicas.first() == Some(&node_id) {
+            group.campaign();
+        }
         Ok(Partition {
             topic: topic.to_owned(),
             id,
-            log: Arc::new(log),
-            append_lock: Mutex::new(()),
-            raft_floor: Mutex::new(state.snapshot_index + 1),
-            hw: watch::Sender::new(end),
+            log,
+            group,
+            replicas,
+            peers,
             closed: AtomicBool::new(false),
         })
     }
 
-    /// The high watermark.
+    /// The high watermark: offsets below it are committed.
     pub(crate) fn high_watermark(&self) -> u64 {
-        *self.hw.borrow()
+        self.group.status().high_watermark()
     }
 
-    /// Marks the partition deleted and wakes everyone waiting on it.
-    pub(crate) fn close(&self) {
+    /// A receiver that sees every advance of the high watermark.
+    pub(crate) fn watch_hw(&self) -> watch::Receiver<u64> {
+        self.group.status().watch_high_watermark()
+    }
+
+    /// Marks the partition deleted, stops its group and wakes its readers.
+    pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.hw.send_modify(|_| {});
+        self.group.stop().await;
     }
 
     /// Whether the partition's topic was deleted.
@@ -73,60 +92,80 @@ impl Partition {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A receiver that sees every advance of the high watermark.
-    pub(crate) fn watch_hw(&self) -> watch::Receiver<u64> {
-        self.hw.subscribe()
+    /// Fails unless this replica may serve reads: it leads the group and
+    /// knows the commit point.
+    pub(crate) fn check_serving(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::UnknownTopic(self.topic.clone()));
+        }
+        let status = self.group.status();
+        if status.is_serving() {
+            return Ok(());
+        }
+        if status.is_leader() {
+            return Err(Error::Unavailable(format!(
+                "{}/{} has just elected this broker leader and is not serving yet",
+                self.topic, self.id
+            )));
+        }
+        Err(self.not_leader(status.leader()))
     }
 
-    /// Appends a validated batch (blocking: call from a blocking thread).
-    /// With `wait_commit` it returns once the batch is committed (durable
-    /// as the flush policy says) and visible; without, once appended, with
-    /// the commit left to [`Partition::commit`].
-    pub(crate) fn append(&self, batch: &[u8], wait_commit: bool) -> Result<Appended> {
-        let appended = {
-            let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if self.is_closed() {
-                return Err(crate::Error::UnknownTopic(self.topic.clone()));
-            }
-            let floor = *self.raft_floor.lock().unwrap_or_else(|p| p.into_inner());
-            let index = self.log.last_raft().map_or(floor, |r| r.index + 1);
-            self.log.append(batch, RaftPos { term: SINGLE_NODE_TERM, index })?
-        };
-        if wait_commit {
-            self.commit(appended.next_offset)?;
-        }
-        Ok(appended)
+    /// The error that sends a client to `leader` (or, if unknown, to the
+    /// preferred replica, the likeliest leader).
+    pub(crate) fn not_leader(&self, leader: u64) -> Error {
+        not_leader(&self.topic, self.id, leader, &self.replicas, &self.peers)
     }
 
-    /// Waits for the offsets below `next_offset` to be durable as the flush
-    /// policy says, then makes them visible.
-    pub(crate) fn commit(&self, next_offset: u64) -> Result<()> {
-        if self.log.config().flush == FlushPolicy::Always {
-            self.log.sync_through(next_offset)?;
+    /// Enqueues a validated batch for the partition's log; the returned
+    /// future resolves at commit (`acks=all`) or local append (`acks=leader`).
+    pub(crate) async fn submit(
+        &self,
+        batch: Bytes,
+        ack: Ack,
+    ) -> Result<impl std::future::Future<Output = Result<Committed>> + Send + 'static> {
+        if self.is_closed() {
+            return Err(Error::UnknownTopic(self.topic.clone()));
         }
-        self.hw.send_if_modified(|hw| {
-            let advance = next_offset > *hw;
-            if advance {
-                *hw = next_offset;
-            }
-            advance
-        });
-        Ok(())
+        let pending = self.group.submit(batch, ack).await.map_err(replication_err)?;
+        let (topic, id, replicas, peers) =
+            (self.topic.clone(), self.id, self.replicas.clone(), self.peers.clone());
+        Ok(async move {
+            pending.await.map_err(|e| match e {
+                fjord_replication::Error::NotLeader { leader } => {
+                    not_leader(&topic, id, leader, &replicas, &peers)
+                }
+                e => replication_err(e),
+            })
+        })
     }
 
-    /// Retention and interval flushes (blocking). Returns deleted segments.
-    pub(crate) fn maintain(&self, now_ms: i64) -> Result<Vec<DeletedSegment>> {
-        self.log.flush_if_due(now_ms.max(0) as u64)?;
-        let deleted = self.log.maintain(now_ms, self.high_watermark())?;
-        if let Some(last) = deleted.iter().rev().find_map(|d| d.last_raft) {
-            // The log may now be empty: remember where Raft indexes resume.
-            let dir = self.log.dir();
-            let mut state = RaftState::load(dir)?.unwrap_or_default();
-            state.snapshot_index = last.index;
-            state.snapshot_term = last.term;
-            state.store(dir)?;
-            *self.raft_floor.lock().unwrap_or_else(|p| p.into_inner()) = last.index + 1;
+    /// Retention and interval flushes, run by the group (see `GroupHandle::maintain`).
+    pub(crate) async fn maintain(&self, now_ms: i64) -> Result<Vec<DeletedSegment>> {
+        self.group.maintain(now_ms).await.map_err(replication_err)
+    }
+}
+
+/// Broker id → client address of every broker in the cluster.
+pub(crate) type Peers = Arc<std::collections::BTreeMap<u64, String>>;
+
+fn not_leader(topic: &str, partition: u32, leader: u64, replicas: &[u64], peers: &Peers) -> Error {
+    let leader = if leader != 0 { leader } else { replicas.first().copied().unwrap_or(0) };
+    Error::NotLeader {
+        topic: topic.to_owned(),
+        partition,
+        leader,
+        leader_address: peers.get(&leader).cloned().unwrap_or_default(),
+    }
+}
+
+/// Maps a replication error to the broker's.
+pub(crate) fn replication_err(e: fjord_replication::Error) -> Error {
+    match e {
+        fjord_replication::Error::NotLeader { leader } => {
+            Error::Unavailable(format!("not the leader (the leader is broker {leader})"))
         }
-        Ok(deleted)
+        fjord_replication::Error::Stopped => Error::Unavailable("the partition's replica has stopped".into()),
+        e => Error::Replication(e.to_string()),
     }
 }

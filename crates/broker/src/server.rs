@@ -17,12 +17,24 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::broker::{blocking, Broker};
+use crate::broker::Broker;
 use crate::config::{BrokerConfig, FETCH_BYTES_MAX, IN_FLIGHT_PER_CONNECTION_MAX, REQUEST_BYTES_MAX};
 use crate::service::admin::AdminService;
 use crate::service::consumer::ConsumerService;
 use crate::service::producer::ProducerService;
+use crate::transport::{Faults, RaftService};
 use crate::{Error, Result};
+use fjord_proto::internal::raft_server::RaftServer;
+
+/// Largest batch of Raft messages between brokers: append messages carry
+/// up to 4 MiB of entries each, but at least one entry (a batch of up to
+/// 64 MiB), and a wire batch holds up to a thousand messages; a
+/// message beyond this fails its stream, which reconnects.
+const RAFT_BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// How long a broker that is a cluster of one waits at start-up for its
+/// metadata and partitions to be served before it announces itself anyway.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest response: a maximal fetch plus its other fields.
 const RESPONSE_BYTES_MAX: usize = FETCH_BYTES_MAX as usize + 1024 * 1024;
@@ -43,9 +55,12 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| Error::Unavailable(e.to_string()))?;
-    let advertised = addr.to_string();
-    let cfg = config.clone();
-    let broker = Arc::new(blocking(move || Broker::open(cfg, advertised)).await?);
+    let mut peers = config.peers.clone();
+    if peers.is_empty() {
+        peers.insert(config.broker_id, addr.to_string());
+    }
+    let faults = Arc::new(Faults::new(config.fault_injection));
+    let broker = Broker::start(config.clone(), Arc::new(peers), faults).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -62,6 +77,8 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let producer = ProducerService { broker: broker.clone() };
     let consumer = ConsumerService { broker: broker.clone(), shutdown: stop_rx.clone() };
     let admin = AdminService { broker: broker.clone() };
+    let raft = RaftService { broker: broker.clone() };
+    broker.wait_ready(READY_TIMEOUT).await;
     let incoming = limited(listener, config.connections_max);
     println!("fjord broker {} listening on {addr}", config.broker_id);
     tracing::info!(%addr, broker_id = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
@@ -82,6 +99,11 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
                 .max_encoding_message_size(RESPONSE_BYTES_MAX),
         )
         .add_service(AdminServer::new(admin).max_decoding_message_size(REQUEST_BYTES_MAX))
+        .add_service(
+            RaftServer::new(raft)
+                .max_decoding_message_size(RAFT_BATCH_BYTES_MAX)
+                .max_encoding_message_size(RAFT_BATCH_BYTES_MAX),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");

@@ -1,15 +1,5 @@
-//! Topic metadata: names, settings, and the file that persists them.
-//!
-//! # Crash protocol
-//! `topics.json` is replaced whole: written to `topics.json.tmp`, fsynced,
-//! renamed, directory fsynced. A topic exists once its entry is in the
-//! file; partition directories without an entry (a crash during create or
-//! delete) are removed at start-up. (Issue: replicated metadata will move
-//! this into the metadata Raft group.)
-
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! Topic names and per-topic settings. The topics themselves live in the
+//! cluster metadata (`meta`).
 
 use fjord_proto::pb;
 use fjord_storage::{
@@ -20,10 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::TOPIC_NAME_LEN_MAX;
 use crate::{Error, Result};
 
-/// Name of the metadata file in the data directory.
-pub(crate) const TOPICS_FILE: &str = "topics.json";
-/// Version of its layout.
-const TOPICS_FILE_VERSION: u32 = 1;
 /// Default retention: 7 days, as Kafka.
 pub(crate) const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 3600 * 1000;
 
@@ -118,60 +104,6 @@ impl TopicSettings {
     }
 }
 
-/// One topic as persisted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TopicMeta {
-    pub(crate) name: String,
-    pub(crate) partitions: u32,
-    pub(crate) replication_factor: u32,
-    pub(crate) settings: TopicSettings,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TopicsFile {
-    version: u32,
-    topics: Vec<TopicMeta>,
-}
-
-/// Reads the topics of the broker in `data_dir`; none if the file does not exist.
-pub(crate) fn load_topics(data_dir: &Path) -> Result<Vec<TopicMeta>> {
-    let path = data_dir.join(TOPICS_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(meta_err(&path, e)),
-    };
-    let file: TopicsFile = serde_json::from_slice(&bytes).map_err(|e| meta_err(&path, e))?;
-    if file.version != TOPICS_FILE_VERSION {
-        return Err(meta_err(&path, format!("unsupported version {}", file.version)));
-    }
-    for t in &file.topics {
-        validate_topic_name(&t.name).map_err(|e| meta_err(&path, e))?;
-    }
-    Ok(file.topics)
-}
-
-/// Durably replaces the topics file (see the crash protocol).
-pub(crate) fn store_topics(data_dir: &Path, topics: &[TopicMeta]) -> Result<()> {
-    let path = data_dir.join(TOPICS_FILE);
-    let tmp: PathBuf = data_dir.join(format!("{TOPICS_FILE}.tmp"));
-    let body =
-        serde_json::to_vec_pretty(&TopicsFile { version: TOPICS_FILE_VERSION, topics: topics.to_vec() })
-            .map_err(|e| meta_err(&path, e))?;
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(data_dir)?.sync_all()
-    };
-    write().map_err(|e| meta_err(&path, e))
-}
-
-fn meta_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Metadata { path: path.to_owned(), reason: e.to_string() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,21 +134,5 @@ mod tests {
         ] {
             assert!(TopicSettings::from_request(Some(&bad)).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn topics_file_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(load_topics(dir.path()).unwrap().is_empty());
-        let t = TopicMeta {
-            name: "t".into(),
-            partitions: 3,
-            replication_factor: 1,
-            settings: TopicSettings::from_request(None).unwrap(),
-        };
-        store_topics(dir.path(), std::slice::from_ref(&t)).unwrap();
-        assert_eq!(load_topics(dir.path()).unwrap(), vec![t]);
-        std::fs::write(dir.path().join(TOPICS_FILE), b"{not json").unwrap();
-        assert!(matches!(load_topics(dir.path()), Err(Error::Metadata { .. })));
     }
 }

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
 /// takes precedence over `--log-level`.
 fn init_logging(level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        // raft-rs narrates every election of every group at info; keep its
+        // warnings and our own summary of role changes.
+        .or_else(|_| EnvFilter::try_new(format!("{level},slog=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter(filter).init();

@@ -10,6 +10,11 @@ pub mod pb {
     tonic::include_proto!("fjord.v1");
 }
 
+/// `fjord.internal.v1`: the broker-to-broker Raft transport.
+pub mod internal {
+    tonic::include_proto!("fjord.internal.v1");
+}
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fjord_descriptor.bin"));
 

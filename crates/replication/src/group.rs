@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_storage::{FlushPolicy, RaftPos};
+use fjord_storage::{DeletedSegment, FlushPolicy, RaftPos};
 use raft::prelude::*;
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -104,6 +104,7 @@ enum Msg {
     Raft(Box<Message>),
     TransferLeader(u64),
     Campaign,
+    Maintain { now_ms: i64, reply: oneshot::Sender<Result<Vec<DeletedSegment>>> },
     Stop(oneshot::Sender<()>),
 }
 
@@ -114,6 +115,11 @@ pub struct GroupStatus {
     term: AtomicU64,
     is_leader: AtomicBool,
     stopped: AtomicBool,
+    /// This node leads and has applied an entry of its own term, so its
+    /// high watermark is the group's commit point and it may serve reads.
+    serving: AtomicBool,
+    /// On the leader: the replicas caught up to the commit index.
+    in_sync: std::sync::Mutex<Vec<u64>>,
     /// Offset after the last committed (and applied) batch.
     high_watermark: watch::Sender<u64>,
 }
@@ -129,9 +135,20 @@ impl GroupStatus {
         self.is_leader.load(Ordering::Acquire)
     }
 
+    /// Whether this node leads the group and knows the commit point (it
+    /// applied an entry of its term): the condition for serving reads.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
     /// The current term.
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Acquire)
+    }
+
+    /// On the leader, the replicas caught up to the commit index (empty elsewhere).
+    pub fn in_sync(&self) -> Vec<u64> {
+        self.in_sync.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the group's task has stopped (deleted, or a storage failure).
@@ -164,6 +181,7 @@ impl std::fmt::Debug for Msg {
             Msg::Raft(_) => "Raft",
             Msg::TransferLeader(_) => "TransferLeader",
             Msg::Campaign => "Campaign",
+            Msg::Maintain { .. } => "Maintain",
             Msg::Stop(_) => "Stop",
         })
     }
@@ -180,8 +198,34 @@ impl GroupHandle {
     /// # Errors
     /// [`Error::NotLeader`] (with the leader if known), [`Error::Stopped`].
     pub async fn propose(&self, data: Bytes, ack: Ack) -> Result<Committed> {
+        self.submit(data, ack).await?.await
+    }
+
+    /// Enqueues a proposal and returns the future of its acknowledgement:
+    /// proposals submitted one after another are ordered in the log as
+    /// submitted, while their acknowledgements can be awaited together.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] if the group is gone.
+    pub async fn submit(
+        &self,
+        data: Bytes,
+        ack: Ack,
+    ) -> Result<impl std::future::Future<Output = Result<Committed>> + Send + 'static> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Propose { data, ack, reply }).await.map_err(|_| Error::Stopped)?;
+        Ok(async move { rx.await.map_err(|_| Error::Stopped)? })
+    }
+
+    /// Runs retention on the group's log (inside the group's task, so the
+    /// Raft state records where the log now starts before Raft reads it
+    /// again) and interval flushes. Returns the deleted segments.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`], or a storage error.
+    pub async fn maintain(&self, now_ms: i64) -> Result<Vec<DeletedSegment>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Maintain { now_ms, reply }).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -191,7 +235,7 @@ impl GroupHandle {
         let _ = self.tx.try_send(Msg::Raft(Box::new(msg)));
     }
 
-    /// Asks the leader to hand leadership to `to`.
+    /// Asks the leader to hand leadership to `to`, if `to` is caught up.
     pub fn transfer_leader(&self, to: u64) {
         let _ = self.tx.try_send(Msg::TransferLeader(to));
     }
@@ -253,6 +297,8 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         term: AtomicU64::new(0),
         is_leader: AtomicBool::new(false),
         stopped: AtomicBool::new(false),
+        serving: AtomicBool::new(false),
+        in_sync: std::sync::Mutex::new(Vec::new()),
         high_watermark: watch::Sender::new(start_offset),
     });
     let driver = Driver {
@@ -263,6 +309,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         pending: BTreeMap::new(),
         landed: BTreeMap::new(),
         ticks_since_commit_store: 0,
+        maintenance: Vec::new(),
     };
     tokio::spawn(driver.run(rx));
     Ok(GroupHandle { tx, status })
@@ -276,6 +323,8 @@ struct Driver<T: Transport> {
     pending: BTreeMap<u64, Pending>,
     landed: BTreeMap<u64, Landed>,
     ticks_since_commit_store: u64,
+    /// Maintenance requests, run after the current ready.
+    maintenance: Vec<(i64, oneshot::Sender<Result<Vec<DeletedSegment>>>)>,
 }
 
 impl<T: Transport> Driver<T> {
@@ -287,6 +336,7 @@ impl<T: Transport> Driver<T> {
                 _ = ticker.tick() => {
                     self.node.tick();
                     self.ticks_since_commit_store += 1;
+                    self.update_in_sync();
                 }
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break None };
@@ -309,10 +359,14 @@ impl<T: Transport> Driver<T> {
                 tracing::error!(group = self.config.group_id, error = %e, "raft group stopped on a storage error");
                 break None;
             }
+            for (now_ms, reply) in std::mem::take(&mut self.maintenance) {
+                let _ = reply.send(self.maintain(now_ms).await);
+            }
         };
         let _ = self.persist_commit();
         self.status.stopped.store(true, Ordering::Release);
         self.status.is_leader.store(false, Ordering::Release);
+        self.status.serving.store(false, Ordering::Release);
         self.status.high_watermark.send_modify(|_| {});
         self.fail_pending(Error::Stopped);
         if let Some(stop) = stopped_by {
@@ -329,13 +383,49 @@ impl<T: Transport> Driver<T> {
                 }
             }
             Msg::Propose { data, ack, reply } => self.propose(data, ack, reply),
-            Msg::TransferLeader(to) => self.node.transfer_leader(to),
+            Msg::TransferLeader(to) => self.transfer_leader(to),
             Msg::Campaign => {
                 let _ = self.node.campaign();
             }
+            Msg::Maintain { now_ms, reply } => self.maintenance.push((now_ms, reply)),
             Msg::Stop(tx) => return Some(tx),
         }
         None
+    }
+
+    /// Hands leadership to `to` if it is caught up and reachable; a
+    /// transfer to a lagging or dead node would stall proposals for an
+    /// election timeout for nothing.
+    fn transfer_leader(&mut self, to: u64) {
+        if self.node.raft.state != StateRole::Leader || to == self.config.node_id {
+            return;
+        }
+        let last = self.node.raft.raft_log.last_index();
+        let ready = self.node.raft.prs().get(to).is_some_and(|p| p.recent_active && p.matched >= last);
+        if ready {
+            tracing::info!(
+                group = self.config.group_id,
+                to,
+                "transferring leadership to the preferred replica"
+            );
+            self.node.transfer_leader(to);
+        }
+    }
+
+    /// Voters whose logs are within reach of the leader's: recently heard
+    /// from and matched up to the commit index.
+    fn update_in_sync(&self) {
+        let mut in_sync = Vec::new();
+        if self.node.raft.state == StateRole::Leader {
+            let committed = self.node.raft.raft_log.committed;
+            for (id, p) in self.node.raft.prs().iter() {
+                if *id == self.config.node_id || (p.recent_active && p.matched >= committed) {
+                    in_sync.push(*id);
+                }
+            }
+            in_sync.sort_unstable();
+        }
+        *self.status.in_sync.lock().unwrap_or_else(|p| p.into_inner()) = in_sync;
     }
 
     fn propose(&mut self, data: Bytes, ack: Ack, reply: oneshot::Sender<Result<Committed>>) {
@@ -395,6 +485,7 @@ impl<T: Transport> Driver<T> {
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
         let was_leader = self.status.is_leader.swap(role == StateRole::Leader, Ordering::AcqRel);
+        self.status.serving.store(false, Ordering::Release);
         self.status.leader.store(leader, Ordering::Release);
         if was_leader && role != StateRole::Leader {
             self.fail_pending(Error::NotLeader { leader });
@@ -477,6 +568,9 @@ impl<T: Transport> Driver<T> {
                 }
             };
             self.raise_high_watermark(l.next_offset);
+            if e.term == self.node.raft.term && self.node.raft.state == StateRole::Leader {
+                self.status.serving.store(true, Ordering::Release);
+            }
             if let Some(p) = self.pending.remove(&e.index) {
                 let result = if p.term == e.term {
                     Ok(Committed { index: e.index, base_offset: l.base_offset, next_offset: l.next_offset })
@@ -525,6 +619,23 @@ impl<T: Transport> Driver<T> {
             "installed snapshot: log now starts at the leader's"
         );
         Ok(())
+    }
+
+    /// Interval flush and retention below the high watermark; records in
+    /// the Raft state where the log now starts.
+    async fn maintain(&mut self, now_ms: i64) -> Result<Vec<DeletedSegment>> {
+        let log = self.node.store().log().clone();
+        let hw = self.status.high_watermark();
+        let deleted = tokio::task::spawn_blocking(move || -> Result<Vec<DeletedSegment>> {
+            log.flush_if_due(now_ms.max(0) as u64)?;
+            Ok(log.maintain(now_ms, hw)?)
+        })
+        .await
+        .map_err(|e| Error::Raft(format!("maintenance task failed: {e}")))??;
+        if let Some(last) = deleted.iter().rev().find_map(|d| d.last_raft) {
+            self.node.mut_store().store_snapshot_point(last.index, last.term)?;
+        }
+        Ok(deleted)
     }
 
     fn persist_commit(&mut self) -> Result<()> {

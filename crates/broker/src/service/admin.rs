@@ -15,34 +15,54 @@ pub(crate) struct AdminService {
 
 impl AdminService {
     fn describe(&self, t: &Topic) -> pb::TopicDescription {
-        let id = self.broker.config.broker_id;
         pb::TopicDescription {
             name: t.meta.name.clone(),
             replication_factor: t.meta.replication_factor,
             config: Some(t.meta.settings.to_pb()),
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| pb::PartitionDescription {
-                    partition: p.id,
-                    leader: id,
-                    replicas: vec![id],
-                    in_sync_replicas: vec![id],
-                    log_start_offset: p.log.log_start_offset(),
-                    log_end_offset: p.log.log_end_offset(),
-                    high_watermark: p.high_watermark(),
-                    size_bytes: p.log.size_bytes(),
+            partitions: (0..t.meta.partitions())
+                .map(|i| {
+                    let leader = self.broker.leader_of(t, i);
+                    let replicas = t.meta.assignment[i as usize].clone();
+                    // Offsets and in-sync replicas as this broker's replica
+                    // sees them; zero where it holds none.
+                    match &t.partitions[i as usize] {
+                        Some(p) => pb::PartitionDescription {
+                            partition: i,
+                            leader,
+                            in_sync_replicas: if p.group.status().is_leader() {
+                                p.group.status().in_sync()
+                            } else {
+                                Vec::new()
+                            },
+                            replicas,
+                            log_start_offset: p.log.log_start_offset(),
+                            log_end_offset: p.log.log_end_offset(),
+                            high_watermark: p.high_watermark(),
+                            size_bytes: p.log.size_bytes(),
+                        },
+                        None => {
+                            pb::PartitionDescription { partition: i, leader, replicas, ..Default::default() }
+                        }
+                    }
                 })
                 .collect(),
         }
     }
 
     fn brokers(&self) -> Vec<pb::BrokerInfo> {
-        vec![pb::BrokerInfo {
-            id: self.broker.config.broker_id,
-            address: self.broker.advertised.clone(),
-            alive: true,
-        }]
+        let metadata = self.broker.metadata_status();
+        let in_sync = metadata.in_sync();
+        self.broker
+            .peers
+            .iter()
+            .map(|(&id, address)| pb::BrokerInfo {
+                id,
+                address: address.clone(),
+                // Known on the metadata leader (who hears from everyone);
+                // elsewhere only this broker is known to be up.
+                alive: id == self.broker.config.broker_id || in_sync.contains(&id),
+            })
+            .collect()
     }
 }
 
@@ -74,7 +94,7 @@ impl Admin for AdminService {
             .iter()
             .map(|t| pb::TopicSummary {
                 name: t.meta.name.clone(),
-                partitions: t.meta.partitions,
+                partitions: t.meta.partitions(),
                 replication_factor: t.meta.replication_factor,
             })
             .collect();
@@ -106,7 +126,6 @@ impl Admin for AdminService {
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let req = request.into_inner();
-        let id = self.broker.config.broker_id;
         let topics = if req.topics.is_empty() {
             self.broker.topics()
         } else {
@@ -116,10 +135,12 @@ impl Admin for AdminService {
             .iter()
             .map(|t| pb::TopicMetadata {
                 name: t.meta.name.clone(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| pb::PartitionMetadata { partition: p.id, leader: id, replicas: vec![id] })
+                partitions: (0..t.meta.partitions())
+                    .map(|i| pb::PartitionMetadata {
+                        partition: i,
+                        leader: self.broker.leader_of(t, i),
+                        replicas: t.meta.assignment[i as usize].clone(),
+                    })
                     .collect(),
             })
             .collect();

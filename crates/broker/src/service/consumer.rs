@@ -62,9 +62,7 @@ impl ConsumerService {
 /// Reads committed batches at `offset`, checking the offset against the
 /// range a consumer may read: `[log start, high watermark]`.
 fn read(p: &Partition, offset: u64, max_bytes: usize) -> Result<pb::FetchResponse> {
-    if p.is_closed() {
-        return Err(Error::UnknownTopic(p.topic.clone()));
-    }
+    p.check_serving()?;
     let hw = p.high_watermark();
     let start = p.log.log_start_offset();
     let out_of_range = || Error::OffsetOutOfRange {
@@ -178,6 +176,7 @@ impl Consumer for ConsumerService {
     ) -> std::result::Result<Response<pb::ListOffsetsResponse>, Status> {
         let req = request.into_inner();
         let p = self.broker.partition(&req.topic, req.partition)?;
+        p.check_serving()?;
         let hw = p.high_watermark();
         let start = p.log.log_start_offset();
         let offset = match pb::OffsetSpec::try_from(req.spec) {

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::broker::{blocking, Broker};
+use crate::broker::Broker;
 use crate::config::{PRODUCE_PARTITIONS_MAX, PRODUCE_TIMEOUT_MS_DEFAULT, PRODUCE_TIMEOUT_MS_MAX};
 use crate::partition::Partition;
 use crate::{Error, Result};
+use fjord_replication::Ack;
 
 /// Produce requests a stream may have in flight before the broker stops reading it.
 const STREAM_IN_FLIGHT_MAX: usize = 64;
@@ -64,7 +65,7 @@ impl ProducerService {
             }
             t => t,
         };
-        let topic = self.broker.topic(&req.topic)?;
+        self.broker.topic(&req.topic)?;
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(req.batches.len());
         for pb in &req.batches {
@@ -74,13 +75,7 @@ impl ProducerService {
                     pb.partition
                 )));
             }
-            let partition = topic.partitions.get(pb.partition as usize).cloned().ok_or_else(|| {
-                Error::UnknownPartition {
-                    topic: req.topic.clone(),
-                    partition: pb.partition,
-                    count: topic.meta.partitions,
-                }
-            })?;
+            let partition = self.broker.partition(&req.topic, pb.partition)?;
             let max = self.broker.config.batch_bytes_max;
             fjord_codec::validate_batch(&pb.batch, max).map_err(|e| match e {
                 fjord_codec::Error::TooLarge { size, max, .. } => Error::MessageTooLarge { size, max },
@@ -91,64 +86,44 @@ impl ProducerService {
         Ok(Validated { batches: out, wait_commit, timeout: Duration::from_millis(timeout_ms as u64) })
     }
 
-    /// Appends every batch of a request (partitions in parallel) and
-    /// returns a future that waits for their commit and yields the
-    /// response. Appends happen before this returns, so requests on one
-    /// stream are ordered in the log as they arrived, while their commits
-    /// (fsyncs) overlap and share group commits.
+    /// Submits every batch of a request to its partition's Raft group, in
+    /// request order, and returns a future that waits for their
+    /// acknowledgements and yields the response. Submission happens before
+    /// this returns, so requests on one stream are ordered in the log as
+    /// they arrived, while their commits (fsyncs, replication) overlap.
     async fn append(
         &self,
         req: pb::ProduceRequest,
     ) -> Result<impl std::future::Future<Output = Result<pb::ProduceResponse>> + Send + 'static> {
         let Validated { batches, wait_commit, timeout } = self.validate(&req)?;
-        let appends = batches.into_iter().map(|(p, batch)| async move {
-            let p2 = p.clone();
-            (p2, blocking(move || p.append(&batch, false)).await)
-        });
-        let appended = futures::future::join_all(appends).await;
+        let ack = if wait_commit { Ack::Quorum } else { Ack::Leader };
+        let mut submitted = Vec::with_capacity(batches.len());
+        for (p, batch) in batches {
+            submitted.push((p.id, p.submit(batch, ack).await));
+        }
         let (topic, correlation_id) = (req.topic, req.correlation_id);
         Ok(async move {
-            let commits = appended.into_iter().map(|(p, r)| async move {
-                let a = match r {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return pb::PartitionResult {
-                            partition: p.id,
-                            error: Some(e.detail()),
-                            ..Default::default()
-                        }
-                    }
+            let acks = submitted.into_iter().map(|(partition, submitted)| async move {
+                let acked = match submitted {
+                    Ok(pending) => pending.await,
+                    Err(e) => Err(e),
                 };
-                let result = pb::PartitionResult {
-                    partition: p.id,
-                    base_offset: a.base_offset,
-                    record_count: (a.next_offset - a.base_offset) as u32,
-                    error: None,
-                };
-                let committing =
-                    tokio::task::spawn_blocking(move || p.commit(a.next_offset).map_err(|e| (p, e)));
-                if !wait_commit {
-                    // acks=leader: acknowledged on append; the commit goes on.
-                    tokio::spawn(async move {
-                        if let Ok(Err((p, e))) = committing.await {
-                            tracing::error!(topic = %p.topic, partition = p.id, error = %e, "commit failed");
-                        }
-                    });
-                    return result;
-                }
-                match committing.await {
-                    Ok(Ok(())) => result,
-                    Ok(Err((_, e))) => pb::PartitionResult { error: Some(e.detail()), ..result },
-                    Err(e) => pb::PartitionResult {
-                        error: Some(Error::Unavailable(format!("worker thread failed: {e}")).detail()),
-                        ..result
+                match acked {
+                    Ok(c) => pb::PartitionResult {
+                        partition,
+                        base_offset: c.base_offset,
+                        record_count: (c.next_offset - c.base_offset) as u32,
+                        error: None,
                     },
+                    Err(e) => {
+                        pb::PartitionResult { partition, error: Some(e.detail()), ..Default::default() }
+                    }
                 }
             });
             let results =
-                tokio::time::timeout(timeout, futures::future::join_all(commits)).await.map_err(|_| {
+                tokio::time::timeout(timeout, futures::future::join_all(acks)).await.map_err(|_| {
                     Error::Timeout(format!(
-                        "produce to {topic:?} was not committed within {} ms; it may still become visible",
+                        "produce to {topic:?} was not acknowledged within {} ms; it may still be committed",
                         timeout.as_millis()
                     ))
                 })?;

@@ -1,6 +1,7 @@
 //! `fjord broker`: its flags, their mapping onto [`BrokerConfig`], and the
 //! shutdown signal. New broker flags go here and nowhere else.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -31,9 +32,41 @@ pub(crate) struct BrokerArgs {
     /// Most concurrent client connections.
     #[arg(long, default_value_t = fjord_broker::CONNECTIONS_MAX_DEFAULT)]
     pub(crate) max_connections: usize,
+    /// Every broker of the cluster, `ID=HOST:PORT,...` (client addresses; the
+    /// same list on every broker). Without it the broker is a cluster of one.
+    #[arg(long, env = "FJORD_PEERS", value_parser = parse_peers)]
+    pub(crate) peers: Option<BTreeMap<u64, String>>,
+    /// Replication factor of topics created without one (capped at the cluster size).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) default_replication_factor: u32,
+    /// Accept fault-injection requests from tests (network partitions). Never in production.
+    #[arg(long, hide = true)]
+    pub(crate) enable_fault_injection: bool,
     /// How often retention and interval flushes run, e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) maintenance_interval: std::time::Duration,
+}
+
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) =
+            part.split_once('=').ok_or_else(|| format!("expected ID=HOST:PORT, got {part:?}"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("broker id {id:?} is not a number"))?;
+        if id == 0 {
+            return Err("broker ids start at 1".into());
+        }
+        if addr.trim().rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+            return Err(format!("address {addr:?} of broker {id} is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("broker id {id} appears twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("the peers list is empty".into());
+    }
+    Ok(peers)
 }
 
 fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
@@ -58,6 +91,9 @@ impl BrokerArgs {
             batch_bytes_max: self.batch_bytes_max,
             connections_max: self.max_connections,
             maintenance_interval: self.maintenance_interval,
+            peers: self.peers.clone().unwrap_or_default(),
+            default_replication_factor: self.default_replication_factor,
+            fault_injection: self.enable_fault_injection,
             ..Default::default()
         }
     }
@@ -94,6 +130,15 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen, "0.0.0.0:9100".parse::<SocketAddr>().unwrap());
         assert_eq!(c.flush, FlushPolicy::Always);
+    }
+
+    #[test]
+    fn peers_parse_and_bad_lists_are_refused() {
+        let p = parse_peers("1=127.0.0.1:9092, 2=127.0.0.1:9093").unwrap();
+        assert_eq!(p.get(&2).map(String::as_str), Some("127.0.0.1:9093"));
+        for bad in ["", "1", "x=a:1", "0=a:1", "1=a", "1=a:1,1=b:2"] {
+            assert!(parse_peers(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

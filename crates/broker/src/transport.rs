@@ -1,0 +1,168 @@
+//! Raft messages between brokers: one long-lived gRPC stream per peer
+//! carrying every group's messages in batches, and the service that
+//! receives them and hands each to its group.
+//!
+//! Losing messages is allowed (Raft retransmits), so every queue here is
+//! bounded and drops when full, and a peer that is down costs nothing but
+//! a reconnect attempt every [`RECONNECT_BACKOFF`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use fjord_proto::internal::raft_client::RaftClient;
+use fjord_proto::internal::raft_server::Raft;
+use fjord_proto::internal::{Faults as FaultsPb, RaftAck, RaftBatch, RaftEnvelope};
+use fjord_replication::{decode_message, encode_message, Message, Transport};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::broker::Broker;
+
+/// Messages queued for one peer before new ones are dropped.
+pub(crate) const PEER_QUEUE: usize = 16 * 1024;
+/// Most messages in one batch on the wire.
+const BATCH_MESSAGES_MAX: usize = 1024;
+/// Batches buffered on a peer's stream.
+const STREAM_BUFFER: usize = 64;
+/// Wait before reconnecting to a peer whose stream failed.
+pub(crate) const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+/// Connect timeout to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Injected network faults (tests only; see `--enable-fault-injection`).
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pub(crate) enabled: bool,
+    isolated: RwLock<HashSet<u64>>,
+}
+
+impl Faults {
+    pub(crate) fn new(enabled: bool) -> Faults {
+        Faults { enabled, isolated: RwLock::default() }
+    }
+
+    pub(crate) fn is_isolated(&self, peer: u64) -> bool {
+        self.isolated.read().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
+}
+
+/// Sends Raft messages to peers, one queue and one stream per peer.
+#[derive(Debug)]
+pub(crate) struct PeerTransport {
+    queues: BTreeMap<u64, mpsc::Sender<(u64, Message)>>,
+    pub(crate) faults: Arc<Faults>,
+}
+
+impl PeerTransport {
+    /// Starts a sender task for every peer but `me` (inside the runtime).
+    pub(crate) fn start(me: u64, peers: &BTreeMap<u64, String>, faults: Arc<Faults>) -> PeerTransport {
+        let mut queues = BTreeMap::new();
+        for (&id, addr) in peers {
+            if id == me {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(run_peer(me, id, addr.clone(), rx));
+            queues.insert(id, tx);
+        }
+        PeerTransport { queues, faults }
+    }
+}
+
+impl Transport for PeerTransport {
+    fn send(&self, to: u64, group: u64, msg: Message) {
+        if self.faults.is_isolated(to) {
+            return;
+        }
+        if let Some(q) = self.queues.get(&to) {
+            let _ = q.try_send((group, msg));
+        }
+    }
+}
+
+/// Drains a peer's queue into batches on one client stream, reconnecting
+/// after failures.
+async fn run_peer(me: u64, to: u64, addr: String, mut queue: mpsc::Receiver<(u64, Message)>) {
+    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
+        Err(e) => {
+            tracing::error!(peer = to, %addr, error = %e, "bad peer address; no raft traffic to it");
+            return;
+        }
+    };
+    loop {
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(STREAM_BUFFER);
+        let channel = endpoint.connect_lazy();
+        let call =
+            tokio::spawn(async move { RaftClient::new(channel).send(ReceiverStream::new(stream_rx)).await });
+        loop {
+            let Some(first) = queue.recv().await else { return };
+            let mut messages = Vec::with_capacity(8);
+            push(&mut messages, first);
+            while messages.len() < BATCH_MESSAGES_MAX {
+                match queue.try_recv() {
+                    Ok(m) => push(&mut messages, m),
+                    Err(_) => break,
+                }
+            }
+            if call.is_finished() || stream_tx.send(RaftBatch { from: me, messages }).await.is_err() {
+                break;
+            }
+        }
+        match call.await {
+            Ok(Err(status)) => tracing::debug!(peer = to, %addr, %status, "raft stream to peer ended"),
+            Err(e) => tracing::debug!(peer = to, error = %e, "raft stream task failed"),
+            Ok(Ok(_)) => {}
+        }
+        tokio::time::sleep(RECONNECT_BACKOFF).await;
+    }
+}
+
+fn push(out: &mut Vec<RaftEnvelope>, (group, msg): (u64, Message)) {
+    match encode_message(&msg) {
+        Ok(bytes) => out.push(RaftEnvelope { group, message: bytes.into() }),
+        Err(e) => tracing::error!(group, error = %e, "raft message could not be encoded"),
+    }
+}
+
+/// Receives peers' Raft messages.
+#[derive(Debug, Clone)]
+pub(crate) struct RaftService {
+    pub(crate) broker: Arc<Broker>,
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            if self.broker.faults.is_isolated(batch.from) {
+                continue;
+            }
+            for env in batch.messages {
+                match decode_message(&env.message) {
+                    Ok(msg) => self.broker.step(env.group, msg),
+                    Err(e) => {
+                        tracing::warn!(from = batch.from, group = env.group, error = %e, "bad raft message")
+                    }
+                }
+            }
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn set_faults(&self, request: Request<FaultsPb>) -> Result<Response<RaftAck>, Status> {
+        if !self.broker.faults.enabled {
+            return Err(Status::permission_denied(
+                "fault injection is off; start the broker with --enable-fault-injection",
+            ));
+        }
+        let isolate: HashSet<u64> = request.into_inner().isolate.into_iter().collect();
+        tracing::warn!(?isolate, "fault injection: isolating brokers");
+        *self.broker.faults.isolated.write().unwrap_or_else(|p| p.into_inner()) = isolate;
+        Ok(Response::new(RaftAck {}))
+    }
+}
