@@ -10,9 +10,9 @@
 //! | 16..   | filler: a slice of a pseudo-random text, starting at an      |
 //! |        | offset derived from the index, so no two records are alike   |
 //!
-//! The filler is words drawn from a small vocabulary, which general-purpose
-//! compressors shrink about 3 to 4 times: neither the best case (zeros) nor
-//! the worst (random bytes). Building a value is one copy out of a text
+//! The filler is words drawn from a small vocabulary, which zlib shrinks
+//! about 3.5 (level 1) to 5 (level 6) times, measured on a segment file:
+//! neither the best case (zeros) nor the worst (random bytes). Building a value is one copy out of a text
 //! made once, so the load generator spends its CPU on sending.
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Benchmarks a single local broker through the client, next to reference
+# figures measured in the same run on the same machine:
+#
+#   1. the disk under the repository: 1 MiB sequential writes, buffered
+#      with one fdatasync at the end, and with an fdatasync after each;
+#   2. loopback TCP: one connection, 1 MiB sends;
+#   3. the storage engine alone: `cargo bench -p fjord-storage` at a small
+#      scale, its append lines;
+#   4. `fjord bench produce` of 1 KiB records with acks=all (the broker's
+#      default flush policy fsyncs each batch before acknowledging),
+#      `fjord bench consume` of all of them, and `fjord bench e2e` paced
+#      at half the produce rate.
+#
+# Usage: scripts/bench.sh   (honours CARGO_TARGET_DIR). Scale with:
+#   FJORD_BENCH_RECORDS     records of the produce run        (1000000)
+#   FJORD_BENCH_PRODUCERS   producer tasks of produce and e2e (1)
+#   FJORD_BENCH_E2E_SECONDS length of the paced e2e run       (20)
+#   FJORD_BENCH_DISK_MIB    MiB written by each disk reference (1024)
+#   FJORD_BENCH_TCP_MIB     MiB sent by the loopback reference (4096)
+# A full run takes about 3 minutes on 2 cores. Everything it starts is
+# stopped, and its data directory (under target/, so on the same disk as
+# the repository) removed, when it exits, however it exits.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RECORDS=${FJORD_BENCH_RECORDS:-1000000}
+PRODUCERS=${FJORD_BENCH_PRODUCERS:-1}
+E2E_SECONDS=${FJORD_BENCH_E2E_SECONDS:-20}
+DISK_MIB=${FJORD_BENCH_DISK_MIB:-1024}
+TCP_MIB=${FJORD_BENCH_TCP_MIB:-4096}
+RECORD_SIZE=1024
+
+BROKER_PID=
+WORK=
+cleanup() {
+    local status=$?
+    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    [ -n "$WORK" ] && rm -rf "$WORK"
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+section "build"
+cargo build --release --bin fjord 2>&1 | tail -n 1
+cargo bench -p fjord-storage --bench storage --no-run 2>&1 | tail -n 1
+FJORD="$TARGET/release/fjord"
+
+mkdir -p "$ROOT/target"
+WORK=$(mktemp -d "$ROOT/target/bench.XXXXXX")
+
+section "machine"
+echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "commit:   $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+echo "kernel:   $(uname -sr)"
+echo "cpus:     $(nproc) ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1))"
+echo "memory:   $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
+echo "data dir: $WORK"
+df -T "$WORK" | sed 's/^/          /'
+
+section "reference: disk, 1 MiB sequential writes of random bytes ($DISK_MIB MiB each)"
+python3 - "$WORK/disk-ref" "$DISK_MIB" <<'PY'
+import os, sys, time
+path, mib = sys.argv[1], int(sys.argv[2])
+block = os.urandom(1 << 20)
+for label, each in (("buffered, one fdatasync at the end", False), ("fdatasync after every 1 MiB write", True)):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    start = time.perf_counter()
+    for _ in range(mib):
+        os.write(fd, block)
+        if each:
+            os.fdatasync(fd)
+    os.fdatasync(fd)
+    took = time.perf_counter() - start
+    os.close(fd)
+    os.unlink(path)
+    print(f"disk {label}: {mib * 1.048576 / took:.0f} MB/s ({mib} MiB in {took:.2f} s)")
+PY
+
+section "reference: loopback TCP, one connection, 1 MiB sends ($TCP_MIB MiB)"
+python3 - "$TCP_MIB" <<'PY'
+import socket, sys, threading, time
+mib = int(sys.argv[1])
+server = socket.create_server(("127.0.0.1", 0))
+port = server.getsockname()[1]
+received = [0]
+def receive():
+    conn, _ = server.accept()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    while True:
+        n = conn.recv_into(view)
+        if n == 0:
+            break
+        received[0] += n
+    conn.close()
+reader = threading.Thread(target=receive)
+reader.start()
+block = memoryview(bytes(1 << 20))
+sender = socket.create_connection(("127.0.0.1", port))
+start = time.perf_counter()
+for _ in range(mib):
+    sender.sendall(block)
+sender.shutdown(socket.SHUT_WR)
+reader.join()
+took = time.perf_counter() - start
+sender.close()
+assert received[0] == mib << 20, received[0]
+print(f"loopback tcp: {received[0] / 1e6 / took:.0f} MB/s ({mib} MiB in {took:.2f} s)")
+PY
+
+section "reference: storage engine alone (cargo bench -p fjord-storage --bench storage, small scale)"
+FJORD_BENCH_DIR="$WORK" FJORD_BENCH_GIB=1 FJORD_BENCH_APPEND_MIB=256 FJORD_BENCH_FSYNC_MIB=128 \
+    FJORD_BENCH_TAIL_MIB=128 FJORD_BENCH_LOOKUPS=1000 FJORD_BENCH_RUNS=1 \
+    cargo bench -q -p fjord-storage --bench storage 2>"$WORK/storage-bench.err" >"$WORK/storage-bench.out" ||
+    { cat "$WORK/storage-bench.err" >&2; exit 1; }
+grep -E '^\| (measurement|append)' "$WORK/storage-bench.out" | sed -E 's/ +\|/ |/g'
+
+section "broker"
+"$FJORD" broker --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-level warn \
+    >"$WORK/broker.out" 2>"$WORK/broker.log" &
+BROKER_PID=$!
+ADDR=
+for _ in $(seq 100); do
+    ADDR=$(sed -n 's/^fjord broker [0-9]* listening on //p' "$WORK/broker.out")
+    [ -n "$ADDR" ] && break
+    kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/broker.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$ADDR" ] || { echo "the broker did not report its address" >&2; exit 1; }
+echo "broker pid $BROKER_PID listening on $ADDR, flush policy: always (fsync before ack)"
+export FJORD_BROKER=$ADDR
+
+section "produce: $RECORDS x $RECORD_SIZE B, acks=all, as fast as possible"
+run "$FJORD" bench produce --topic bench --records "$RECORDS" --record-size "$RECORD_SIZE" \
+    --acks all --producers "$PRODUCERS" --partitions 8 | tee "$WORK/produce.out"
+RATE=$(awk '{for (i = 2; i <= NF; i++) if ($i == "records/s,") { print $(i - 1); exit }}' "$WORK/produce.out")
+[ -n "$RATE" ] || { echo "no records/s figure in the produce output" >&2; exit 1; }
+
+section "consume: everything, from the beginning"
+run "$FJORD" bench consume --topic bench
+
+HALF=$((RATE / 2))
+E2E_RECORDS=$((HALF * E2E_SECONDS))
+section "e2e: $E2E_RECORDS x $RECORD_SIZE B at $HALF records/s (half the produce rate), acks=all"
+run "$FJORD" bench e2e --topic bench-e2e --records "$E2E_RECORDS" --record-size "$RECORD_SIZE" \
+    --rate "$HALF" --acks all --producers "$PRODUCERS" --partitions 8
+
+section "data on disk"
+du -sh "$WORK/data" | cut -f1
