@@ -66,6 +66,7 @@ echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "commit:   $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 echo "kernel:   $(uname -sr)"
 echo "cpus:     $(nproc) ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1))"
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; other work on the machine skews every figure)"
 echo "memory:   $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
 echo "data dir: $WORK"
 df -T "$WORK" | sed 's/^/          /'
@@ -158,5 +159,6 @@ section "e2e: $E2E_RECORDS x $RECORD_SIZE B at $HALF records/s (half the produce
 run "$FJORD" bench e2e --topic bench-e2e --records "$E2E_RECORDS" --record-size "$RECORD_SIZE" \
     --rate "$HALF" --acks all --producers "$PRODUCERS" --partitions 8
 
-section "data on disk"
-du -sh "$WORK/data" | cut -f1
+section "after"
+echo "data on disk: $(du -sh "$WORK/data" | cut -f1)"
+echo "load:         $(cut -d' ' -f1-3 /proc/loadavg)"
