@@ -31,13 +31,20 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on a free port with `data_dir`, plus `extra` flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Broker::start_args(data_dir, &args)
+    }
+
+    /// Starts a broker with `data_dir` and exactly `args` after `broker --data-dir DIR`.
+    pub fn start_args(data_dir: &Path, args: &[&str]) -> Broker {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("broker.log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(fjord_bin())
-            .args(["--log-level", "info", "broker", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--log-level", "info", "broker", "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,6 +118,68 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Free loopback ports, found by binding port 0 (and released for the
+/// brokers to bind; the window in between is short).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// A local cluster of brokers `1..=n`, each with its own data directory.
+pub struct Cluster {
+    pub brokers: Vec<Option<Broker>>,
+    pub addrs: Vec<String>,
+    peers: String,
+    root: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `n` brokers (with fault injection enabled) under `root`.
+    pub fn start(root: &Path, n: usize) -> Cluster {
+        let addrs: Vec<String> = free_ports(n).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers =
+            addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+        let mut c = Cluster { brokers: Vec::new(), addrs, peers, root: root.to_owned() };
+        for id in 1..=n as u64 {
+            let b = c.spawn(id);
+            c.brokers.push(Some(b));
+        }
+        c
+    }
+
+    fn spawn(&self, id: u64) -> Broker {
+        let addr = &self.addrs[id as usize - 1];
+        Broker::start_args(
+            &self.root.join(format!("broker-{id}")),
+            &["--id", &id.to_string(), "--listen", addr, "--peers", &self.peers, "--enable-fault-injection"],
+        )
+    }
+
+    /// The bootstrap list of every broker.
+    pub fn bootstrap(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// SIGKILLs broker `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut b) = self.brokers[id as usize - 1].take() {
+            b.kill();
+        }
+    }
+
+    /// Restarts broker `id` on its address and data.
+    pub fn restart(&mut self, id: u64) {
+        let b = self.spawn(id);
+        self.brokers[id as usize - 1] = Some(b);
+    }
+
+    /// Data directory of broker `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("broker-{id}"))
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let producer = ProducerService { broker: broker.clone() };
     let consumer = ConsumerService { broker: broker.clone(), shutdown: stop_rx.clone() };
     let admin = AdminService { broker: broker.clone() };
-    let raft = RaftService { broker: broker.clone() };
+    let raft = RaftService { broker: broker.clone(), shutdown: stop_rx.clone() };
     broker.wait_ready(READY_TIMEOUT).await;
     let incoming = limited(listener, config.connections_max);
     println!("fjord broker {} listening on {addr}", config.broker_id);

@@ -132,13 +132,23 @@ fn push(out: &mut Vec<RaftEnvelope>, (group, msg): (u64, Message)) {
 #[derive(Debug, Clone)]
 pub(crate) struct RaftService {
     pub(crate) broker: Arc<Broker>,
+    /// Becomes true at shutdown: inbound streams end so the server can stop.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = stream.message() => match batch? {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
             if self.broker.faults.is_isolated(batch.from) {
                 continue;
             }

@@ -161,8 +161,33 @@ impl Client {
     /// [`Error::UnknownTopic`], or a transport/availability error after retries.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let msg = pb::DescribeTopicRequest { name: name.to_string() };
-        let resp = self.admin(true, msg, |mut c, r| async move { c.describe_topic(r).await }).await?;
-        Ok(resp.topic.ok_or_else(|| missing("DescribeTopicResponse.topic"))?.into())
+        let resp = self.admin(true, msg.clone(), |mut c, r| async move { c.describe_topic(r).await }).await?;
+        let mut desc: TopicDescription =
+            resp.topic.ok_or_else(|| missing("DescribeTopicResponse.topic"))?.into();
+        // Offsets, high watermarks and in-sync replicas are known exactly by
+        // each partition's leader: ask every leader about the partitions it
+        // leads (best effort; a leader that does not answer leaves the first view).
+        let leaders: std::collections::BTreeSet<u64> =
+            desc.partitions.iter().filter_map(|p| p.leader).collect();
+        let brokers = self.metadata().await.map(|m| m.brokers).unwrap_or_default();
+        let timeout = self.config().request_timeout;
+        for leader in leaders {
+            let Some(addr) = brokers.get(&leader).map(|b| b.address.clone()) else { continue };
+            let Ok(channel) = self.cluster.channel(&addr) else { continue };
+            let mut admin = AdminClient::new(channel);
+            let call = admin.describe_topic(request(msg.clone(), timeout));
+            let Ok(Ok(resp)) = tokio::time::timeout(timeout, call).await else { continue };
+            let Some(theirs) = resp.into_inner().topic else { continue };
+            let theirs: TopicDescription = theirs.into();
+            for p in theirs.partitions {
+                if p.leader == Some(leader) && !p.in_sync_replicas.is_empty() {
+                    if let Some(slot) = desc.partitions.get_mut(p.partition as usize) {
+                        *slot = p;
+                    }
+                }
+            }
+        }
+        Ok(desc)
     }
 
     /// The brokers of the cluster and its controller.

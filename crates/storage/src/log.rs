@@ -637,7 +637,10 @@ impl Log {
             let aged = active
                 .first_timestamp
                 .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64);
-            let expired = retention_cut.is_some_and(|cut| active.max_timestamp < cut);
+            // A segment of control batches only has no time (`i64::MIN`) and
+            // is not rolled for it.
+            let expired = retention_cut
+                .is_some_and(|cut| active.max_timestamp != i64::MIN && active.max_timestamp < cut);
             if aged || expired {
                 self.roll(&mut inner)?;
             }

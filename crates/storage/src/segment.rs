@@ -250,7 +250,8 @@ impl Segment {
                 self.max_timestamp = t.timestamp;
                 self.bytes_since_index = h.batch_len as u64;
                 self.last_header = Some(h);
-                self.first_timestamp = self.intact_batch_at(0, view_len).map(|h0| h0.first_timestamp);
+                self.first_timestamp =
+                    self.first_record_timestamp(h.base_offset + h.record_count as u64, view_len);
             }
             None => {
                 self.size = 0;
@@ -301,6 +302,23 @@ impl Segment {
         Ok(discarded)
     }
 
+    /// First timestamp of the first non-control batch below `end_offset`,
+    /// walking headers from the segment start (control batches are rare:
+    /// one per Raft leader change).
+    fn first_record_timestamp(&self, end_offset: u64, len: usize) -> Option<i64> {
+        let mut pos = 0;
+        while let Some(h) = self.intact_batch_at(pos, len) {
+            if h.base_offset >= end_offset {
+                return None;
+            }
+            if !h.is_control() {
+                return Some(h.first_timestamp);
+            }
+            pos += h.batch_len as usize;
+        }
+        None
+    }
+
     /// The header of a batch at `pos` if it lies whole within `len` bytes and its CRC matches.
     fn intact_batch_at(&self, pos: usize, len: usize) -> Option<BatchHeader> {
         let h = BatchHeader::parse(self.map.get(pos..len)?).ok()?;
@@ -331,14 +349,18 @@ impl Segment {
     /// at `self.size`, adding index entries at index points (§5, §6).
     fn note_batch(&mut self, h: &BatchHeader) {
         let rel = (h.base_offset - self.base_offset) as u32;
-        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        // Control batches (Raft bookkeeping) carry no records and no
+        // meaningful time: they move neither the time index nor retention.
+        if !h.is_control() {
+            self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+            self.first_timestamp.get_or_insert(h.first_timestamp);
+        }
         if self.offsets.0.len() == 0 || self.bytes_since_index >= self.interval {
             let entry = OffsetEntry { rel_offset: rel, position: self.size as u32, raft_index: h.raft_index };
             self.offsets.0.push(&entry.encode());
             self.times.0.push(&TimeEntry { timestamp: self.max_timestamp, rel_offset: rel }.encode());
             self.bytes_since_index = 0;
         }
-        self.first_timestamp.get_or_insert(h.first_timestamp);
         self.bytes_since_index += h.batch_len as u64;
         self.size += h.batch_len as u64;
         self.next_offset = h.next_offset();

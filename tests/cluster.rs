@@ -1,0 +1,351 @@
+//! Three-broker clusters: replicated partitions keep accepting and serving
+//! writes when brokers die, lose nothing acknowledged, converge byte for
+//! byte, survive a network partition and a full restart.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Cluster;
+use fjord_client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, Seek,
+};
+use fjord_proto::internal::{raft_client::RaftClient, Faults};
+use fjord_storage::{Log, LogConfig};
+
+const PARTITIONS: u32 = 6;
+
+async fn connect(bootstrap: &str) -> Client {
+    let cfg = ClientConfig {
+        request_timeout: Duration::from_secs(3),
+        retry_deadline: Duration::from_secs(30),
+        ..ClientConfig::from_bootstrap(bootstrap).unwrap()
+    };
+    Client::connect(cfg).await.unwrap()
+}
+
+/// partition → [(offset, value)] of every record, read from the leaders.
+async fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<u32, Vec<(u64, String)>> {
+    let mut consumer = Consumer::new(
+        connect(bootstrap).await,
+        ConsumerConfig { start: Seek::Beginning, ..ConsumerConfig::default() },
+    );
+    consumer.assign(topic, None).await.unwrap();
+    consumer.stop_at_high_watermark().await.unwrap();
+    let mut got: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
+    while let Some(rec) = consumer.next().await {
+        let rec = rec.unwrap();
+        got.entry(rec.partition)
+            .or_default()
+            .push((rec.offset, String::from_utf8(rec.value.unwrap().to_vec()).unwrap()));
+    }
+    got
+}
+
+/// The broker leading the most partitions of `topic`, by the cluster's metadata.
+async fn busiest_leader(client: &Client, topic: &str) -> u64 {
+    let meta = client.metadata().await.unwrap();
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for p in meta.topic(topic).unwrap().partitions.iter() {
+        if let Some(l) = p.leader {
+            *count.entry(l).or_default() += 1;
+        }
+    }
+    count.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id).unwrap()
+}
+
+/// Writers, each sending a numbered sequence under its own key, recording
+/// what was acknowledged.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u32, u64, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn start_writers(producer: Arc<Producer>, topic: &'static str, n: usize) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
+    let tasks = (0..n)
+        .map(|w| {
+            let (producer, stop, acked) = (producer.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let value = format!("w{w}-{i:08}");
+                    let rec = ProducerRecord::new(topic, Bytes::from(value.clone()))
+                        .with_key(Bytes::from(format!("key-{w}")));
+                    let Ok(delivery) = producer.send(rec).await else { break };
+                    let acked = acked.clone();
+                    tokio::spawn(async move {
+                        if let Ok(meta) = delivery.await {
+                            acked.lock().unwrap().push((meta.partition, meta.offset, value));
+                        }
+                    });
+                    i += 1;
+                    if i.is_multiple_of(16) {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    Writers { stop, acked, tasks }
+}
+
+impl Writers {
+    async fn finish(self) -> Vec<(u32, u64, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await; // outstanding deliveries resolve
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+/// Every acknowledged record is readable at its offset, and each writer's
+/// records appear in the order sent. Returns how many records were
+/// written twice (a retry of a batch whose acknowledgement was lost with
+/// its leader: at-least-once until the idempotent producer).
+fn check(acked: &[(u32, u64, String)], got: &BTreeMap<u32, Vec<(u64, String)>>) -> usize {
+    let mut at: BTreeMap<(u32, u64), &str> = BTreeMap::new();
+    for (p, recs) in got {
+        assert!(recs.windows(2).all(|w| w[0].0 < w[1].0), "partition {p}: offsets increase");
+        for (o, v) in recs {
+            at.insert((*p, *o), v);
+        }
+    }
+    for (p, o, v) in acked {
+        assert_eq!(at.get(&(*p, *o)).copied(), Some(v.as_str()), "acknowledged {v} at {p}/{o} is readable");
+    }
+    let mut duplicates = 0;
+    for recs in got.values() {
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (_, v) in recs {
+            let (w, i) = v.split_once('-').unwrap();
+            let i: u64 = i.parse().unwrap();
+            if !seen.insert(v.clone()) {
+                duplicates += 1;
+                continue;
+            }
+            if let Some(prev) = last.insert(w, i) {
+                assert!(i > prev, "{w}: {i} after {prev}: records of one writer are never reordered");
+            }
+        }
+    }
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_leaders_loses_nothing_and_replicas_converge_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let client = connect(&cluster.bootstrap()).await;
+    client.create_topic("replicated", PARTITIONS, 3, Default::default()).await.unwrap();
+    let producer = Arc::new(
+        Producer::new(
+            client.clone(),
+            ProducerConfig { linger: Duration::from_millis(2), ..ProducerConfig::default() },
+        )
+        .unwrap(),
+    );
+    let writers = start_writers(producer.clone(), "replicated", 3);
+
+    // Kill the busiest leader, let the others carry on, bring it back; three times.
+    for cycle in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let victim = busiest_leader(&client, "replicated").await;
+        let before = writers.acked.lock().unwrap().len();
+        cluster.kill(victim);
+        let killed_at = Instant::now();
+        // The producer resumes on its own: acknowledgements keep coming.
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writers.acked.lock().unwrap().len() > before + 100 {
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "cycle {cycle}: no progress after killing broker {victim}"
+            );
+        }
+        eprintln!("cycle {cycle}: killed broker {victim}; writes resumed within {:?}", killed_at.elapsed());
+        cluster.restart(victim);
+    }
+    let acked = writers.finish().await;
+    Arc::try_unwrap(producer).ok().unwrap().close().await.unwrap();
+    assert!(acked.len() > 1000, "writers made progress: {}", acked.len());
+
+    let got = read_all(&cluster.bootstrap(), "replicated").await;
+    let duplicates = check(&acked, &got);
+    eprintln!(
+        "{} acknowledged, {} read, {duplicates} duplicated by retries",
+        acked.len(),
+        got.values().map(Vec::len).sum::<usize>()
+    );
+
+    // Every replica converges: wait until each partition's leader reports
+    // all three in sync, then stop the cluster and compare logs on disk.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = client.describe_topic("replicated").await.unwrap();
+        if d.partitions.iter().all(|p| p.in_sync_replicas.len() == 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas did not catch up: {d:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hws: Vec<u64> = client
+        .describe_topic("replicated")
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark)
+        .collect();
+    for id in 1..=3 {
+        assert!(cluster.brokers[id - 1].as_mut().unwrap().terminate(), "broker {id} stops cleanly");
+    }
+    let mut compared = 0;
+    for p in 0..PARTITIONS {
+        let logs: Vec<Log> = (1..=3)
+            .map(|id| {
+                let dir = cluster.data_dir(id).join("topics/replicated").join(p.to_string());
+                Log::open(dir, LogConfig { retention_ms: None, ..LogConfig::default() }).unwrap()
+            })
+            .collect();
+        let upto = hws[p as usize].max(1);
+        let spans: Vec<(u64, u64)> =
+            logs.iter().map(|l| (l.log_start_offset(), l.log_end_offset())).collect();
+        assert!(
+            spans.iter().all(|&(_, end)| end >= upto),
+            "partition {p}: a replica lacks committed data: {spans:?}, hw {upto}"
+        );
+        let start = spans.iter().map(|s| s.0).max().unwrap();
+        // Segment boundaries are each replica's own (rolls are local); the
+        // batches are not.
+        let bytes: Vec<Bytes> = logs
+            .iter()
+            .map(|l| {
+                let (mut all, mut at) = (Vec::new(), start);
+                while at < upto {
+                    let r = l.read(at, usize::MAX, upto).unwrap();
+                    all.extend_from_slice(&r.batches);
+                    at = r.next_offset;
+                }
+                Bytes::from(all)
+            })
+            .collect();
+        compared += bytes[0].len();
+        if !(bytes[0] == bytes[1] && bytes[1] == bytes[2]) {
+            let describe = |b: &Bytes| {
+                fjord_codec::split_batches(b.clone())
+                    .map(|r| r.map(|(h, _)| (h.base_offset, h.raft_term, h.raft_index, h.batch_len, h.crc)))
+                    .collect::<Vec<_>>()
+            };
+            let d: Vec<_> = bytes.iter().map(describe).collect();
+            let first = (0..d[0].len().min(d[1].len()).min(d[2].len()))
+                .find(|&i| !(d[0][i] == d[1][i] && d[1][i] == d[2][i]));
+            panic!(
+                "partition {p}: replicas differ below the high watermark {upto}: lens {:?}, first differing batch {first:?}: {:?}",
+                d.iter().map(Vec::len).collect::<Vec<_>>(),
+                first.map(|i| (d[0].get(i), d[1].get(i), d[2].get(i)))
+            );
+        }
+    }
+
+    assert!(compared > 1_000_000, "replicas were compared over {compared} bytes");
+
+    // Metadata and data survive a full-cluster restart.
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    let client = connect(&cluster.bootstrap()).await;
+    let topics = client.list_topics().await.unwrap();
+    assert!(topics.iter().any(|t| t.name == "replicated" && t.partitions == PARTITIONS));
+    let again = read_all(&cluster.bootstrap(), "replicated").await;
+    assert_eq!(again, got, "everything reads back after a full restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_broker_cannot_acknowledge_and_converges_after_healing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    let client = connect(&cluster.bootstrap()).await;
+    client.create_topic("split", 1, 3, Default::default()).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    producer.send(ProducerRecord::new("split", "before")).await.unwrap().await.unwrap();
+
+    // Cut the partition's leader off from the other two.
+    let leader = busiest_leader(&client, "split").await;
+    let set = |id: u64, isolate: Vec<u64>| {
+        let addr = cluster.addrs[id as usize - 1].clone();
+        async move {
+            let mut raft = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+            raft.set_faults(Faults { isolate }).await.unwrap();
+        }
+    };
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    set(leader, others.clone()).await;
+    for &o in &others {
+        set(o, vec![leader]).await;
+    }
+
+    // The isolated leader cannot acknowledge a write sent straight to it.
+    let alone = connect(&cluster.addrs[leader as usize - 1]).await;
+    let lonely = Producer::new(
+        alone,
+        ProducerConfig { request_timeout: Duration::from_secs(2), ..ProducerConfig::default() },
+    )
+    .unwrap();
+    let stuck = tokio::time::timeout(
+        Duration::from_secs(10),
+        lonely.send(ProducerRecord::new("split", "lost")).await.unwrap(),
+    )
+    .await;
+    assert!(!matches!(stuck, Ok(Ok(_))), "an isolated broker acknowledged a write: {stuck:?}");
+
+    // The majority elects a leader and keeps going.
+    let majority =
+        others.iter().map(|&o| cluster.addrs[o as usize - 1].clone()).collect::<Vec<_>>().join(",");
+    let side = connect(&majority).await;
+    let p2 = Producer::new(side, ProducerConfig::default()).unwrap();
+    for i in 0..20 {
+        p2.send(ProducerRecord::new("split", format!("during-{i}"))).await.unwrap().await.unwrap();
+    }
+
+    // Heal: the old leader drops its uncommitted tail and converges.
+    for id in 1..=3 {
+        set(id, vec![]).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = read_all(&cluster.bootstrap(), "split").await;
+        let values: Vec<&str> = got.values().flatten().map(|(_, v)| v.as_str()).collect();
+        if values.len() >= 21 {
+            break values.into_iter().map(String::from).collect::<Vec<_>>();
+        }
+        assert!(Instant::now() < deadline, "the majority's writes are not readable: {values:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(got[0], "before");
+    assert!(
+        !got.iter().any(|v| v == "lost"),
+        "the isolated broker's unacknowledged write was discarded: {got:?}"
+    );
+    let d = loop {
+        let d = client.describe_topic("split").await.unwrap();
+        if d.partitions[0].in_sync_replicas.len() == 3 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the healed broker did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(d.partitions[0].replicas.len(), 3);
+}
