@@ -155,7 +155,17 @@ impl Cluster {
         let addr = &self.addrs[id as usize - 1];
         Broker::start_args(
             &self.root.join(format!("broker-{id}")),
-            &["--id", &id.to_string(), "--listen", addr, "--peers", &self.peers, "--enable-fault-injection"],
+            &[
+                "--id",
+                &id.to_string(),
+                "--listen",
+                addr,
+                "--peers",
+                &self.peers,
+                "--enable-fault-injection",
+                "--maintenance-interval",
+                "1s",
+            ],
         )
     }
 

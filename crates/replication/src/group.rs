@@ -33,6 +33,10 @@ use crate::{Error, Result, Transport};
 pub const MAILBOX_CAPACITY: usize = 4096;
 /// Messages handled between two readies, so one busy group cannot starve a tick.
 const MESSAGES_PER_READY_MAX: usize = 256;
+/// A follower counts as in sync while it has matched the leader's commit
+/// index within this long (Kafka's `replica.lag.time.max.ms` is 30 s; a
+/// shorter window shows a dead broker sooner).
+const REPLICA_LAG_MAX: Duration = Duration::from_secs(10);
 /// Ticks between two stores of the commit index when nothing else changes
 /// the hard state: the commit index may lag on disk (Raft relearns it), but
 /// a recent one lets a restarted node serve its data sooner.
@@ -310,6 +314,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         landed: BTreeMap::new(),
         ticks_since_commit_store: 0,
         maintenance: Vec::new(),
+        caught_up: std::collections::HashMap::new(),
     };
     tokio::spawn(driver.run(rx));
     Ok(GroupHandle { tx, status })
@@ -323,6 +328,8 @@ struct Driver<T: Transport> {
     pending: BTreeMap<u64, Pending>,
     landed: BTreeMap<u64, Landed>,
     ticks_since_commit_store: u64,
+    /// When each follower last matched the commit index (leader only).
+    caught_up: std::collections::HashMap<u64, tokio::time::Instant>,
     /// Maintenance requests, run after the current ready.
     maintenance: Vec<(i64, oneshot::Sender<Result<Vec<DeletedSegment>>>)>,
 }
@@ -413,17 +420,25 @@ impl<T: Transport> Driver<T> {
     }
 
     /// Voters whose logs are within reach of the leader's: recently heard
-    /// from and matched up to the commit index.
-    fn update_in_sync(&self) {
+    /// from, and matched up to the commit index within [`REPLICA_LAG_MAX`].
+    fn update_in_sync(&mut self) {
         let mut in_sync = Vec::new();
         if self.node.raft.state == StateRole::Leader {
+            let now = tokio::time::Instant::now();
             let committed = self.node.raft.raft_log.committed;
             for (id, p) in self.node.raft.prs().iter() {
-                if *id == self.config.node_id || (p.recent_active && p.matched >= committed) {
+                if p.matched >= committed {
+                    self.caught_up.insert(*id, now);
+                }
+                let recent =
+                    self.caught_up.get(id).is_some_and(|t| now.duration_since(*t) <= REPLICA_LAG_MAX);
+                if *id == self.config.node_id || (p.recent_active && recent) {
                     in_sync.push(*id);
                 }
             }
             in_sync.sort_unstable();
+        } else {
+            self.caught_up.clear();
         }
         *self.status.in_sync.lock().unwrap_or_else(|p| p.into_inner()) = in_sync;
     }
@@ -456,6 +471,7 @@ impl<T: Transport> Driver<T> {
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
+            self.update_in_sync();
         }
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
