@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Replication benchmarks, in one run on this machine:
+#   1. produce throughput and latency of 1 KiB records, acks=all: one broker
+#      (a Raft group of one) vs three brokers with replication factor 3;
+#   2. failover: a paced producer runs while the partition leader is
+#      SIGKILLed; the largest latency (measured from each record's intended
+#      send time) is the time from the kill to the first acknowledgement on
+#      the new leader, plus at most one pacing interval;
+#   3. CPU of each broker of a 3-broker cluster holding 1,000 idle
+#      partitions with replication factor 3.
+#
+# Usage: scripts/bench-cluster.sh   (honours CARGO_TARGET_DIR). Scale:
+#   FJORD_BENCH_RECORDS (300000)  FJORD_BENCH_IDLE_PARTITIONS (1000)
+# Everything it starts is stopped (by pid) and its data removed on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RECORDS=${FJORD_BENCH_RECORDS:-300000}
+IDLE=${FJORD_BENCH_IDLE_PARTITIONS:-1000}
+FJORD="$TARGET/release/fjord"
+WORK=$(mktemp -d "$ROOT/target/bench-cluster.XXXXXX")
+PIDS=()
+
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section() { printf '\n== %s\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_broker NAME ID PORT PEERS -> sets BROKER_PID
+start_broker() {
+    local name=$1 id=$2 port=$3 peers=$4 args=()
+    [ -n "$peers" ] && args=(--id "$id" --peers "$peers")
+    "$FJORD" --log-level warn broker --listen "127.0.0.1:$port" --data-dir "$WORK/$name" "${args[@]}" \
+        >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    BROKER_PID=$!
+    PIDS+=("$BROKER_PID")
+    for _ in $(seq 200); do grep -q "listening on" "$WORK/$name.out" 2>/dev/null && return 0; sleep 0.05; done
+    echo "broker $name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+section "build"
+cargo build --release --bin fjord 2>&1 | tail -n 1
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(df -T "$ROOT/target" | awk 'NR==2{print $2}') on $(df "$ROOT/target" | awk 'NR==2{print $1}')"
+
+section "1. produce, 1 KiB records, acks=all: 1 broker"
+P1=$(free_port)
+start_broker single 1 "$P1" ""
+"$FJORD" --broker "127.0.0.1:$P1" bench produce --topic b1 --partitions 8 --replication-factor 1 \
+    --records "$RECORDS" --record-size 1024 --acks all
+kill -TERM "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
+
+section "1. produce, 1 KiB records, acks=all: 3 brokers, replication factor 3"
+A=$(free_port); B=$(free_port); C=$(free_port)
+PEERS="1=127.0.0.1:$A,2=127.0.0.1:$B,3=127.0.0.1:$C"
+BOOT="127.0.0.1:$A,127.0.0.1:$B,127.0.0.1:$C"
+start_broker b1 1 "$A" "$PEERS"; PID1=$BROKER_PID
+start_broker b2 2 "$B" "$PEERS"; PID2=$BROKER_PID
+start_broker b3 3 "$C" "$PEERS"; PID3=$BROKER_PID
+"$FJORD" --broker "$BOOT" bench produce --topic b3 --partitions 8 --replication-factor 3 \
+    --records "$RECORDS" --record-size 1024 --acks all
+
+section "2. failover: SIGKILL the leader of a partition under a paced producer (2,000 records/s)"
+"$FJORD" --broker "$BOOT" topic create failover --partitions 1 --replication-factor 3 >/dev/null
+LEADER=$("$FJORD" --broker "$BOOT" topic describe failover --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitions"][0]["leader"])')
+"$FJORD" --broker "$BOOT" --timeout 5s bench produce --topic failover --records 16000 --record-size 1024 \
+    --rate 2000 --acks all --linger-ms 0 >"$WORK/failover.txt" 2>&1 &
+BENCH=$!
+sleep 3
+case $LEADER in 1) VICTIM=$PID1 ;; 2) VICTIM=$PID2 ;; *) VICTIM=$PID3 ;; esac
+echo "SIGKILL broker $LEADER (pid $VICTIM), the partition's leader"
+kill -KILL "$VICTIM"
+wait "$BENCH" || true
+cat "$WORK/failover.txt"
+echo "(max latency above = time from the kill to the first acknowledgement by the new leader, within 0.5 ms)"
+
+section "3. CPU of idle replicated partitions: $IDLE partitions, replication factor 3, 3 brokers"
+for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+PIDS=()
+A=$(free_port); B=$(free_port); C=$(free_port)
+PEERS="1=127.0.0.1:$A,2=127.0.0.1:$B,3=127.0.0.1:$C"
+BOOT="127.0.0.1:$A,127.0.0.1:$B,127.0.0.1:$C"
+start_broker i1 1 "$A" "$PEERS"; Q1=$BROKER_PID
+start_broker i2 2 "$B" "$PEERS"; Q2=$BROKER_PID
+start_broker i3 3 "$C" "$PEERS"; Q3=$BROKER_PID
+time "$FJORD" --broker "$BOOT" --timeout 120s topic create idle --partitions "$IDLE" --replication-factor 3
+sleep 15
+HZ=$(getconf CLK_TCK)
+T0=( "$(cpu_ticks $Q1)" "$(cpu_ticks $Q2)" "$(cpu_ticks $Q3)" )
+sleep 20
+T1=( "$(cpu_ticks $Q1)" "$(cpu_ticks $Q2)" "$(cpu_ticks $Q3)" )
+for i in 0 1 2; do
+    python3 -c "print(f'broker $((i + 1)): {100 * ($((T1[i] - T0[i]))) / $HZ / 20:.1f}% of one core over 20 s idle')"
+done
