@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjord_codec::BatchBuilder;
+use futures::{StreamExt, TryStreamExt};
 use fjord_proto::pb;
 use fjord_replication::{Ack, GroupConfig, GroupHandle, GroupStore, Message};
 use fjord_storage::{FlushPolicy, Log, LogConfig, RaftState};
@@ -34,8 +35,13 @@ const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a topic creation waits for its partitions to elect leaders
 /// before it answers anyway (clients retry NOT_LEADER meanwhile).
 const CREATE_WAIT_FOR_LEADERS: Duration = Duration::from_secs(10);
-/// How long an admin change waits for its command to be committed and applied.
+/// How long an admin change waits for its command to be committed.
 const ADMIN_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long it then waits for this broker to apply it (opening thousands
+/// of partition replicas takes a while).
+const ADMIN_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Partition replicas opened at once when a topic is created or replayed.
+const PARTITION_OPENS_PARALLEL: usize = 32;
 
 /// A topic and the replicas of its partitions on this broker.
 #[derive(Debug)]
@@ -218,7 +224,7 @@ impl Broker {
                     e => crate::partition::replication_err(e),
                 })?;
         let mut applied = self.applied.subscribe();
-        tokio::time::timeout(ADMIN_COMMIT_TIMEOUT, applied.wait_for(|a| *a >= committed.next_offset))
+        tokio::time::timeout(ADMIN_APPLY_TIMEOUT, applied.wait_for(|a| *a >= committed.next_offset))
             .await
             .map_err(|_| Error::Timeout("the metadata change was not applied in time".into()))?
             .map_err(|_| Error::Unavailable("the broker is shutting down".into()))?;
@@ -314,29 +320,32 @@ impl Broker {
             Change::None => {}
             Change::Created(meta) => {
                 let me = self.config.broker_id;
-                let mut partitions = Vec::with_capacity(meta.assignment.len());
-                for (p, replicas) in meta.assignment.iter().enumerate() {
-                    if !replicas.contains(&me) {
-                        partitions.push(None);
-                        continue;
-                    }
+                // Replicas open in parallel (file creation and directory
+                // fsyncs overlap), a bounded number at a time.
+                let opens: Vec<_> = meta.assignment.clone().into_iter().enumerate().map(|(p, replicas)| {
+                    let hosted = replicas.contains(&me);
                     let dir = self.partition_dir(&meta.name, p as u32);
-                    let (name, replicas, group) =
-                        (meta.name.clone(), replicas.clone(), meta.first_group + p as u64);
+                    let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
                     let log_config = meta.settings.log_config(self.config.flush);
                     let (transport, peers) = (self.transport.clone(), self.peers.clone());
-                    let partition = blocking(move || {
-                        Partition::open(
-                            &dir, &name, p as u32, log_config, group, me, replicas, transport, peers,
-                        )
-                    })
-                    .await?;
-                    let partition = Arc::new(partition);
-                    self.groups
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(group, partition.group.clone());
-                    partitions.push(Some(partition));
+                    async move {
+                        if !hosted {
+                            return Ok(None);
+                        }
+                        blocking(move || {
+                            Partition::open(&dir, &name, p as u32, log_config, group, me, replicas, transport, peers)
+                        })
+                        .await
+                        .map(|p| Some(Arc::new(p)))
+                    }
+                }).collect();
+                let partitions: Vec<Option<Arc<Partition>>> =
+                    futures::stream::iter(opens).buffered(PARTITION_OPENS_PARALLEL).try_collect().await?;
+                {
+                    let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+                    for p in partitions.iter().flatten() {
+                        groups.insert(meta.first_group + p.id as u64, p.group.clone());
+                    }
                 }
                 let topic = Arc::new(Topic { meta: meta.clone(), partitions });
                 self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), topic);

@@ -68,6 +68,9 @@ struct Inner {
     segments: Vec<Segment>,
     /// Last Raft entry in the log, if any.
     last_raft: Option<RaftPos>,
+    /// Raft index of the first entry in the log (cached: Raft asks for it
+    /// on every message).
+    first_raft: Option<u64>,
     /// Raft index the next append must carry when the log holds no entry
     /// to follow (after truncating everything); `None` accepts any.
     next_raft_index: Option<u64>,
@@ -135,10 +138,11 @@ impl Log {
             }
         }
         let end = segments.last().expect("never empty").next_offset;
+        let first_raft = segments.iter().find_map(|s| s.first_raft_index());
         let log = Log {
             dir,
             config,
-            inner: Mutex::new(Inner { segments, last_raft, next_raft_index: None, poisoned: None }),
+            inner: Mutex::new(Inner { segments, last_raft, first_raft, next_raft_index: None, poisoned: None }),
             sync: Mutex::new(SyncState {
                 durable: end,
                 syncing: false,
@@ -250,6 +254,7 @@ impl Log {
             return Err(self.poison(&mut inner, e));
         }
         inner.last_raft = Some(raft);
+        inner.first_raft.get_or_insert(raft.index);
         inner.next_raft_index = None;
         Ok(Appended { base_offset: header.base_offset, next_offset: header.next_offset() })
     }
@@ -536,6 +541,7 @@ impl Log {
         }
         inner.last_raft = last.map(|h| RaftPos { term: h.raft_term, index: h.raft_index });
         inner.next_raft_index = if inner.last_raft.is_none() { Some(first_dropped_raft) } else { None };
+        inner.first_raft = inner.segments.iter().find_map(|s| s.first_raft_index());
         // `truncate_to` fsynced the segment: everything below `offset` is durable.
         let mut st = self.lock_sync();
         st.durable = offset;
@@ -577,6 +583,7 @@ impl Log {
             return Err(self.poison(&mut inner, e));
         }
         inner.last_raft = None;
+        inner.first_raft = None;
         inner.next_raft_index = Some(next_raft_index);
         let mut st = self.lock_sync();
         st.durable = start_offset;
@@ -615,6 +622,7 @@ impl Log {
             deleted.push(d);
         }
         if !deleted.is_empty() {
+            inner.first_raft = inner.segments.iter().find_map(|s| s.first_raft_index());
             sync_dir(&self.dir)?;
         }
         Ok(deleted)
@@ -695,7 +703,7 @@ impl Log {
 
     /// Raft index of the first entry in the log, if any.
     pub fn first_raft_index(&self) -> Option<u64> {
-        self.lock().segments.iter().find_map(|s| s.first_raft_index())
+        self.lock().first_raft
     }
 }
 
