@@ -13,10 +13,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjord_codec::BatchBuilder;
-use futures::{StreamExt, TryStreamExt};
 use fjord_proto::pb;
 use fjord_replication::{Ack, GroupConfig, GroupHandle, GroupStore, Message};
 use fjord_storage::{FlushPolicy, Log, LogConfig, RaftState};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, PARTITIONS_MAX, TOPICS_MAX};
@@ -134,6 +134,11 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Records that a peer's traffic arrived (liveness for quiescence).
+    pub(crate) fn heard_from(&self, peer: u64) {
+        self.transport.heard_from(peer);
+    }
+
     /// Hands a peer's Raft message to its group (dropped if the group is
     /// not here yet: Raft resends once the replica exists).
     pub(crate) fn step(&self, group: u64, msg: Message) {
@@ -143,12 +148,28 @@ impl Broker {
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))
+        let found = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        match found {
+            Some(t) => Ok(t),
+            None => {
+                self.check_metadata_loaded()?;
+                Err(Error::UnknownTopic(name.to_owned()))
+            }
+        }
+    }
+
+    /// Fails (retriably) until this broker has applied the cluster metadata
+    /// as far as the metadata group has committed it, so that a broker
+    /// that just started does not answer "unknown topic" or an empty list
+    /// for topics it has not replayed yet.
+    pub(crate) fn check_metadata_loaded(&self) -> Result<()> {
+        let status = self.metadata.status();
+        let loaded = status.leader() != 0 && *self.applied.borrow() >= status.high_watermark();
+        if loaded {
+            Ok(())
+        } else {
+            Err(Error::Unavailable("this broker has not loaded the cluster metadata yet; retry".into()))
+        }
     }
 
     pub(crate) fn topics(&self) -> Vec<Arc<Topic>> {
@@ -322,23 +343,31 @@ impl Broker {
                 let me = self.config.broker_id;
                 // Replicas open in parallel (file creation and directory
                 // fsyncs overlap), a bounded number at a time.
-                let opens: Vec<_> = meta.assignment.clone().into_iter().enumerate().map(|(p, replicas)| {
-                    let hosted = replicas.contains(&me);
-                    let dir = self.partition_dir(&meta.name, p as u32);
-                    let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
-                    let log_config = meta.settings.log_config(self.config.flush);
-                    let (transport, peers) = (self.transport.clone(), self.peers.clone());
-                    async move {
-                        if !hosted {
-                            return Ok(None);
+                let opens: Vec<_> = meta
+                    .assignment
+                    .clone()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, replicas)| {
+                        let hosted = replicas.contains(&me);
+                        let dir = self.partition_dir(&meta.name, p as u32);
+                        let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
+                        let log_config = meta.settings.log_config(self.config.flush);
+                        let (transport, peers) = (self.transport.clone(), self.peers.clone());
+                        async move {
+                            if !hosted {
+                                return Ok(None);
+                            }
+                            blocking(move || {
+                                Partition::open(
+                                    &dir, &name, p as u32, log_config, group, me, replicas, transport, peers,
+                                )
+                            })
+                            .await
+                            .map(|p| Some(Arc::new(p)))
                         }
-                        blocking(move || {
-                            Partition::open(&dir, &name, p as u32, log_config, group, me, replicas, transport, peers)
-                        })
-                        .await
-                        .map(|p| Some(Arc::new(p)))
-                    }
-                }).collect();
+                    })
+                    .collect();
                 let partitions: Vec<Option<Arc<Partition>>> =
                     futures::stream::iter(opens).buffered(PARTITION_OPENS_PARALLEL).try_collect().await?;
                 {

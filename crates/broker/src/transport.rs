@@ -31,6 +31,12 @@ const STREAM_BUFFER: usize = 64;
 pub(crate) const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
 /// Connect timeout to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// An idle link sends an empty batch this often, so each broker knows its
+/// peers are alive even when every group is quiet.
+const PING_INTERVAL: Duration = Duration::from_millis(200);
+/// A peer not heard from for this long is taken for dead: the groups it
+/// leads start ticking (and electing). The shortest election timeout.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Injected network faults (tests only; see `--enable-fault-injection`).
 #[derive(Debug, Default)]
@@ -49,11 +55,14 @@ impl Faults {
     }
 }
 
-/// Sends Raft messages to peers, one queue and one stream per peer.
+/// Sends Raft messages to peers, one queue and one stream per peer, and
+/// tracks when each peer was last heard from.
 #[derive(Debug)]
 pub(crate) struct PeerTransport {
+    me: u64,
     queues: BTreeMap<u64, mpsc::Sender<(u64, Message)>>,
     pub(crate) faults: Arc<Faults>,
+    last_heard: RwLock<std::collections::HashMap<u64, tokio::time::Instant>>,
 }
 
 impl PeerTransport {
@@ -68,7 +77,13 @@ impl PeerTransport {
             tokio::spawn(run_peer(me, id, addr.clone(), rx));
             queues.insert(id, tx);
         }
-        PeerTransport { queues, faults }
+        PeerTransport { me, queues, faults, last_heard: RwLock::default() }
+    }
+
+    /// Records traffic from `peer`.
+    pub(crate) fn heard_from(&self, peer: u64) {
+        let now = tokio::time::Instant::now();
+        self.last_heard.write().unwrap_or_else(|p| p.into_inner()).insert(peer, now);
     }
 }
 
@@ -80,6 +95,16 @@ impl Transport for PeerTransport {
         if let Some(q) = self.queues.get(&to) {
             let _ = q.try_send((group, msg));
         }
+    }
+
+    fn is_alive(&self, node: u64) -> bool {
+        node == self.me
+            || self
+                .last_heard
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&node)
+                .is_some_and(|t| t.elapsed() <= LIVENESS_TIMEOUT)
     }
 }
 
@@ -99,9 +124,12 @@ async fn run_peer(me: u64, to: u64, addr: String, mut queue: mpsc::Receiver<(u64
         let call =
             tokio::spawn(async move { RaftClient::new(channel).send(ReceiverStream::new(stream_rx)).await });
         loop {
-            let Some(first) = queue.recv().await else { return };
             let mut messages = Vec::with_capacity(8);
-            push(&mut messages, first);
+            match tokio::time::timeout(PING_INTERVAL, queue.recv()).await {
+                Ok(Some(first)) => push(&mut messages, first),
+                Ok(None) => return,
+                Err(_) => {} // idle: an empty batch is the ping
+            }
             while messages.len() < BATCH_MESSAGES_MAX {
                 match queue.try_recv() {
                     Ok(m) => push(&mut messages, m),
@@ -152,6 +180,7 @@ impl Raft for RaftService {
             if self.broker.faults.is_isolated(batch.from) {
                 continue;
             }
+            self.broker.heard_from(batch.from);
             for env in batch.messages {
                 match decode_message(&env.message) {
                     Ok(msg) => self.broker.step(env.group, msg),

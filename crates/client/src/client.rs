@@ -72,8 +72,28 @@ impl Client {
     /// if no bootstrap broker answered within its timeouts.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         let client = Self::new(config)?;
-        client.cluster.refresh().await?;
-        Ok(client)
+        // A broker that is up but still loading the cluster metadata (just
+        // started, or no metadata leader yet) answers UNAVAILABLE: wait for
+        // it within the retry deadline. Unreachable brokers fail at once.
+        let deadline = Instant::now() + client.config().retry_deadline;
+        let mut delay = client.config().retry_backoff_initial;
+        loop {
+            match client.cluster.refresh().await {
+                Ok(_) => return Ok(client),
+                Err(e) => {
+                    let loading = match &e {
+                        Error::NoBrokerAvailable { last, .. } => matches!(**last, Error::Unavailable { .. }),
+                        Error::Unavailable { .. } => true,
+                        _ => false,
+                    };
+                    if !loading || Instant::now() + delay > deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(client.config().retry_backoff_max);
+                }
+            }
+        }
     }
 
     /// The settings this client was built with.

@@ -13,6 +13,19 @@
 //!    `advance_apply`.
 //!
 //! A storage error stops the group: it never continues on a broken log.
+//!
+//! # Quiescence
+//! An idle partition would still cost a tick and a heartbeat round trip
+//! per follower every 200 ms; a thousand of them keep a broker busy. So a
+//! settled group stops ticking: a leader with nothing pending, every
+//! follower matched and recently active, and no activity for a few ticks;
+//! a follower whose leader's broker is alive. Raft's safety does not rest
+//! on ticks, only its liveness does, and liveness is kept by the
+//! transport: brokers ping each other, so when a leader's broker dies its
+//! followers see it within a second and start ticking (and electing); when
+//! a leader cannot hear a follower's broker it ticks, and check-quorum
+//! makes it step down if it is cut off. Any message or proposal wakes a
+//! group up again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +46,14 @@ use crate::{Error, Result, Transport};
 pub const MAILBOX_CAPACITY: usize = 4096;
 /// Messages handled between two readies, so one busy group cannot starve a tick.
 const MESSAGES_PER_READY_MAX: usize = 256;
+/// Ticks a leader keeps ticking after its last activity (anything but
+/// heartbeats) before it may quiesce: enough heartbeats to carry the final
+/// commit index to every follower.
+const LEADER_QUIESCE_AFTER_TICKS: u64 = 5;
+/// The same for a follower: fewer, so that followers are quiet before
+/// their leader stops heartbeating and none of them times out.
+const FOLLOWER_QUIESCE_AFTER_TICKS: u64 = 2;
+const _: () = assert!(FOLLOWER_QUIESCE_AFTER_TICKS < LEADER_QUIESCE_AFTER_TICKS);
 /// A follower counts as in sync while it has matched the leader's commit
 /// index within this long (Kafka's `replica.lag.time.max.ms` is 30 s; a
 /// shorter window shows a dead broker sooner).
@@ -63,6 +84,9 @@ pub struct GroupConfig {
     pub max_inflight_msgs: usize,
     /// When appended entries are fsynced.
     pub flush: FlushPolicy,
+    /// Let the group stop ticking while it is settled (see the module
+    /// doc). Off for the metadata group, whose traffic nothing depends on.
+    pub quiesce: bool,
 }
 
 impl GroupConfig {
@@ -81,6 +105,7 @@ impl GroupConfig {
             max_size_per_msg: 4 * 1024 * 1024,
             max_inflight_msgs: 64,
             flush: FlushPolicy::Always,
+            quiesce: true,
         }
     }
 }
@@ -315,6 +340,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         pending: BTreeMap::new(),
         landed: BTreeMap::new(),
         ticks_since_commit_store: 0,
+        idle_ticks: 0,
         maintenance: Vec::new(),
         caught_up: std::collections::HashMap::new(),
     };
@@ -330,6 +356,8 @@ struct Driver<T: Transport> {
     pending: BTreeMap<u64, Pending>,
     landed: BTreeMap<u64, Landed>,
     ticks_since_commit_store: u64,
+    /// Ticks since the group last did anything; see Quiescence.
+    idle_ticks: u64,
     /// When each follower last matched the commit index (leader only).
     caught_up: std::collections::HashMap<u64, tokio::time::Instant>,
     /// Maintenance requests, run after the current ready.
@@ -343,7 +371,10 @@ impl<T: Transport> Driver<T> {
         let stopped_by = loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    self.node.tick();
+                    if self.should_tick() {
+                        self.node.tick();
+                        self.idle_ticks += 1;
+                    }
                     self.ticks_since_commit_store += 1;
                     self.update_in_sync();
                 }
@@ -385,6 +416,12 @@ impl<T: Transport> Driver<T> {
 
     /// Handles one mailbox message; returns the stop reply if asked to stop.
     fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
+        // Heartbeats are what a settled group exchanges; anything else is activity.
+        let heartbeat = matches!(&msg, Msg::Raft(m)
+            if matches!(m.get_msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse));
+        if !heartbeat && !matches!(msg, Msg::Maintain { .. }) {
+            self.idle_ticks = 0;
+        }
         match msg {
             Msg::Raft(m) => {
                 if let Err(e) = self.node.step(*m) {
@@ -400,6 +437,32 @@ impl<T: Transport> Driver<T> {
             Msg::Stop(tx) => return Some(tx),
         }
         None
+    }
+
+    /// Whether this tick must reach raft-rs (see Quiescence in the module doc).
+    fn should_tick(&self) -> bool {
+        if !self.config.quiesce {
+            return true;
+        }
+        let raft = &self.node.raft;
+        match raft.state {
+            StateRole::Leader => {
+                let last = raft.raft_log.last_index();
+                self.idle_ticks < LEADER_QUIESCE_AFTER_TICKS
+                    || !self.pending.is_empty()
+                    || raft.lead_transferee.is_some()
+                    || raft.raft_log.committed < last
+                    || raft.prs().iter().any(|(id, p)| {
+                        *id != self.config.node_id && (p.matched < last || !self.transport.is_alive(*id))
+                    })
+            }
+            StateRole::Follower => {
+                self.idle_ticks < FOLLOWER_QUIESCE_AFTER_TICKS
+                    || raft.leader_id == 0
+                    || !self.transport.is_alive(raft.leader_id)
+            }
+            StateRole::Candidate | StateRole::PreCandidate => true,
+        }
     }
 
     /// Hands leadership to `to` if it is caught up and reachable; a

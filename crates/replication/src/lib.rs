@@ -25,6 +25,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Queues `msg` of group `group` for node `to`. Losing it is allowed:
     /// Raft retransmits.
     fn send(&self, to: u64, group: u64, msg: Message);
+
+    /// Whether node `node` was heard from recently (any traffic: the
+    /// transport keeps links alive with pings). Settled groups stop ticking
+    /// while every node they depend on is alive; see `group`'s quiescence.
+    fn is_alive(&self, node: u64) -> bool;
 }
 
 /// Encodes a Raft message for the wire.

@@ -30,6 +30,10 @@ impl Transport for Net {
             h.step(msg);
         }
     }
+
+    fn is_alive(&self, node: u64) -> bool {
+        !self.down.lock().unwrap().contains(&node)
+    }
 }
 
 fn batch(v: &str) -> Bytes {

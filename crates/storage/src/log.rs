@@ -142,7 +142,13 @@ impl Log {
         let log = Log {
             dir,
             config,
-            inner: Mutex::new(Inner { segments, last_raft, first_raft, next_raft_index: None, poisoned: None }),
+            inner: Mutex::new(Inner {
+                segments,
+                last_raft,
+                first_raft,
+                next_raft_index: None,
+                poisoned: None,
+            }),
             sync: Mutex::new(SyncState {
                 durable: end,
                 syncing: false,

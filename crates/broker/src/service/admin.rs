@@ -88,6 +88,7 @@ impl Admin for AdminService {
         &self,
         _: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        self.broker.check_metadata_loaded()?;
         let topics = self
             .broker
             .topics()
@@ -126,6 +127,7 @@ impl Admin for AdminService {
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let req = request.into_inner();
+        self.broker.check_metadata_loaded()?;
         let topics = if req.topics.is_empty() {
             self.broker.topics()
         } else {
