@@ -222,6 +222,10 @@ fn from_code(code: Code, message: String) -> Error {
         Code::ResourceExhausted => Error::Busy { message },
         Code::InvalidArgument => Error::InvalidArgument { message },
         Code::AlreadyExists => Error::TopicAlreadyExists { message },
+        // A broker never answers UNKNOWN or CANCELLED itself: tonic reports
+        // a connection that broke mid-call (a broker dying) that way, and
+        // the call may be retried elsewhere like any unavailability.
+        Code::Unknown | Code::Cancelled => Error::Unavailable { message: format!("connection lost: {message}") },
         code => Error::Other { code, message },
     }
 }
@@ -241,6 +245,15 @@ mod tests {
 
     fn detail(code: pb::ErrorCode) -> pb::ErrorDetail {
         pb::ErrorDetail { code: code as i32, message: "m".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_connection_lost_mid_call_is_retriable() {
+        for code in [Code::Unknown, Code::Cancelled] {
+            let e = Error::from(Status::new(code, "transport error"));
+            assert!(e.is_retriable(), "{code:?}: {e}");
+        }
+        assert!(!Error::from(Status::new(Code::PermissionDenied, "no")).is_retriable());
     }
 
     #[test]
