@@ -5,7 +5,8 @@
 //! time in and asks when to wake up next, which keeps the linger and
 //! ordering logic testable without a broker or a clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,7 +83,14 @@ const _: () = assert!(MAX_IN_FLIGHT_PER_PARTITION == 1);
 pub(crate) struct Accumulator {
     batch_bytes: usize,
     linger: Duration,
-    queues: HashMap<TopicPartition, PartitionQueue>,
+    /// Ordered so that `drain` can go round-robin from `drain_after`.
+    queues: BTreeMap<TopicPartition, PartitionQueue>,
+    /// The partition `drain` took last; the next scan starts after it, as
+    /// Kafka's `RecordAccumulator` rotates its drain index, so that when
+    /// more partitions are ready than there are free slots every one of
+    /// them gets a turn instead of the first few in map order winning
+    /// every freed slot.
+    drain_after: Option<TopicPartition>,
     /// Sticky choice and latest known partition count, per topic.
     sticky: HashMap<String, (Sticky, u32)>,
     /// Bytes in open, ready and in-flight batches.
@@ -97,7 +105,8 @@ impl Accumulator {
         Accumulator {
             batch_bytes,
             linger,
-            queues: HashMap::new(),
+            queues: BTreeMap::new(),
+            drain_after: None,
             sticky: HashMap::new(),
             buffered_bytes: 0,
             in_flight_bytes: HashMap::new(),
@@ -182,19 +191,26 @@ impl Accumulator {
     /// none from a partition with a batch in flight: a closed batch first,
     /// else an open one whose linger has passed (or any open one if
     /// `flushing`). The partitions taken are marked in flight.
+    ///
+    /// The scan is round-robin: it starts after the partition the previous
+    /// call took last and wraps around, so a partition that is ready waits
+    /// at most one rotation for a free slot.
     pub(crate) fn drain(&mut self, now: Instant, max: usize, flushing: bool) -> Vec<ReadyBatch> {
-        let mut out = Vec::new();
-        let keys: Vec<TopicPartition> = self
+        let sendable = |q: &PartitionQueue| {
+            !q.in_flight
+                && (!q.ready.is_empty()
+                    || q.open.as_ref().is_some_and(|o| flushing || now >= o.created + self.linger))
+        };
+        // After the cursor to the end, then wrapping round from the start.
+        let start = self.drain_after.as_ref();
+        let tail = self
             .queues
-            .iter()
-            .filter(|(_, q)| !q.in_flight)
-            .filter(|(_, q)| {
-                !q.ready.is_empty()
-                    || q.open.as_ref().is_some_and(|o| flushing || now >= o.created + self.linger)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys.into_iter().take(max) {
+            .range::<TopicPartition, _>((start.map_or(Bound::Unbounded, Bound::Excluded), Bound::Unbounded));
+        let head = start.into_iter().flat_map(|k| self.queues.range::<TopicPartition, _>(..=k));
+        let keys: Vec<TopicPartition> =
+            tail.chain(head).filter(|(_, q)| sendable(q)).map(|(k, _)| k.clone()).take(max).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
             let queue = self.queues.get_mut(&key).expect("key from map");
             if queue.ready.is_empty() {
                 self.close_open(&key);
@@ -202,7 +218,8 @@ impl Accumulator {
             let queue = self.queues.get_mut(&key).expect("key from map");
             let batch = queue.ready.pop_front().expect("a batch is ready");
             queue.in_flight = true;
-            self.in_flight_bytes.insert(key, batch.bytes.len());
+            self.in_flight_bytes.insert(key.clone(), batch.bytes.len());
+            self.drain_after = Some(key);
             out.push(batch);
         }
         out
@@ -333,6 +350,48 @@ mod tests {
         for mut rx in rxs {
             assert!(matches!(rx.try_recv().unwrap(), Err(Error::Timeout { .. })));
         }
+        assert!(acc.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_ready_partitions_than_slots_all_get_turns() {
+        // The bench's shape: 8 partitions, each with a backlog of full
+        // batches, and 5 slots of which the oldest frees up at a time.
+        const PARTITIONS: u32 = 8;
+        const SLOTS: usize = 5;
+        const BACKLOG: usize = 10;
+        let mut acc = Accumulator::new(batch_for_records(1, 100), LINGER, 1);
+        let now = Instant::now();
+        let mut rxs = Vec::new();
+        for _ in 0..BACKLOG {
+            for p in 0..PARTITIONS {
+                let (rec, rx) = pending("t", Target::Partition(p), &[1; 100]);
+                acc.append(rec, now);
+                rxs.push(rx);
+            }
+        }
+        let mut in_flight: VecDeque<ReadyBatch> = acc.drain(now, SLOTS, false).into();
+        let mut sent = vec![0usize; PARTITIONS as usize];
+        in_flight.iter().for_each(|b| sent[b.partition as usize] += 1);
+        let mut drains = 1;
+        while !in_flight.is_empty() {
+            let done = in_flight.pop_front().expect("not empty");
+            acc.complete(&done.topic, done.partition);
+            done.complete(Ok(0));
+            for b in acc.drain(now, SLOTS - in_flight.len(), false) {
+                sent[b.partition as usize] += 1;
+                in_flight.push_back(b);
+            }
+            drains += 1;
+            // Each slot that frees goes to the next partition in turn, so
+            // after one rotation (and from then on) the counts differ by at
+            // most one.
+            if drains > PARTITIONS as usize {
+                let (min, max) = (sent.iter().min().unwrap(), sent.iter().max().unwrap());
+                assert!(max - min <= 1, "after {drains} drains the partitions were sent {sent:?} times");
+            }
+        }
+        assert_eq!(sent, vec![BACKLOG; PARTITIONS as usize]);
         assert!(acc.is_empty());
     }
 
