@@ -229,6 +229,11 @@ pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_inde
     batch[..STAMP_END].copy_from_slice(&p);
 }
 
+/// Bytes a [`BatchBuilder::new`] reserves: a header and 1 KiB of records,
+/// enough for a handful of small records (control batches, tests, tools)
+/// without reserving `len_max`, which may be up to [`BATCH_LEN_MAX`].
+const BUILDER_CAPACITY_DEFAULT: usize = BATCH_HEADER_LEN + 1024;
+
 /// Builds a record batch, as a producer does.
 ///
 /// ```
@@ -254,13 +259,29 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     /// A builder whose batch will not exceed `len_max` bytes (capped at
-    /// [`BATCH_LEN_MAX`]).
+    /// [`BATCH_LEN_MAX`]). It starts small, with room for a header and
+    /// 1 KiB of records, and grows as records are pushed:
+    /// right for one-off batches built with a generous `len_max`. A caller
+    /// that fills batches to their limit should use
+    /// [`with_capacity`](Self::with_capacity).
     pub fn new(len_max: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + 1024);
+        Self::with_capacity(len_max, BUILDER_CAPACITY_DEFAULT)
+    }
+
+    /// A builder like [`new`](Self::new) that reserves room for `capacity`
+    /// bytes, header included, up front, so that a batch filled up to
+    /// `capacity` is never reallocated and copied while it grows.
+    /// `capacity` is clamped to `BATCH_HEADER_LEN..=len_max` (after
+    /// `len_max` is capped at [`BATCH_LEN_MAX`]): nothing beyond the limit
+    /// can ever be used.
+    pub fn with_capacity(len_max: usize, capacity: usize) -> Self {
+        let len_max = len_max.min(BATCH_LEN_MAX);
+        let capacity = capacity.min(len_max).max(BATCH_HEADER_LEN);
+        let mut buf = BytesMut::with_capacity(capacity);
         buf.put_bytes(0, BATCH_HEADER_LEN);
         BatchBuilder {
             buf,
-            len_max: len_max.min(BATCH_LEN_MAX),
+            len_max,
             count: 0,
             first_timestamp: 0,
             max_timestamp: i64::MIN,
@@ -340,6 +361,11 @@ impl BatchBuilder {
     /// Number of records pushed so far.
     pub fn record_count(&self) -> u32 {
         self.count
+    }
+
+    /// Bytes the builder can hold before it must reallocate.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Bytes the batch would have if finished now.
@@ -433,5 +459,50 @@ impl Iterator for BatchIter {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pushes 100-byte records until the builder refuses one; returns how
+    /// many times its buffer had to grow.
+    fn fill(b: &mut BatchBuilder) -> usize {
+        let mut grew = 0;
+        let mut capacity = b.capacity();
+        while b.push(None, Some(&[7; 100]), &[], 0).is_ok() {
+            if b.capacity() != capacity {
+                grew += 1;
+                capacity = b.capacity();
+            }
+        }
+        grew
+    }
+
+    #[test]
+    fn with_capacity_fills_to_its_limit_without_growing() {
+        const LEN_MAX: usize = 256 * 1024;
+        let mut b = BatchBuilder::with_capacity(LEN_MAX, LEN_MAX);
+        assert!(b.capacity() >= LEN_MAX);
+        assert_eq!(fill(&mut b), 0, "the buffer was reallocated");
+        assert!(b.len() + BatchBuilder::record_len(None, Some(&[7; 100]), &[]) > LEN_MAX);
+        let header = validate_batch(&b.finish(), LEN_MAX).unwrap();
+        assert!(header.record_count > 2000);
+
+        // `new` starts small, so the same batch grows (and is copied) as it fills.
+        let mut small = BatchBuilder::new(LEN_MAX);
+        assert!(small.capacity() < LEN_MAX / 16);
+        assert!(fill(&mut small) > 0);
+    }
+
+    #[test]
+    fn with_capacity_reserves_no_more_than_the_limit_allows() {
+        assert!(BatchBuilder::with_capacity(4096, 1 << 30).capacity() < 1 << 20);
+        assert!(BatchBuilder::with_capacity(1 << 30, 1 << 30).capacity() < 2 * BATCH_LEN_MAX);
+        // Below a header: still room for the header, which is always written.
+        let b = BatchBuilder::with_capacity(4096, 0);
+        assert!(b.capacity() >= BATCH_HEADER_LEN);
+        assert_eq!(b.len(), BATCH_HEADER_LEN);
     }
 }

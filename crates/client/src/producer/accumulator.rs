@@ -93,9 +93,9 @@ pub(crate) struct Accumulator {
     drain_after: Option<TopicPartition>,
     /// Sticky choice and latest known partition count, per topic.
     sticky: HashMap<String, (Sticky, u32)>,
-    /// Bytes in open, ready and in-flight batches.
+    /// Bytes reserved by open, ready and in-flight batches: `batch_bytes`
+    /// each, because every batch reserves its full size when it opens.
     buffered_bytes: usize,
-    in_flight_bytes: HashMap<TopicPartition, usize>,
     seed: u64,
 }
 
@@ -109,12 +109,11 @@ impl Accumulator {
             drain_after: None,
             sticky: HashMap::new(),
             buffered_bytes: 0,
-            in_flight_bytes: HashMap::new(),
             seed,
         }
     }
 
-    /// Bytes held in batches not yet acknowledged.
+    /// Bytes reserved by batches not yet acknowledged.
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
     }
@@ -144,21 +143,24 @@ impl Accumulator {
         let queue = self.queues.entry(key.clone()).or_default();
         let mut pushed = false;
         if let Some(open) = queue.open.as_mut() {
-            let before = open.builder.len();
             if open.builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp).is_ok() {
-                self.buffered_bytes += open.builder.len() - before;
                 pushed = true;
             } else {
                 self.close_open(&key);
             }
         }
         if !pushed {
-            let mut builder = BatchBuilder::new(self.batch_bytes);
+            // Reserving the whole batch up front means a batch filled to
+            // `batch_bytes` is never reallocated and copied as it grows; the
+            // reservation is what counts against `buffer_bytes`, so the
+            // memory really held stays bounded however many partitions
+            // have a batch open.
+            let mut builder = BatchBuilder::with_capacity(self.batch_bytes, self.batch_bytes);
             if let Err(e) = builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp) {
                 let _ = rec.tx.send(Err(Error::InvalidArgument { message: e.to_string() }));
                 return partition;
             }
-            self.buffered_bytes += builder.len();
+            self.buffered_bytes += self.batch_bytes;
             let queue = self.queues.get_mut(&key).expect("queue was just created");
             queue.open = Some(OpenBatch { builder, created: now, waiters: Vec::new() });
         }
@@ -218,7 +220,6 @@ impl Accumulator {
             let queue = self.queues.get_mut(&key).expect("key from map");
             let batch = queue.ready.pop_front().expect("a batch is ready");
             queue.in_flight = true;
-            self.in_flight_bytes.insert(key.clone(), batch.bytes.len());
             self.drain_after = Some(key);
             out.push(batch);
         }
@@ -232,12 +233,11 @@ impl Accumulator {
         if let Some(q) = self.queues.get_mut(&key) {
             assert!(q.in_flight, "completing {topic}/{partition} which has no batch in flight");
             q.in_flight = false;
+            self.buffered_bytes -= self.batch_bytes;
             if q.open.is_none() && q.ready.is_empty() {
                 self.queues.remove(&key);
             }
         }
-        let bytes = self.in_flight_bytes.remove(&key).unwrap_or(0);
-        self.buffered_bytes -= bytes;
     }
 
     /// When the next open batch's linger ends, among partitions that could
@@ -351,6 +351,28 @@ mod tests {
             assert!(matches!(rx.try_recv().unwrap(), Err(Error::Timeout { .. })));
         }
         assert!(acc.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_reserves_and_is_charged_its_full_size() {
+        const BATCH_BYTES: usize = 64 * 1024;
+        let mut acc = Accumulator::new(BATCH_BYTES, LINGER, 1);
+        let now = Instant::now();
+        let mut rxs = Vec::new();
+        for p in 0..2 {
+            let (rec, rx) = pending("t", Target::Partition(p), b"small");
+            acc.append(rec, now);
+            rxs.push(rx);
+        }
+        let open = acc.queues[&("t".to_string(), 0)].open.as_ref().expect("a batch is open");
+        assert!(open.builder.capacity() >= BATCH_BYTES, "filling the batch would reallocate it");
+        assert_eq!(acc.buffered_bytes(), 2 * BATCH_BYTES);
+        let sent = acc.drain(now, 1, true);
+        assert_eq!(acc.buffered_bytes(), 2 * BATCH_BYTES, "in flight, still held");
+        for b in sent {
+            acc.complete(&b.topic, b.partition);
+        }
+        assert_eq!(acc.buffered_bytes(), BATCH_BYTES);
     }
 
     #[tokio::test(start_paused = true)]

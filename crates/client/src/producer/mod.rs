@@ -82,7 +82,10 @@ pub struct ProducerConfig {
     /// [`MAX_IN_FLIGHT_REQUESTS_DEFAULT`] (5). Per partition it is always
     /// [`MAX_IN_FLIGHT_PER_PARTITION`].
     pub max_in_flight_requests: usize,
-    /// Bytes buffered before `send` waits. Default [`BUFFER_BYTES_DEFAULT`] (32 MiB).
+    /// Bytes buffered before `send` waits. Default [`BUFFER_BYTES_DEFAULT`]
+    /// (32 MiB). Each batch counts as `batch_bytes` from the moment it
+    /// opens until it is acknowledged, because it reserves that much memory
+    /// up front; so this also bounds how many batches can be open at once.
     pub buffer_bytes: usize,
     /// Acknowledgement level. Default [`Acks::All`].
     pub acks: Acks,
