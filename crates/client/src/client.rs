@@ -312,11 +312,33 @@ impl Client {
         hint: Option<String>,
         timeout: Duration,
     ) -> Result<u64> {
-        let (addr, channel) = self.leader_channel(topic, partition, hint).await?;
+        let (addr, _) = self.leader_channel(topic, partition, hint).await?;
+        let mut results = self.produce_to(&addr, topic, vec![(partition, batch)], acks, timeout).await?;
+        results.pop().expect("one result per batch")
+    }
+
+    /// One attempt, bounded by `timeout`, to append batches of several
+    /// partitions of `topic` in one request to the broker at `addr`.
+    /// `Err` if the request as a whole failed (the broker writes nothing of
+    /// a request it refuses); otherwise each partition's base offset or
+    /// error, in the order of `batches`.
+    pub(crate) async fn produce_to(
+        &self,
+        addr: &str,
+        topic: &str,
+        batches: Vec<(u32, Bytes)>,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<Vec<Result<u64>>> {
+        let channel = self.cluster.channel(addr)?;
+        let partitions: Vec<u32> = batches.iter().map(|(p, _)| *p).collect();
         let msg = pb::ProduceRequest {
             correlation_id: 0,
             topic: topic.to_string(),
-            batches: vec![pb::PartitionBatch { partition, batch }],
+            batches: batches
+                .into_iter()
+                .map(|(partition, batch)| pb::PartitionBatch { partition, batch })
+                .collect(),
             acks: match acks {
                 Acks::All => pb::Acks::All,
                 Acks::Leader => pb::Acks::Leader,
@@ -327,20 +349,28 @@ impl Client {
         let resp =
             deadline(timeout, async { Ok(ProducerClient::new(channel).produce(req).await?.into_inner()) })
                 .await
-                .map_err(|e| at_broker(&addr, e))?;
-        let result = resp
-            .results
-            .into_iter()
-            .find(|r| r.partition == partition)
-            .ok_or_else(|| missing("ProduceResponse.results[partition]"))?;
-        if let Some(detail) = result.error {
-            let code = detail.code;
-            return Err(crate::error::from_detail(detail).unwrap_or(Error::Other {
-                code: tonic::Code::Unknown,
-                message: format!("error code {code}"),
-            }));
-        }
-        Ok(result.base_offset)
+                .map_err(|e| at_broker(addr, e))?;
+        let mut results: std::collections::HashMap<u32, pb::PartitionResult> =
+            resp.results.into_iter().map(|r| (r.partition, r)).collect();
+        let outcome = |partition: u32| {
+            let result =
+                results.remove(&partition).ok_or_else(|| missing("ProduceResponse.results[partition]"))?;
+            if let Some(detail) = result.error {
+                let code = detail.code;
+                return Err(crate::error::from_detail(detail).unwrap_or(Error::Other {
+                    code: tonic::Code::Unknown,
+                    message: format!("error code {code}"),
+                }));
+            }
+            Ok(result.base_offset)
+        };
+        Ok(partitions.into_iter().map(outcome).collect())
+    }
+
+    /// The leader address of a partition from cached metadata, without I/O;
+    /// `None` if the cache does not know it.
+    pub(crate) fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {
+        self.cluster.metadata().leader_address(topic, partition).ok().map(str::to_string)
     }
 
     /// Refreshes metadata after an error that suggests it is stale; a

@@ -57,6 +57,13 @@ impl ReadyBatch {
     pub(crate) fn record_count(&self) -> usize {
         self.waiters.len()
     }
+
+    /// A batch with no one waiting on it, for tests of what happens to
+    /// batches after the accumulator.
+    #[cfg(test)]
+    pub(crate) fn for_test(topic: &str, partition: u32, bytes: Bytes) -> Self {
+        ReadyBatch { topic: topic.into(), partition, bytes, waiters: Vec::new() }
+    }
 }
 
 #[derive(Debug)]

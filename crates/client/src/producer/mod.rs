@@ -11,11 +11,14 @@
 //! fails with a retriable error is retried (same bytes, with backoff) while
 //! the partition's later batches wait behind it, so batches are appended in
 //! the order their records were sent. Batches of different partitions are
-//! in flight concurrently, up to `max_in_flight_requests`. Pipelining
-//! several batches of one partition could reorder them on retry (or on
-//! separate HTTP/2 streams) because the broker has no producer sequence
-//! numbers yet; this is Kafka's `max.in.flight.requests.per.connection=1`
-//! choice for non-idempotent producers.
+//! in flight concurrently, up to `max_in_flight_requests` requests; ready
+//! batches of one topic whose partitions share a leader go in one request,
+//! and each partition's result in it is handled (and retried) on its own.
+//! Pipelining several batches of one partition could reorder them on retry
+//! (or on separate HTTP/2 streams) because the broker has no producer
+//! sequence numbers yet; this is Kafka's
+//! `max.in.flight.requests.per.connection=1` choice for non-idempotent
+//! producers.
 //!
 //! **Delivery.** At least once: a batch whose request timed out is resent,
 //! and if the first attempt was in fact appended the records appear twice.
@@ -78,9 +81,11 @@ pub struct ProducerConfig {
     /// accepted. Default [`BATCH_BYTES_DEFAULT`] (256 KiB), at most
     /// `fjord_codec::format::BATCH_LEN_MAX`.
     pub batch_bytes: usize,
-    /// Produce requests in flight across partitions. Default
+    /// Produce requests in flight across partitions, each carrying the
+    /// batches of one topic for one broker. Default
     /// [`MAX_IN_FLIGHT_REQUESTS_DEFAULT`] (5). Per partition it is always
-    /// [`MAX_IN_FLIGHT_PER_PARTITION`].
+    /// [`MAX_IN_FLIGHT_PER_PARTITION`]. The partitions of a request that
+    /// failed are retried one request each, all in that request's slot.
     pub max_in_flight_requests: usize,
     /// Bytes buffered before `send` waits. Default [`BUFFER_BYTES_DEFAULT`]
     /// (32 MiB). Each batch counts as `batch_bytes` from the moment it
