@@ -52,6 +52,18 @@ start_broker() {
     echo "broker $name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
 }
 
+# start_cluster PREFIX -> sets BOOT and CPIDS (pids of brokers 1-3)
+start_cluster() {
+    local a b c
+    a=$(free_port); b=$(free_port); c=$(free_port)
+    local peers="1=127.0.0.1:$a,2=127.0.0.1:$b,3=127.0.0.1:$c"
+    BOOT="127.0.0.1:$a,127.0.0.1:$b,127.0.0.1:$c"
+    CPIDS=()
+    start_broker "${1}1" 1 "$a" "$peers"; CPIDS+=("$BROKER_PID")
+    start_broker "${1}2" 2 "$b" "$peers"; CPIDS+=("$BROKER_PID")
+    start_broker "${1}3" 3 "$c" "$peers"; CPIDS+=("$BROKER_PID")
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 section "build"
@@ -66,12 +78,7 @@ start_broker single 1 "$P1" ""
 kill -TERM "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
 
 section "1. produce, 1 KiB records, acks=all: 3 brokers, replication factor 3"
-A=$(free_port); B=$(free_port); C=$(free_port)
-PEERS="1=127.0.0.1:$A,2=127.0.0.1:$B,3=127.0.0.1:$C"
-BOOT="127.0.0.1:$A,127.0.0.1:$B,127.0.0.1:$C"
-start_broker b1 1 "$A" "$PEERS"; PID1=$BROKER_PID
-start_broker b2 2 "$B" "$PEERS"; PID2=$BROKER_PID
-start_broker b3 3 "$C" "$PEERS"; PID3=$BROKER_PID
+start_cluster b
 "$FJORD" --broker "$BOOT" bench produce --topic b3 --partitions 8 --replication-factor 3 \
     --records "$RECORDS" --record-size 1024 --acks all
 
@@ -82,7 +89,7 @@ LEADER=$("$FJORD" --broker "$BOOT" topic describe failover --format json | pytho
     --rate 2000 --acks all --linger-ms 0 >"$WORK/failover.txt" 2>&1 &
 BENCH=$!
 sleep 3
-case $LEADER in 1) VICTIM=$PID1 ;; 2) VICTIM=$PID2 ;; *) VICTIM=$PID3 ;; esac
+VICTIM=${CPIDS[$((LEADER - 1))]}
 echo "SIGKILL broker $LEADER (pid $VICTIM), the partition's leader"
 kill -KILL "$VICTIM"
 wait "$BENCH" || true
@@ -93,18 +100,13 @@ section "3. CPU of idle replicated partitions: $IDLE partitions, replication fac
 for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 PIDS=()
-A=$(free_port); B=$(free_port); C=$(free_port)
-PEERS="1=127.0.0.1:$A,2=127.0.0.1:$B,3=127.0.0.1:$C"
-BOOT="127.0.0.1:$A,127.0.0.1:$B,127.0.0.1:$C"
-start_broker i1 1 "$A" "$PEERS"; Q1=$BROKER_PID
-start_broker i2 2 "$B" "$PEERS"; Q2=$BROKER_PID
-start_broker i3 3 "$C" "$PEERS"; Q3=$BROKER_PID
+start_cluster i
 time "$FJORD" --broker "$BOOT" --timeout 120s topic create idle --partitions "$IDLE" --replication-factor 3
 sleep 15
 HZ=$(getconf CLK_TCK)
-T0=( "$(cpu_ticks $Q1)" "$(cpu_ticks $Q2)" "$(cpu_ticks $Q3)" )
+T0=( "$(cpu_ticks "${CPIDS[0]}")" "$(cpu_ticks "${CPIDS[1]}")" "$(cpu_ticks "${CPIDS[2]}")" )
 sleep 20
-T1=( "$(cpu_ticks $Q1)" "$(cpu_ticks $Q2)" "$(cpu_ticks $Q3)" )
+T1=( "$(cpu_ticks "${CPIDS[0]}")" "$(cpu_ticks "${CPIDS[1]}")" "$(cpu_ticks "${CPIDS[2]}")" )
 for i in 0 1 2; do
     python3 -c "print(f'broker $((i + 1)): {100 * ($((T1[i] - T0[i]))) / $HZ / 20:.1f}% of one core over 20 s idle')"
 done

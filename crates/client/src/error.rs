@@ -225,7 +225,9 @@ fn from_code(code: Code, message: String) -> Error {
         // A broker never answers UNKNOWN or CANCELLED itself: tonic reports
         // a connection that broke mid-call (a broker dying) that way, and
         // the call may be retried elsewhere like any unavailability.
-        Code::Unknown | Code::Cancelled => Error::Unavailable { message: format!("connection lost: {message}") },
+        Code::Unknown | Code::Cancelled => {
+            Error::Unavailable { message: format!("connection lost: {message}") }
+        }
         code => Error::Other { code, message },
     }
 }
