@@ -85,7 +85,7 @@ start_cluster b
 section "2. failover: SIGKILL the leader of a partition under a paced producer (2,000 records/s)"
 "$FJORD" --broker "$BOOT" topic create failover --partitions 1 --replication-factor 3 >/dev/null
 LEADER=$("$FJORD" --broker "$BOOT" topic describe failover --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitions"][0]["leader"])')
-"$FJORD" --broker "$BOOT" --timeout 5s bench produce --topic failover --records 16000 --record-size 1024 \
+"$FJORD" --broker "$BOOT" --timeout 30s bench produce --topic failover --records 16000 --record-size 1024 \
     --rate 2000 --acks all --linger-ms 0 >"$WORK/failover.txt" 2>&1 &
 BENCH=$!
 sleep 3
