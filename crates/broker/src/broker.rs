@@ -218,9 +218,7 @@ impl Broker {
         if leader == 0 || leader == self.config.broker_id {
             return Err(Error::Unavailable("the cluster has no metadata leader yet; retry".into()));
         }
-        Err(Error::NotLeader {
-            topic: String::new(),
-            partition: 0,
+        Err(Error::NotMetadataLeader {
             leader,
             leader_address: self.peers.get(&leader).cloned().unwrap_or_default(),
         })
@@ -497,7 +495,17 @@ async fn apply_loop(broker: Arc<Broker>) {
                 }
             };
             for part in fjord_codec::split_batches(read.batches) {
-                let Ok((h, batch)) = part else { break };
+                // Skipping a command would make this broker's metadata
+                // diverge from the others': stop applying instead.
+                let (h, batch) = match part
+                    .and_then(|(h, b)| fjord_codec::verify_crc(&b, &h).map(|()| (h, b)))
+                {
+                    Ok(hb) => hb,
+                    Err(e) => {
+                        tracing::error!(offset = applied, error = %e, "corrupt metadata log; metadata is frozen");
+                        return;
+                    }
+                };
                 if h.is_control() {
                     continue;
                 }
@@ -508,8 +516,11 @@ async fn apply_loop(broker: Arc<Broker>) {
                     .and_then(|r| r.value)
                     .and_then(|v| serde_json::from_slice::<Command>(&v).ok());
                 let Some(cmd) = cmd else {
-                    tracing::error!(offset = h.base_offset, "unreadable metadata command; skipped");
-                    continue;
+                    tracing::error!(
+                        offset = h.base_offset,
+                        "unreadable metadata command; metadata is frozen"
+                    );
+                    return;
                 };
                 let change = broker.state.write().unwrap_or_else(|p| p.into_inner()).apply(cmd);
                 if let Err(e) = broker.apply_change(change).await {

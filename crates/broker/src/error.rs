@@ -67,6 +67,16 @@ pub enum Error {
         /// Its client address ("" if unknown).
         leader_address: String,
     },
+    /// Topic changes go through the metadata leader, and this broker is not it.
+    #[error(
+        "this broker does not lead the cluster metadata; the leader is broker {leader} at {leader_address:?}"
+    )]
+    NotMetadataLeader {
+        /// Leader's broker id (0 if unknown).
+        leader: u64,
+        /// Its client address ("" if unknown).
+        leader_address: String,
+    },
     /// Replication failed in a way that is not the client's to fix.
     #[error("replication: {0}")]
     Replication(String),
@@ -108,7 +118,9 @@ impl Error {
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
             Error::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
-            Error::NotLeader { .. } => (Code::Unavailable, ErrorCode::NotLeader),
+            Error::NotLeader { .. } | Error::NotMetadataLeader { .. } => {
+                (Code::Unavailable, ErrorCode::NotLeader)
+            }
             Error::Replication(_) => (Code::Internal, ErrorCode::StorageFailed),
             Error::Storage(S::InvalidBatch(_)) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
             Error::Storage(_) | Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
@@ -125,7 +137,8 @@ impl Error {
                 detail.log_start_offset = *log_start;
                 detail.log_end_offset = *log_end;
             }
-            Error::NotLeader { leader, leader_address, .. } => {
+            Error::NotLeader { leader, leader_address, .. }
+            | Error::NotMetadataLeader { leader, leader_address } => {
                 detail.leader_id = *leader;
                 detail.leader_address = leader_address.clone();
             }
