@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Runs one workload against Fjord and against peers installable here, one
+# system after another in one run, and prints one table with each system's
+# durability setting next to its figures:
+#
+#   - N records of 1 KiB to one topic/stream, acknowledged writes in
+#     batches of about 256 KiB (Fjord's producer batches; 256 XADDs per
+#     Redis pipeline; 256 JetStream publishes awaiting acks), then a read
+#     of all of them from the start;
+#   - Fjord: one broker, 8 partitions, acks=all, fsync before every ack;
+#   - Redis Streams: AOF with appendfsync always;
+#   - NATS JetStream: file storage, the server's default sync (2.9 cannot
+#     fsync per write);
+#   - same-run references: the data disk's 1 MiB sequential writes with
+#     and without fdatasync, and loopback TCP.
+#
+# Usage: scripts/bench-peers.sh   (honours CARGO_TARGET_DIR). Scale with:
+#   FJORD_PEERS_RECORDS   records per system            (200000)
+#   FJORD_PEERS_DISK_MIB  MiB per disk reference        (512)
+#   FJORD_PEERS_TCP_MIB   MiB for the loopback reference (2048)
+# Installs redis-server and nats-server with apt-get if they are missing.
+# Every server it starts is stopped by its recorded pid, and its data
+# directory removed, when it exits, however it exits.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RECORDS=${FJORD_PEERS_RECORDS:-200000}
+DISK_MIB=${FJORD_PEERS_DISK_MIB:-512}
+TCP_MIB=${FJORD_PEERS_TCP_MIB:-2048}
+RECORD_SIZE=1024
+# Records per Redis pipeline and JetStream publishes in flight: 256 x 1 KiB
+# = 256 KiB, the size of one Fjord producer batch.
+PIPELINE=256
+
+PIDS=()
+WORK=
+stop_pid() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    [ -n "$WORK" ] && rm -rf "$WORK"
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# wait_port PID PORT LOG: until PORT accepts a connection or PID exits.
+wait_port() {
+    for _ in $(seq 200); do
+        kill -0 "$1" 2>/dev/null || { echo "server pid $1 exited:" >&2; tail -n 20 "$3" >&2; exit 1; }
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' "$2" \
+            2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server pid $1 did not open port $2" >&2
+    exit 1
+}
+# last_json FILE: the last line of FILE that is a JSON object.
+last_json() { grep '^{' "$1" | tail -n 1; }
+
+section "install"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nats-server >/dev/null || missing+=(nats-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+echo "redis: $(redis-server --version | cut -d' ' -f1-3)"
+echo "nats:  $(nats-server --version)"
+
+section "build"
+cargo build --release --bin fjord 2>&1 | tail -n 1
+(cd benches/peers && cargo build --release 2>&1 | tail -n 1)
+FJORD="$TARGET/release/fjord"
+# benches/peers is its own workspace: its target dir is ours if set, else its own.
+PEERS="${CARGO_TARGET_DIR:-$ROOT/benches/peers/target}/release/fjord-bench-peers"
+
+mkdir -p "$TARGET"
+WORK=$(mktemp -d "$TARGET/bench-peers.XXXXXX")
+
+section "machine"
+echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "commit:   $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+echo "kernel:   $(uname -sr)"
+echo "cpus:     $(nproc) ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1))"
+echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; other work on the machine skews every figure)"
+echo "data dir: $WORK"
+df -T "$WORK" | sed 's/^/          /'
+
+section "reference: disk, 1 MiB sequential writes ($DISK_MIB MiB each)"
+python3 - "$WORK/disk-ref" "$DISK_MIB" <<'PY' | tee "$WORK/ref.txt"
+import os, sys, time
+path, mib = sys.argv[1], int(sys.argv[2])
+block = os.urandom(1 << 20)
+for label, each in (("buffered, one fdatasync at the end", False), ("fdatasync after every 1 MiB write", True)):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    start = time.perf_counter()
+    for _ in range(mib):
+        os.write(fd, block)
+        if each:
+            os.fdatasync(fd)
+    os.fdatasync(fd)
+    took = time.perf_counter() - start
+    os.close(fd)
+    os.unlink(path)
+    print(f"disk {label}: {mib * 1.048576 / took:.0f} MB/s ({mib} MiB in {took:.2f} s)")
+PY
+
+section "reference: loopback TCP, one connection, 1 MiB sends ($TCP_MIB MiB)"
+python3 - "$TCP_MIB" <<'PY' | tee -a "$WORK/ref.txt"
+import socket, sys, threading, time
+mib = int(sys.argv[1])
+server = socket.create_server(("127.0.0.1", 0))
+port = server.getsockname()[1]
+received = [0]
+def receive():
+    conn, _ = server.accept()
+    view = memoryview(bytearray(1 << 20))
+    while True:
+        n = conn.recv_into(view)
+        if n == 0:
+            break
+        received[0] += n
+    conn.close()
+reader = threading.Thread(target=receive)
+reader.start()
+block = memoryview(bytes(1 << 20))
+sender = socket.create_connection(("127.0.0.1", port))
+start = time.perf_counter()
+for _ in range(mib):
+    sender.sendall(block)
+sender.shutdown(socket.SHUT_WR)
+reader.join()
+took = time.perf_counter() - start
+sender.close()
+assert received[0] == mib << 20, received[0]
+print(f"loopback tcp: {received[0] / 1e6 / took:.0f} MB/s ({mib} MiB in {took:.2f} s)")
+PY
+
+# Each system gets a line in $WORK/systems.tsv: name, durability, and the
+# files holding its produce and consume JSON.
+: >"$WORK/systems.tsv"
+
+section "fjord: $RECORDS x $RECORD_SIZE B, acks=all"
+mkdir -p "$WORK/fjord"
+"$FJORD" broker --listen 127.0.0.1:0 --data-dir "$WORK/fjord/data" --log-level warn \
+    >"$WORK/fjord/broker.out" 2>"$WORK/fjord/broker.log" &
+FJORD_PID=$!
+PIDS+=("$FJORD_PID")
+ADDR=
+for _ in $(seq 100); do
+    ADDR=$(sed -n 's/^fjord broker [0-9]* listening on //p' "$WORK/fjord/broker.out")
+    [ -n "$ADDR" ] && break
+    kill -0 "$FJORD_PID" 2>/dev/null || { cat "$WORK/fjord/broker.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$ADDR" ] || { echo "the broker did not report its address" >&2; exit 1; }
+echo "broker pid $FJORD_PID on $ADDR"
+run "$FJORD" --broker "$ADDR" bench produce --topic peers --records "$RECORDS" --record-size "$RECORD_SIZE" \
+    --partitions 8 --replication-factor 1 --acks all --json | tee "$WORK/fjord/produce.json"
+run "$FJORD" --broker "$ADDR" bench consume --topic peers --json | tee "$WORK/fjord/consume.json"
+echo "data on disk: $(du -sh "$WORK/fjord/data" | cut -f1)"
+stop_pid "$FJORD_PID"
+printf 'Fjord\tfsync per batch (group commit)\t%s\t%s\n' "$WORK/fjord/produce.json" "$WORK/fjord/consume.json" \
+    >>"$WORK/systems.tsv"
+
+section "redis streams: $RECORDS x $RECORD_SIZE B, pipelines of $PIPELINE XADD"
+mkdir -p "$WORK/redis"
+PORT=$(free_port)
+redis-server --port "$PORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes --appendfsync always \
+    --save "" --daemonize no --logfile "$WORK/redis/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_port "$REDIS_PID" "$PORT" "$WORK/redis/redis.log"
+echo "redis-server pid $REDIS_PID on 127.0.0.1:$PORT, appendfsync $(redis-cli -p "$PORT" config get appendfsync | tail -n 1)"
+run "$PEERS" redis "redis://127.0.0.1:$PORT/" "$RECORDS" "$RECORD_SIZE" "$PIPELINE" | tee "$WORK/redis/out.json"
+echo "data on disk: $(du -sh "$WORK/redis" | cut -f1)"
+stop_pid "$REDIS_PID"
+grep '^{' "$WORK/redis/out.json" | sed -n 1p >"$WORK/redis/produce.json"
+grep '^{' "$WORK/redis/out.json" | sed -n 2p >"$WORK/redis/consume.json"
+printf 'Redis Streams\tAOF fsync every write (always)\t%s\t%s\n' "$WORK/redis/produce.json" "$WORK/redis/consume.json" \
+    >>"$WORK/systems.tsv"
+
+section "nats jetstream: $RECORDS x $RECORD_SIZE B, $PIPELINE publishes in flight"
+mkdir -p "$WORK/nats"
+PORT=$(free_port)
+nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$WORK/nats" >"$WORK/nats/nats.log" 2>&1 &
+NATS_PID=$!
+PIDS+=("$NATS_PID")
+wait_port "$NATS_PID" "$PORT" "$WORK/nats/nats.log"
+echo "nats-server pid $NATS_PID on 127.0.0.1:$PORT"
+run "$PEERS" nats "nats://127.0.0.1:$PORT" "$RECORDS" "$RECORD_SIZE" "$PIPELINE" | tee "$WORK/nats/out.json"
+echo "data on disk: $(du -sh "$WORK/nats" | cut -f1)"
+stop_pid "$NATS_PID"
+grep '^{' "$WORK/nats/out.json" | sed -n 1p >"$WORK/nats/produce.json"
+grep '^{' "$WORK/nats/out.json" | sed -n 2p >"$WORK/nats/consume.json"
+printf 'NATS JetStream\tJetStream, fsync every 2 min (default sync_interval; cannot fsync per write in 2.9)\t%s\t%s\n' \
+    "$WORK/nats/produce.json" "$WORK/nats/consume.json" >>"$WORK/systems.tsv"
+
+section "table: $RECORDS x $RECORD_SIZE B records, one topic/stream; MB = 10^6 value bytes; x = ratio to Fjord"
+python3 - "$WORK/systems.tsv" "$WORK/ref.txt" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    name, durability, produce, consume = line.rstrip("\n").split("\t")
+    p = json.loads([l for l in open(produce) if l.startswith("{")][-1])
+    c = json.loads([l for l in open(consume) if l.startswith("{")][-1])
+    rows.append((name, durability, p, c))
+base_p, base_c = rows[0][2], rows[0][3]
+def ratio(x, base):
+    return f"{x / base:.2f}x" if base else "-"
+print("| system | durability | write rec/s | write MB/s | read rec/s | read MB/s | write p50 ms | write p99 ms | write x Fjord | read x Fjord |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for name, durability, p, c in rows:
+    lat = p.get("latency") or {}
+    print(f"| {name} | {durability} | {p['records_per_sec']:.0f} | {p['mb_per_sec']:.1f} "
+          f"| {c['records_per_sec']:.0f} | {c['mb_per_sec']:.1f} "
+          f"| {lat.get('p50_us', 0) / 1000:.2f} | {lat.get('p99_us', 0) / 1000:.2f} "
+          f"| {ratio(p['records_per_sec'], base_p['records_per_sec'])} "
+          f"| {ratio(c['records_per_sec'], base_c['records_per_sec'])} |")
+print()
+print("machine reference, same run:")
+for line in open(sys.argv[2]):
+    print("  " + line.rstrip())
+PY
