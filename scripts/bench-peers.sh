@@ -105,54 +105,10 @@ echo "data dir: $WORK"
 df -T "$WORK" | sed 's/^/          /'
 
 section "reference: disk, 1 MiB sequential writes ($DISK_MIB MiB each)"
-python3 - "$WORK/disk-ref" "$DISK_MIB" <<'PY' | tee "$WORK/ref.txt"
-import os, sys, time
-path, mib = sys.argv[1], int(sys.argv[2])
-block = os.urandom(1 << 20)
-for label, each in (("buffered, one fdatasync at the end", False), ("fdatasync after every 1 MiB write", True)):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    start = time.perf_counter()
-    for _ in range(mib):
-        os.write(fd, block)
-        if each:
-            os.fdatasync(fd)
-    os.fdatasync(fd)
-    took = time.perf_counter() - start
-    os.close(fd)
-    os.unlink(path)
-    print(f"disk {label}: {mib * 1.048576 / took:.0f} MB/s ({mib} MiB in {took:.2f} s)")
-PY
+python3 "$ROOT/scripts/reference.py" disk "$WORK/disk-ref" "$DISK_MIB" | tee "$WORK/ref.txt"
 
 section "reference: loopback TCP, one connection, 1 MiB sends ($TCP_MIB MiB)"
-python3 - "$TCP_MIB" <<'PY' | tee -a "$WORK/ref.txt"
-import socket, sys, threading, time
-mib = int(sys.argv[1])
-server = socket.create_server(("127.0.0.1", 0))
-port = server.getsockname()[1]
-received = [0]
-def receive():
-    conn, _ = server.accept()
-    view = memoryview(bytearray(1 << 20))
-    while True:
-        n = conn.recv_into(view)
-        if n == 0:
-            break
-        received[0] += n
-    conn.close()
-reader = threading.Thread(target=receive)
-reader.start()
-block = memoryview(bytes(1 << 20))
-sender = socket.create_connection(("127.0.0.1", port))
-start = time.perf_counter()
-for _ in range(mib):
-    sender.sendall(block)
-sender.shutdown(socket.SHUT_WR)
-reader.join()
-took = time.perf_counter() - start
-sender.close()
-assert received[0] == mib << 20, received[0]
-print(f"loopback tcp: {received[0] / 1e6 / took:.0f} MB/s ({mib} MiB in {took:.2f} s)")
-PY
+python3 "$ROOT/scripts/reference.py" tcp "$TCP_MIB" | tee -a "$WORK/ref.txt"
 
 # Each system gets a line in $WORK/systems.tsv: name, durability, and the
 # files holding its produce and consume JSON.
