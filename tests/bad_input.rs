@@ -152,6 +152,21 @@ async fn bad_requests_get_precise_statuses_and_the_broker_keeps_serving() {
         pb::ErrorCode::CorruptBatch,
         &["truncated"],
     );
+    // A compressed batch whose block does not decode (CRC recomputed so only
+    // the decompression can tell).
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(fjord_codec::Compression::Lz4);
+    b.push(None, Some("abc".repeat(100).as_bytes()), &[], 1).unwrap();
+    let mut packed = b.finish().to_vec();
+    let n = packed.len();
+    packed[COMPRESSED_DATA_AT..n].fill(0xff);
+    let crc = crc32fast::hash(&packed[CRC_START..]);
+    packed[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    expect(
+        producer.produce(produce("good", 0, packed.into())).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::CorruptBatch,
+        &["decode"],
+    );
     let mut huge_len = batch(&["x"]).to_vec();
     huge_len[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     expect(

@@ -162,6 +162,9 @@ pub(crate) struct PublishArgs {
     /// Batch size limit in bytes; also the largest record accepted.
     #[arg(long, default_value_t = fjord_client::BATCH_BYTES_DEFAULT)]
     pub(crate) batch_bytes: usize,
+    /// Compress batches: none or lz4 (consumers decompress).
+    #[arg(long, default_value = "none")]
+    pub(crate) compression: fjord_client::Compression,
 }
 
 /// Output format of `tail`.

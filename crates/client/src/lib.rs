@@ -47,8 +47,8 @@ pub use error::{Error, Result};
 pub use fjord_codec::Header;
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
-    Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata, BATCH_BYTES_DEFAULT,
-    BUFFER_BYTES_DEFAULT, LINGER_DEFAULT, LINGER_MAX, MAX_IN_FLIGHT_PER_PARTITION,
+    Acks, Compression, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    BATCH_BYTES_DEFAULT, BUFFER_BYTES_DEFAULT, LINGER_DEFAULT, LINGER_MAX, MAX_IN_FLIGHT_PER_PARTITION,
     MAX_IN_FLIGHT_REQUESTS_DEFAULT,
 };
 pub use types::{

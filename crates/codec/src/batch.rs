@@ -4,6 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::compression::{compress_lz4, records_region, Compression};
 use crate::format::*;
 use crate::record::{parse_record, RecordLayout};
 use crate::{Error, Result};
@@ -70,7 +71,9 @@ impl BatchHeader {
             return Err(Error::Truncated { needed: BATCH_HEADER_LEN, have: buf.len() });
         }
         let batch_len = u32_at(buf, BATCH_LEN_AT);
-        let min = (BATCH_HEADER_LEN + RECORD_LEN_MIN) as u64;
+        // The smallest region: a compressed one (length prefix and one byte of
+        // block); an uncompressed one is held to whole records below.
+        let min = (COMPRESSED_DATA_AT + 1) as u64;
         if (batch_len as u64) < min || batch_len as usize > BATCH_LEN_MAX {
             return Err(Error::BadLength { len: batch_len as u64, min, max: BATCH_LEN_MAX as u64 });
         }
@@ -98,10 +101,13 @@ impl BatchHeader {
         if header.attributes & !ATTR_KNOWN != 0 {
             return Err(Error::BadHeader("unknown attribute bits are set"));
         }
-        if header.attributes & ATTR_COMPRESSION_MASK != COMPRESSION_NONE {
-            return Err(Error::BadHeader("unsupported compression codec"));
-        }
-        let body = batch_len as usize - BATCH_HEADER_LEN;
+        let compression = Compression::from_attributes(header.attributes)?;
+        // Records must fit their region; a compressed region may hold up
+        // to RECORDS_LEN_MAX once decompressed.
+        let body = match compression {
+            Compression::None => batch_len as usize - BATCH_HEADER_LEN,
+            Compression::Lz4 => RECORDS_LEN_MAX,
+        };
         if header.record_count == 0 || header.record_count as usize > body / RECORD_LEN_MIN {
             return Err(Error::BadHeader("record count does not fit the batch length"));
         }
@@ -167,10 +173,11 @@ pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
         return Err(Error::BadLength { len: batch.len() as u64, min: len as u64, max: len as u64 });
     }
     verify_crc(batch, &header)?;
-    let mut pos = BATCH_HEADER_LEN;
+    let region = records_region(batch, &header)?;
+    let mut pos = 0;
     let mut max_ts = i64::MIN;
     for index in 0..header.record_count {
-        let (rec, next): (RecordLayout, usize) = parse_record(batch, pos, index)?;
+        let (rec, next): (RecordLayout, usize) = parse_record(&region, pos, index)?;
         if rec.offset_delta != index {
             return Err(Error::BadRecord { index, reason: "offset delta is not its position" });
         }
@@ -187,7 +194,7 @@ pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
         }
         pos = next;
     }
-    if pos != len {
+    if pos != region.len() {
         return Err(Error::BadHeader("bytes follow the last record"));
     }
     if max_ts != header.max_timestamp {
@@ -252,6 +259,7 @@ pub struct BatchBuilder {
     first_timestamp: i64,
     max_timestamp: i64,
     attributes: u16,
+    compression: Compression,
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
@@ -286,10 +294,17 @@ impl BatchBuilder {
             first_timestamp: 0,
             max_timestamp: i64::MIN,
             attributes: COMPRESSION_NONE,
+            compression: Compression::None,
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
         }
+    }
+
+    /// Compresses the records when the batch is finished (§2.3).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
     }
 
     /// Sets the idempotent-producer fields (§2).
@@ -384,6 +399,16 @@ impl BatchBuilder {
     /// If no record was pushed: an empty batch is not valid.
     pub fn finish(mut self) -> Bytes {
         assert!(self.count > 0, "a batch needs at least one record");
+        if self.compression == Compression::Lz4 {
+            let packed = compress_lz4(&self.buf[BATCH_HEADER_LEN..]);
+            // A block that would not fit the batch limit (incompressible
+            // data near the limit) is stored as it is.
+            if BATCH_HEADER_LEN + packed.len() <= self.len_max {
+                self.buf.truncate(BATCH_HEADER_LEN);
+                self.buf.extend_from_slice(&packed);
+                self.attributes |= COMPRESSION_LZ4;
+            }
+        }
         let b = &mut self.buf[..];
         let len = b.len() as u32;
         b[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());

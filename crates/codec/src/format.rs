@@ -59,6 +59,16 @@ const _: () = assert!(BATCH_HEADER_LEN == 72);
 pub const ATTR_COMPRESSION_MASK: u16 = 0b0111;
 /// Compression codec value: records are stored as they are.
 pub const COMPRESSION_NONE: u16 = 0;
+/// Compression codec value: the records region is one LZ4 block (§2.3).
+pub const COMPRESSION_LZ4: u16 = 1;
+/// `u32` length of the records region once decompressed, first in a
+/// compressed batch's records region; §2.3.
+pub const COMPRESSED_LEN_AT: usize = BATCH_HEADER_LEN;
+/// Start of the compressed block; §2.3.
+pub const COMPRESSED_DATA_AT: usize = COMPRESSED_LEN_AT + 4;
+/// Largest decompressed records region: what an uncompressed batch of the
+/// largest size could hold. Checked before anything is allocated.
+pub const RECORDS_LEN_MAX: usize = BATCH_LEN_MAX - BATCH_HEADER_LEN;
 /// Attribute bit 3: a control batch (Raft no-op, configuration change); §2.1.
 pub const ATTR_CONTROL: u16 = 1 << 3;
 /// Attribute bits this version defines; any other set bit is rejected.

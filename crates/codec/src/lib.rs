@@ -15,6 +15,7 @@
 //! that both the client and the storage engine can depend on it.
 
 mod batch;
+mod compression;
 mod error;
 pub mod format;
 mod record;
@@ -23,6 +24,7 @@ pub use batch::{
     split_batches, stamp_batch, stamped_prefix, validate_batch, verify_crc, BatchBuilder, BatchHeader,
     BatchIter,
 };
+pub use compression::Compression;
 pub use error::{Error, Result};
 pub use record::{records, Header, Record, RecordIter};
 

@@ -113,6 +113,7 @@ pub struct Record {
 /// Iterator over the records of one batch; see [`records`].
 #[derive(Debug)]
 pub struct RecordIter {
+    /// The batch's records region, decompressed if it was compressed.
     batch: Bytes,
     header: BatchHeader,
     pos: usize,
@@ -125,7 +126,8 @@ pub struct RecordIter {
 /// The header is checked first; each record is bounds-checked as it is
 /// reached, and the first malformed one ends the iteration with an error.
 /// The CRC is not checked here: call [`crate::verify_crc`] when the bytes
-/// come from an untrusted place.
+/// come from an untrusted place. A compressed batch is decompressed first
+/// (its declared size bounded by `RECORDS_LEN_MAX`).
 ///
 /// # Errors
 /// A header error, or [`Error::Truncated`] if `batch` is shorter than the
@@ -136,7 +138,8 @@ pub fn records(batch: &Bytes) -> Result<RecordIter> {
     if batch.len() < len {
         return Err(Error::Truncated { needed: len, have: batch.len() });
     }
-    Ok(RecordIter { batch: batch.slice(..len), header, pos: BATCH_HEADER_LEN, index: 0, failed: false })
+    let region = crate::compression::records_bytes(&batch.slice(..len), &header)?;
+    Ok(RecordIter { batch: region, header, pos: 0, index: 0, failed: false })
 }
 
 impl RecordIter {

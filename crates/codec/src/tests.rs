@@ -160,6 +160,55 @@ fn split_batches_walks_a_buffer_and_stops_at_a_torn_tail() {
     assert!(matches!(parts[2], Err(Error::Truncated { .. })));
 }
 
+#[test]
+fn lz4_batches_round_trip_and_are_smaller_on_text() {
+    let text = "GET /api/v1/orders?id=12345 HTTP/1.1 200 0.003s user-agent=fjord-test ".repeat(8);
+    let build = |c: Compression| {
+        let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(c);
+        for i in 0..100 {
+            b.push(Some(format!("k{i}").as_bytes()), Some(text.as_bytes()), &[("h", Some(b"v"))], 1000 + i)
+                .unwrap();
+        }
+        b.finish()
+    };
+    let (plain, packed) = (build(Compression::None), build(Compression::Lz4));
+    assert!(packed.len() * 4 < plain.len(), "{} vs {}", packed.len(), plain.len());
+    let h = validate_batch(&packed, BATCH_LEN_MAX).unwrap();
+    assert_eq!(Compression::from_attributes(h.attributes).unwrap(), Compression::Lz4);
+    let a: Vec<Record> = records(&plain).unwrap().map(Result::unwrap).collect();
+    let b: Vec<Record> = records(&packed).unwrap().map(Result::unwrap).collect();
+    assert_eq!(a, b, "consumers read identical records");
+}
+
+#[test]
+fn corrupt_or_oversized_compressed_batches_are_rejected() {
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(Compression::Lz4);
+    for i in 0..50 {
+        b.push(None, Some("abcabcabc".repeat(20).as_bytes()), &[], i).unwrap();
+    }
+    let good = b.finish().to_vec();
+    // A block that does not decode (its CRC made to match).
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[COMPRESSED_DATA_AT..n].iter_mut().for_each(|x| *x = 0xff);
+    recrc(&mut bad);
+    assert!(matches!(validate_batch(&bad, BATCH_LEN_MAX), Err(Error::BadHeader(_))));
+    // A declared size above the limit is refused before anything is allocated.
+    let mut bomb = good.clone();
+    bomb[COMPRESSED_LEN_AT..COMPRESSED_LEN_AT + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    recrc(&mut bomb);
+    assert!(matches!(
+        validate_batch(&bomb, BATCH_LEN_MAX),
+        Err(Error::TooLarge { what: "decompressed records", .. })
+    ));
+    // A declared size that the block does not decode to.
+    let mut short = good;
+    let declared = u32::from_le_bytes(short[COMPRESSED_LEN_AT..COMPRESSED_LEN_AT + 4].try_into().unwrap());
+    short[COMPRESSED_LEN_AT..COMPRESSED_LEN_AT + 4].copy_from_slice(&(declared + 1).to_le_bytes());
+    recrc(&mut short);
+    assert!(validate_batch(&short, BATCH_LEN_MAX).is_err());
+}
+
 /// key, value, headers, timestamp
 type ArbRecord = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i64);
 
@@ -177,8 +226,9 @@ fn arb_record() -> impl Strategy<Value = ArbRecord> {
 
 proptest! {
     #[test]
-    fn built_batches_validate_and_read_back(recs in proptest::collection::vec(arb_record(), 1..20)) {
-        let mut b = BatchBuilder::new(BATCH_LEN_MAX);
+    fn built_batches_validate_and_read_back(recs in proptest::collection::vec(arb_record(), 1..20), lz4 in any::<bool>()) {
+        let compression = if lz4 { Compression::Lz4 } else { Compression::None };
+        let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(compression);
         for (k, v, h, ts) in &recs {
             let hs: Vec<(&str, Option<&[u8]>)> = h.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
             b.push(k.as_deref(), v.as_deref(), &hs, *ts).unwrap();

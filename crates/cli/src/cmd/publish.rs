@@ -47,6 +47,7 @@ pub(crate) async fn run(client: Client, args: PublishArgs, timeout: Duration) ->
     let config = ProducerConfig {
         linger: Duration::from_millis(args.linger_ms),
         batch_bytes: args.batch_bytes,
+        compression: args.compression,
         acks: match args.acks {
             AcksArg::All => Acks::All,
             AcksArg::Leader => Acks::Leader,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_codec::format::RECORD_LEN_MIN;
-use fjord_codec::BatchBuilder;
+use fjord_codec::{BatchBuilder, Compression};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -104,9 +104,17 @@ pub(crate) struct Accumulator {
     /// each, because every batch reserves its full size when it opens.
     buffered_bytes: usize,
     seed: u64,
+    /// How finished batches are compressed.
+    compression: Compression,
 }
 
 impl Accumulator {
+    /// Compresses the batches it builds with `compression`.
+    pub(crate) fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// An empty accumulator; `seed` seeds the sticky partitioner.
     pub(crate) fn new(batch_bytes: usize, linger: Duration, seed: u64) -> Self {
         Accumulator {
@@ -117,6 +125,7 @@ impl Accumulator {
             sticky: HashMap::new(),
             buffered_bytes: 0,
             seed,
+            compression: Compression::None,
         }
     }
 
@@ -162,7 +171,8 @@ impl Accumulator {
             // reservation is what counts against `buffer_bytes`, so the
             // memory really held stays bounded however many partitions
             // have a batch open.
-            let mut builder = BatchBuilder::with_capacity(self.batch_bytes, self.batch_bytes);
+            let mut builder =
+                BatchBuilder::with_capacity(self.batch_bytes, self.batch_bytes).compression(self.compression);
             if let Err(e) = builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp) {
                 let _ = rec.tx.send(Err(Error::InvalidArgument { message: e.to_string() }));
                 return partition;

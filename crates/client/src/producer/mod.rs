@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use fjord_codec::format::BATCH_HEADER_LEN;
 use fjord_codec::BatchBuilder;
+pub use fjord_codec::Compression;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::partitioner::partition_for_key;
@@ -96,6 +97,9 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// Timeout of each produce attempt. Default 30 s.
     pub request_timeout: Duration,
+    /// Batch compression (storage-format.md §2.3); consumers decompress.
+    /// Default none.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -107,6 +111,7 @@ impl Default for ProducerConfig {
             buffer_bytes: BUFFER_BYTES_DEFAULT,
             acks: Acks::All,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            compression: Compression::None,
         }
     }
 }

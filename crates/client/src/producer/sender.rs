@@ -38,7 +38,8 @@ const _: () = assert!(REQUEST_BATCHES_MAX <= 4096);
 /// been acknowledged or has failed.
 pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Command>) {
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-    let mut acc = Accumulator::new(config.batch_bytes, config.linger, seed);
+    let mut acc =
+        Accumulator::new(config.batch_bytes, config.linger, seed).with_compression(config.compression);
     let mut in_flight = FuturesUnordered::new();
     let mut flush_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closed = false;
