@@ -15,6 +15,7 @@ use fjord_client::{
     Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, Seek,
 };
 use fjord_proto::internal::{raft_client::RaftClient, Faults};
+use fjord_proto::pb::{self, producer_client::ProducerClient};
 use fjord_storage::{Log, LogConfig};
 
 const PARTITIONS: u32 = 6;
@@ -297,19 +298,22 @@ async fn an_isolated_broker_cannot_acknowledge_and_converges_after_healing() {
         set(o, vec![leader]).await;
     }
 
-    // The isolated leader cannot acknowledge a write sent straight to it.
-    let alone = connect(&cluster.addrs[leader as usize - 1]).await;
-    let lonely = Producer::new(
-        alone,
-        ProducerConfig { request_timeout: Duration::from_secs(2), ..ProducerConfig::default() },
-    )
-    .unwrap();
-    let stuck = tokio::time::timeout(
-        Duration::from_secs(10),
-        lonely.send(ProducerRecord::new("split", "lost")).await.unwrap(),
-    )
-    .await;
-    assert!(!matches!(stuck, Ok(Ok(_))), "an isolated broker acknowledged a write: {stuck:?}");
+    // The isolated leader cannot acknowledge a write sent straight to it
+    // (raw gRPC: a client would follow its NOT_LEADER hint elsewhere once
+    // it steps down).
+    let mut direct =
+        ProducerClient::connect(format!("http://{}", cluster.addrs[leader as usize - 1])).await.unwrap();
+    let mut b = fjord_codec::BatchBuilder::new(1 << 20);
+    b.push(None, Some(b"lost"), &[], 1).unwrap();
+    let req = pb::ProduceRequest {
+        topic: "split".into(),
+        batches: vec![pb::PartitionBatch { partition: 0, batch: b.finish() }],
+        timeout_ms: 3000,
+        ..Default::default()
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), direct.produce(req)).await;
+    let acknowledged = matches!(&answer, Ok(Ok(r)) if r.get_ref().results.iter().all(|p| p.error.is_none()));
+    assert!(!acknowledged, "an isolated broker acknowledged a write: {answer:?}");
 
     // The majority elects a leader and keeps going.
     let majority =
@@ -317,7 +321,19 @@ async fn an_isolated_broker_cannot_acknowledge_and_converges_after_healing() {
     let side = connect(&majority).await;
     let p2 = Producer::new(side, ProducerConfig::default()).unwrap();
     for i in 0..20 {
-        p2.send(ProducerRecord::new("split", format!("during-{i}"))).await.unwrap().await.unwrap();
+        if let Err(e) = p2.send(ProducerRecord::new("split", format!("during-{i}"))).await.unwrap().await {
+            for b in cluster.brokers.iter().flatten() {
+                eprintln!(
+                    "=== broker log\n{}",
+                    b.log()
+                        .lines()
+                        .filter(|l| l.contains("group=1") || l.contains("isolat"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            panic!("during-{i}: {e}");
+        }
     }
 
     // Heal: the old leader drops its uncommitted tail and converges.

@@ -200,11 +200,13 @@ impl Broker {
     }
 
     /// The leader of a partition as far as this broker knows: its own
-    /// replica's view, or the preferred replica.
+    /// replica's view (0 if unknown), or the preferred replica where it
+    /// holds none.
     pub(crate) fn leader_of(&self, t: &Topic, partition: u32) -> u64 {
         match &t.partitions[partition as usize] {
-            Some(p) if p.group.status().leader() != 0 => p.group.status().leader(),
-            _ => t.meta.assignment[partition as usize][0],
+            // 0 while an election runs: clients then ask again.
+            Some(p) => p.group.status().leader(),
+            None => t.meta.assignment[partition as usize][0],
         }
     }
 

@@ -111,8 +111,7 @@ impl Partition {
         Err(self.not_leader(status.leader()))
     }
 
-    /// The error that sends a client to `leader` (or, if unknown, to the
-    /// preferred replica, the likeliest leader).
+    /// The error that sends a client to `leader` (no hint if unknown).
     pub(crate) fn not_leader(&self, leader: u64) -> Error {
         not_leader(&self.topic, self.id, leader, &self.replicas, &self.peers)
     }
@@ -149,8 +148,10 @@ impl Partition {
 /// Broker id → client address of every broker in the cluster.
 pub(crate) type Peers = Arc<std::collections::BTreeMap<u64, String>>;
 
-fn not_leader(topic: &str, partition: u32, leader: u64, replicas: &[u64], peers: &Peers) -> Error {
-    let leader = if leader != 0 { leader } else { replicas.first().copied().unwrap_or(0) };
+/// NOT_LEADER naming `leader`, or naming no one (0) when this replica does
+/// not know it: a guess could send the client back here in a loop, while
+/// no hint makes it refresh its metadata from another broker.
+fn not_leader(topic: &str, partition: u32, leader: u64, _replicas: &[u64], peers: &Peers) -> Error {
     Error::NotLeader {
         topic: topic.to_owned(),
         partition,
