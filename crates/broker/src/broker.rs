@@ -40,6 +40,8 @@ const ADMIN_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long it then waits for this broker to apply it (opening thousands
 /// of partition replicas takes a while).
 const ADMIN_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of metadata log read per step while applying it.
+const METADATA_READ_BYTES: usize = 1024 * 1024;
 /// Partition replicas opened at once when a topic is created or replayed.
 const PARTITION_OPENS_PARALLEL: usize = 32;
 
@@ -180,6 +182,12 @@ impl Broker {
     /// partition's preferred replica when it holds none.
     pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         let t = self.topic(topic)?;
+        self.partition_in(&t, partition)
+    }
+
+    /// [`Broker::partition`] for a topic already looked up.
+    pub(crate) fn partition_in(&self, t: &Topic, partition: u32) -> Result<Arc<Partition>> {
+        let topic = &t.meta.name;
         match t.partitions.get(partition as usize) {
             None => Err(Error::UnknownPartition {
                 topic: topic.to_owned(),
@@ -489,7 +497,7 @@ async fn apply_loop(broker: Arc<Broker>) {
     loop {
         let target = *hw.borrow_and_update();
         while applied < target {
-            let read = match broker.metadata_log.read(applied, 1024 * 1024, target) {
+            let read = match broker.metadata_log.read(applied, METADATA_READ_BYTES, target) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the metadata log failed; metadata is frozen");

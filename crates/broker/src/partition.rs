@@ -113,7 +113,7 @@ impl Partition {
 
     /// The error that sends a client to `leader` (no hint if unknown).
     pub(crate) fn not_leader(&self, leader: u64) -> Error {
-        not_leader(&self.topic, self.id, leader, &self.replicas, &self.peers)
+        not_leader(&self.topic, self.id, leader, &self.peers)
     }
 
     /// Enqueues a validated batch for the partition's log; the returned
@@ -127,13 +127,10 @@ impl Partition {
             return Err(Error::UnknownTopic(self.topic.clone()));
         }
         let pending = self.group.submit(batch, ack).await.map_err(replication_err)?;
-        let (topic, id, replicas, peers) =
-            (self.topic.clone(), self.id, self.replicas.clone(), self.peers.clone());
+        let (topic, id, peers) = (self.topic.clone(), self.id, self.peers.clone());
         Ok(async move {
             pending.await.map_err(|e| match e {
-                fjord_replication::Error::NotLeader { leader } => {
-                    not_leader(&topic, id, leader, &replicas, &peers)
-                }
+                fjord_replication::Error::NotLeader { leader } => not_leader(&topic, id, leader, &peers),
                 e => replication_err(e),
             })
         })
@@ -151,7 +148,7 @@ pub(crate) type Peers = Arc<std::collections::BTreeMap<u64, String>>;
 /// NOT_LEADER naming `leader`, or naming no one (0) when this replica does
 /// not know it: a guess could send the client back here in a loop, while
 /// no hint makes it refresh its metadata from another broker.
-fn not_leader(topic: &str, partition: u32, leader: u64, _replicas: &[u64], peers: &Peers) -> Error {
+fn not_leader(topic: &str, partition: u32, leader: u64, peers: &Peers) -> Error {
     Error::NotLeader {
         topic: topic.to_owned(),
         partition,

@@ -235,17 +235,7 @@ impl Client {
             pb::ListOffsetsRequest { topic: topic.to_string(), partition, spec: spec as i32, timestamp_ms };
         let timeout = self.config().request_timeout;
         let resp = self
-            .with_retry(true, |attempt| {
-                let msg = msg.clone();
-                async move {
-                    let (addr, channel) = self.leader_channel(topic, partition, attempt.hint).await?;
-                    let req = request(msg, timeout);
-                    let r = deadline(timeout, async {
-                        Ok(ConsumerClient::new(channel).list_offsets(req).await?)
-                    });
-                    Ok(r.await.map_err(|e| at_broker(&addr, e))?.into_inner())
-                }
-            })
+            .at_leader(topic, partition, timeout, msg, |mut c, r| async move { c.list_offsets(r).await })
             .await?;
         Ok(Offsets {
             offset: resp.offset,
@@ -282,15 +272,7 @@ impl Client {
         };
         let timeout = self.config().request_timeout + max_wait;
         let resp = self
-            .with_retry(true, |attempt| {
-                let msg = msg.clone();
-                async move {
-                    let (addr, channel) = self.leader_channel(topic, partition, attempt.hint).await?;
-                    let req = request(msg, timeout);
-                    let r = deadline(timeout, async { Ok(ConsumerClient::new(channel).fetch(req).await?) });
-                    Ok(r.await.map_err(|e| at_broker(&addr, e))?.into_inner())
-                }
-            })
+            .at_leader(topic, partition, timeout, msg, |mut c, r| async move { c.fetch(r).await })
             .await?;
         Ok(Fetched {
             batches: resp.batches,
@@ -428,6 +410,35 @@ impl Client {
         };
         let channel = self.cluster.channel(&addr)?;
         Ok((addr, channel))
+    }
+
+    /// Sends a consumer request to a partition's leader, following leader
+    /// hints and retrying retriable failures; each attempt is bounded by `timeout`.
+    async fn at_leader<Req, Resp, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        timeout: Duration,
+        msg: Req,
+        call: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(ConsumerClient<tonic::transport::Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        self.with_retry(true, |attempt| {
+            let msg = msg.clone();
+            let call = &call;
+            async move {
+                let (addr, channel) = self.leader_channel(topic, partition, attempt.hint).await?;
+                let fut = call(ConsumerClient::new(channel), request(msg, timeout));
+                deadline(timeout, async { Ok(fut.await?.into_inner()) })
+                    .await
+                    .map_err(|e| at_broker(&addr, e))
+            }
+        })
+        .await
     }
 
     /// Sends an admin request to any broker, moving on to the next known

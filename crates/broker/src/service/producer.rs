@@ -65,7 +65,7 @@ impl ProducerService {
             }
             t => t,
         };
-        self.broker.topic(&req.topic)?;
+        let topic = self.broker.topic(&req.topic)?;
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(req.batches.len());
         for pb in &req.batches {
@@ -75,7 +75,7 @@ impl ProducerService {
                     pb.partition
                 )));
             }
-            let partition = self.broker.partition(&req.topic, pb.partition)?;
+            let partition = self.broker.partition_in(&topic, pb.partition)?;
             let max = self.broker.config.batch_bytes_max;
             fjord_codec::validate_batch(&pb.batch, max).map_err(|e| match e {
                 fjord_codec::Error::TooLarge { size, max, .. } => Error::MessageTooLarge { size, max },
