@@ -20,25 +20,9 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RECORDS=${FJORD_BENCH_RECORDS:-300000}
 IDLE=${FJORD_BENCH_IDLE_PARTITIONS:-1000}
 FJORD="$TARGET/release/fjord"
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 WORK=$(mktemp -d "$ROOT/target/bench-cluster.XXXXXX")
-PIDS=()
-
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-    exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-section() { printf '\n== %s\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_broker NAME ID PORT PEERS -> sets BROKER_PID
 start_broker() {
@@ -47,7 +31,7 @@ start_broker() {
     "$FJORD" --log-level warn broker --listen "127.0.0.1:$port" --data-dir "$WORK/$name" "${args[@]}" \
         >"$WORK/$name.out" 2>"$WORK/$name.log" &
     BROKER_PID=$!
-    PIDS+=("$BROKER_PID")
+    track "$BROKER_PID"
     for _ in $(seq 200); do grep -q "listening on" "$WORK/$name.out" 2>/dev/null && return 0; sleep 0.05; done
     echo "broker $name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
 }
@@ -97,8 +81,7 @@ cat "$WORK/failover.txt"
 echo "(max latency above = time from the kill to the first acknowledgement by the new leader, within 0.5 ms)"
 
 section "3. CPU of idle replicated partitions: $IDLE partitions, replication factor 3, 3 brokers"
-for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 PIDS=()
 start_cluster i
 time "$FJORD" --broker "$BOOT" --timeout 120s topic create idle --partitions "$IDLE" --replication-factor 3

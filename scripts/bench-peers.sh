@@ -34,31 +34,8 @@ RECORD_SIZE=1024
 # = 256 KiB, the size of one Fjord producer batch.
 PIPELINE=256
 
-PIDS=()
-WORK=
-stop_pid() {
-    local pid=$1
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    [ -n "$WORK" ] && rm -rf "$WORK"
-    exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-section() { printf '\n== %s\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 # wait_port PID PORT LOG: until PORT accepts a connection or PID exits.
 wait_port() {
     for _ in $(seq 200); do

@@ -33,25 +33,8 @@ DISK_MIB=${FJORD_BENCH_DISK_MIB:-1024}
 TCP_MIB=${FJORD_BENCH_TCP_MIB:-4096}
 RECORD_SIZE=1024
 
-BROKER_PID=
-WORK=
-cleanup() {
-    local status=$?
-    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-    [ -n "$WORK" ] && rm -rf "$WORK"
-    exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-section() { printf '\n== %s\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
 
 section "build"
 cargo build --release --bin fjord 2>&1 | tail -n 1
@@ -88,6 +71,7 @@ section "broker"
 "$FJORD" broker --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-level warn \
     >"$WORK/broker.out" 2>"$WORK/broker.log" &
 BROKER_PID=$!
+track "$BROKER_PID"
 ADDR=
 for _ in $(seq 100); do
     ADDR=$(sed -n 's/^fjord broker [0-9]* listening on //p' "$WORK/broker.out")
