@@ -227,7 +227,7 @@ async fn health_and_reflection_are_served() {
             .unwrap_or_else(|| panic!("no service {service}"));
         s.methods.iter().map(|m| m.name.as_str()).collect()
     };
-    assert_eq!(methods("Producer"), ["Produce", "ProduceStream"]);
+    assert_eq!(methods("Producer"), ["Produce", "ProduceStream", "InitProducer"]);
     assert_eq!(methods("Consumer"), ["Fetch", "Subscribe", "ListOffsets"]);
     assert_eq!(
         methods("Admin"),

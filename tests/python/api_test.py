@@ -108,14 +108,16 @@ def encode_record(i, rec, first_ts):
     return struct.pack("<I", len(body)) + body
 
 
-def build_batch(records):
-    """A producer's batch: stamped fields 0, not idempotent, CRC over [4, len)."""
+def build_batch(records, producer=(-1, -1, -1)):
+    """A producer's batch: stamped fields 0, CRC over [4, len); `producer`
+    is (producer id, epoch, base sequence), all -1 when not idempotent (§2.4)."""
     assert records, "a batch holds at least one record"
     first_ts = records[0].timestamp
     max_ts = max(r.timestamp for r in records)
     body = b"".join(encode_record(i, r, first_ts) for i, r in enumerate(records))
     batch_len = HEADER_LEN + len(body)
-    header = HEADER.pack(0, batch_len, 0, 0, 0, MAGIC, 0, 0, len(records), first_ts, max_ts, -1, -1, 0, -1)
+    pid, epoch, seq = producer
+    header = HEADER.pack(0, batch_len, 0, 0, 0, MAGIC, 0, 0, len(records), first_ts, max_ts, pid, epoch, 0, seq)
     raw = bytearray(header + body)
     struct.pack_into("<I", raw, 0, zlib.crc32(raw[4:]) & 0xFFFFFFFF)
     return bytes(raw)
@@ -536,7 +538,28 @@ def main():
     send(2, ok.base_offset, [Record(b"bad", b"flipped", ts0 + 500, [("h", b"v")])])
     ends[2] += 1
 
-    # Nothing corrupt reached the logs.
+    # 7. An idempotent producer (§2.4): a retry is answered with the first
+    # copy's offsets and not stored again; a sequence gap is refused.
+    init = producer.InitProducer(pb.InitProducerRequest(), timeout=RPC_TIMEOUT_S)
+    assert init.producer_id >= 0 and init.producer_epoch == 0, f"InitProducer answered {init}"
+    idem = [Record(b"idem", b"once", ts0 + 600)]
+    idem_batch = build_batch(idem, (init.producer_id, 0, 0))
+
+    def produce_one(batch):
+        req = pb.ProduceRequest(topic=topic, batches=[pb.PartitionBatch(partition=1, batch=batch)])
+        (res,) = producer.Produce(req, timeout=RPC_TIMEOUT_S).results
+        return res
+
+    first = produce_one(idem_batch)
+    assert not first.HasField("error") and not first.duplicate, f"idempotent produce: {first}"
+    retry = produce_one(idem_batch)
+    assert retry.duplicate and retry.base_offset == first.base_offset, f"retry of an idempotent batch: {retry}"
+    gap = produce_one(build_batch([Record(b"idem", b"gap", ts0 + 601)], (init.producer_id, 0, 5)))
+    assert gap.error.code == pb.ERROR_CODE_OUT_OF_ORDER_SEQUENCE, f"sequence gap answered {gap}"
+    send(1, first.base_offset, idem)
+    ends[1] = first.base_offset + 1
+
+    # Nothing corrupt, and nothing twice, reached the logs.
     for p in range(3):
         got, _, hw = fetch_all(consumer, topic, p, start[p])
         check_records(f"partition {p} after the error cases", got, sent[p])
@@ -546,7 +569,8 @@ def main():
     print(
         f"python api test ok: {total} records in 3 partitions "
         f"(partition 0: {fetched_p0} records at offsets {start[0]}..{ends[0]}), "
-        f"produce/produce-stream/fetch/list-offsets/describe and {len(ERRORS_CHECKED) + 1} typed errors checked"
+        f"produce/produce-stream/fetch/list-offsets/describe, an idempotent retry "
+        f"and {len(ERRORS_CHECKED) + 1} typed errors checked"
     )
 
 

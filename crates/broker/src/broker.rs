@@ -234,8 +234,17 @@ impl Broker {
         })
     }
 
+    /// Allocates an idempotent producer's id through the metadata group:
+    /// the offset its command got in the metadata log, so ids are unique
+    /// in the cluster and never reused, and nothing else needs storing.
+    pub(crate) async fn init_producer(&self) -> Result<i64> {
+        self.check_metadata_leader()?;
+        let committed = self.propose_metadata(&Command::AllocateProducerId).await?;
+        Ok(committed.base_offset as i64)
+    }
+
     /// Proposes a metadata command and waits until this broker applied it.
-    async fn propose_metadata(&self, cmd: &Command) -> Result<()> {
+    async fn propose_metadata(&self, cmd: &Command) -> Result<fjord_replication::Committed> {
         let json = serde_json::to_vec(cmd).map_err(|e| Error::Replication(e.to_string()))?;
         let mut b = BatchBuilder::new(fjord_codec::format::BATCH_LEN_MAX);
         b.push(None, Some(&json), &[], now_ms()).map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -257,7 +266,7 @@ impl Broker {
             .await
             .map_err(|_| Error::Timeout("the metadata change was not applied in time".into()))?
             .map_err(|_| Error::Unavailable("the broker is shutting down".into()))?;
-        Ok(())
+        Ok(committed)
     }
 
     /// Creates a topic through the metadata group and waits (bounded) for

@@ -100,6 +100,36 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// An idempotent producer's batch does not continue its sequence.
+    #[error(
+        "{topic}/{partition}: producer {producer_id} sent sequence {got}; the next expected is {expected}"
+    )]
+    OutOfOrderSequence {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the partition expects next.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// An idempotent producer's batch carries an epoch older than the log's.
+    #[error("{topic}/{partition}: producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest epoch the partition holds for it.
+        current_epoch: i16,
+    },
 }
 
 /// Result alias for this crate.
@@ -124,6 +154,8 @@ impl Error {
             Error::Replication(_) => (Code::Internal, ErrorCode::StorageFailed),
             Error::Storage(S::InvalidBatch(_)) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
             Error::Storage(_) | Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
+            Error::OutOfOrderSequence { .. } => (Code::FailedPrecondition, ErrorCode::OutOfOrderSequence),
+            Error::ProducerFenced { .. } => (Code::FailedPrecondition, ErrorCode::ProducerFenced),
         }
     }
 

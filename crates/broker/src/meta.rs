@@ -41,6 +41,9 @@ pub(crate) enum Command {
     CreateTopic { name: String, replication_factor: u32, settings: TopicSettings, assignment: Vec<Vec<u64>> },
     /// Deletes a topic if it exists.
     DeleteTopic { name: String },
+    /// Allocates a producer id: the metadata log offset of this command,
+    /// unique and never reused, so applying it changes nothing.
+    AllocateProducerId,
 }
 
 /// What applying the metadata log produces.
@@ -83,6 +86,7 @@ impl MetaState {
                 Some(meta) => Change::Deleted(meta),
                 None => Change::None,
             },
+            Command::AllocateProducerId => Change::None,
         }
     }
 }

@@ -129,9 +129,18 @@ impl Partition {
         let pending = self.group.submit(batch, ack).await.map_err(replication_err)?;
         let (topic, id, peers) = (self.topic.clone(), self.id, self.peers.clone());
         Ok(async move {
-            pending.await.map_err(|e| match e {
-                fjord_replication::Error::NotLeader { leader } => not_leader(&topic, id, leader, &peers),
-                e => replication_err(e),
+            pending.await.map_err(|e| {
+                use fjord_replication::Error as R;
+                match e {
+                    R::NotLeader { leader } => not_leader(&topic, id, leader, &peers),
+                    R::OutOfOrderSequence { producer_id, expected, got } => {
+                        Error::OutOfOrderSequence { topic, partition: id, producer_id, expected, got }
+                    }
+                    R::ProducerFenced { producer_id, epoch, current_epoch } => {
+                        Error::ProducerFenced { topic, partition: id, producer_id, epoch, current_epoch }
+                    }
+                    e => replication_err(e),
+                }
             })
         })
     }
@@ -164,6 +173,12 @@ pub(crate) fn replication_err(e: fjord_replication::Error) -> Error {
             Error::Unavailable(format!("not the leader (the leader is broker {leader})"))
         }
         fjord_replication::Error::Stopped => Error::Unavailable("the partition's replica has stopped".into()),
+        fjord_replication::Error::NotServing => {
+            Error::Unavailable("the partition's new leader is not serving yet; retry".into())
+        }
+        fjord_replication::Error::DuplicateInFlight => Error::Unavailable(
+            "an earlier copy of this batch is still being replicated; retry to get its offsets".into(),
+        ),
         e => Error::Replication(e.to_string()),
     }
 }

@@ -43,11 +43,17 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Faults {
     pub(crate) enabled: bool,
     isolated: RwLock<HashSet<u64>>,
+    ack_delay_ms: std::sync::atomic::AtomicU32,
 }
 
 impl Faults {
     pub(crate) fn new(enabled: bool) -> Faults {
-        Faults { enabled, isolated: RwLock::default() }
+        Faults { enabled, isolated: RwLock::default(), ack_delay_ms: Default::default() }
+    }
+
+    /// How long produce responses are held after commit (0: not at all).
+    pub(crate) fn ack_delay(&self) -> Duration {
+        Duration::from_millis(self.ack_delay_ms.load(std::sync::atomic::Ordering::Relaxed) as u64)
     }
 
     pub(crate) fn is_isolated(&self, peer: u64) -> bool {
@@ -199,9 +205,11 @@ impl Raft for RaftService {
                 "fault injection is off; start the broker with --enable-fault-injection",
             ));
         }
-        let isolate: HashSet<u64> = request.into_inner().isolate.into_iter().collect();
-        tracing::warn!(?isolate, "fault injection: isolating brokers");
+        let faults = request.into_inner();
+        let isolate: HashSet<u64> = faults.isolate.into_iter().collect();
+        tracing::warn!(?isolate, ack_delay_ms = faults.ack_delay_ms, "fault injection");
         *self.broker.faults.isolated.write().unwrap_or_else(|p| p.into_inner()) = isolate;
+        self.broker.faults.ack_delay_ms.store(faults.ack_delay_ms, std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(RaftAck {}))
     }
 }

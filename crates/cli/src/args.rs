@@ -165,6 +165,10 @@ pub(crate) struct PublishArgs {
     /// Compress batches: none or lz4 (consumers decompress).
     #[arg(long, default_value = "none")]
     pub(crate) compression: fjord_client::Compression,
+    /// Send without a producer id and sequence numbers: a retried batch may
+    /// then be stored twice (at least once). By default a retry is stored once.
+    #[arg(long)]
+    pub(crate) no_idempotence: bool,
 }
 
 /// Output format of `tail`.

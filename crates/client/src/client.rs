@@ -136,11 +136,27 @@ impl Client {
             replication_factor,
             config: Some(settings.into()),
         };
-        let resp = self.admin(false, msg, |mut c, r| async move { c.create_topic(r).await }).await?;
+        let resp =
+            self.admin(false, msg, |ch, r| async move { AdminClient::new(ch).create_topic(r).await }).await?;
         let topic = resp.topic.ok_or_else(|| missing("CreateTopicResponse.topic"))?;
         // The new topic is not in the routing cache yet; make the next call see it.
         let _ = self.cluster.refresh().await;
         Ok(topic.into())
+    }
+
+    /// Obtains a producer id (and epoch 0) for an idempotent producer from
+    /// the cluster's metadata leader. [`Producer`](crate::Producer) does
+    /// this itself; it is public for clients that build batches by hand.
+    ///
+    /// # Errors
+    /// A transport/availability error after retries.
+    pub async fn init_producer(&self) -> Result<(i64, i16)> {
+        let msg = pb::InitProducerRequest {};
+        let call = |ch, r| async move { ProducerClient::new(ch).init_producer(r).await };
+        let resp = self.admin(false, msg, call).await?;
+        let epoch = i16::try_from(resp.producer_epoch)
+            .map_err(|_| missing("an InitProducerResponse.producer_epoch that fits 16 bits"))?;
+        Ok((resp.producer_id, epoch))
     }
 
     /// Deletes a topic and all its records.
@@ -149,7 +165,7 @@ impl Client {
     /// [`Error::UnknownTopic`], or a transport/availability error after retries.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let msg = pb::DeleteTopicRequest { name: name.to_string() };
-        self.admin(false, msg, |mut c, r| async move { c.delete_topic(r).await }).await?;
+        self.admin(false, msg, |ch, r| async move { AdminClient::new(ch).delete_topic(r).await }).await?;
         let _ = self.cluster.refresh().await;
         Ok(())
     }
@@ -160,7 +176,9 @@ impl Client {
     /// A transport/availability error after retries.
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
         let resp = self
-            .admin(true, pb::ListTopicsRequest {}, |mut c, r| async move { c.list_topics(r).await })
+            .admin(true, pb::ListTopicsRequest {}, |ch, r| async move {
+                AdminClient::new(ch).list_topics(r).await
+            })
             .await?;
         let mut topics: Vec<TopicSummary> = resp
             .topics
@@ -181,7 +199,9 @@ impl Client {
     /// [`Error::UnknownTopic`], or a transport/availability error after retries.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let msg = pb::DescribeTopicRequest { name: name.to_string() };
-        let resp = self.admin(true, msg.clone(), |mut c, r| async move { c.describe_topic(r).await }).await?;
+        let resp = self
+            .admin(true, msg.clone(), |ch, r| async move { AdminClient::new(ch).describe_topic(r).await })
+            .await?;
         let mut desc: TopicDescription =
             resp.topic.ok_or_else(|| missing("DescribeTopicResponse.topic"))?.into();
         // Offsets, high watermarks and in-sync replicas are known exactly by
@@ -216,7 +236,9 @@ impl Client {
     /// A transport/availability error after retries.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         let msg = pb::DescribeClusterRequest {};
-        let resp = self.admin(true, msg, |mut c, r| async move { c.describe_cluster(r).await }).await?;
+        let resp = self
+            .admin(true, msg, |ch, r| async move { AdminClient::new(ch).describe_cluster(r).await })
+            .await?;
         Ok(resp.into())
     }
 
@@ -441,12 +463,13 @@ impl Client {
         .await
     }
 
-    /// Sends an admin request to any broker, moving on to the next known
-    /// address (or the leader hint) after a retriable failure.
+    /// Sends a request that any broker answers (or redirects to the
+    /// metadata leader), moving on to the next known address (or the
+    /// leader hint) after a retriable failure.
     async fn admin<Req, Resp, F, Fut>(&self, idempotent: bool, msg: Req, call: F) -> Result<Resp>
     where
         Req: Clone,
-        F: Fn(AdminClient<tonic::transport::Channel>, tonic::Request<Req>) -> Fut,
+        F: Fn(tonic::transport::Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let timeout = self.config().request_timeout;
@@ -461,8 +484,7 @@ impl Client {
                         addrs[attempt.number as usize % addrs.len()].clone()
                     }
                 };
-                let client = AdminClient::new(self.cluster.channel(&addr)?);
-                let fut = call(client, request(msg, timeout));
+                let fut = call(self.cluster.channel(&addr)?, request(msg, timeout));
                 deadline(timeout, async { Ok(fut.await?.into_inner()) })
                     .await
                     .map_err(|e| at_broker(&addr, e))

@@ -132,6 +132,20 @@ pub enum Error {
     /// The producer was closed (or its background task ended) before the record was acknowledged.
     #[error("producer is closed")]
     ProducerClosed,
+    /// An idempotent producer's batch did not continue its sequence on the
+    /// partition (a batch before it failed for good). The producer starts
+    /// that partition's sequence over with its next batch.
+    #[error("out of order sequence: {message}")]
+    OutOfOrderSequence {
+        /// The broker's explanation, naming the expected sequence.
+        message: String,
+    },
+    /// An idempotent producer's epoch is older than the partition's.
+    #[error("producer fenced: {message}")]
+    ProducerFenced {
+        /// The broker's explanation.
+        message: String,
+    },
 }
 
 /// Result alias for this crate.
@@ -212,6 +226,8 @@ pub(crate) fn from_detail(d: pb::ErrorDetail) -> Option<Error> {
         C::Timeout => Error::Timeout { message },
         C::Busy => Error::Busy { message },
         C::Unavailable => Error::Unavailable { message },
+        C::OutOfOrderSequence => Error::OutOfOrderSequence { message },
+        C::ProducerFenced => Error::ProducerFenced { message },
     })
 }
 

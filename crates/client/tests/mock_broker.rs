@@ -139,9 +139,17 @@ impl pb::producer_server::Producer for Mock {
                 base_offset: base,
                 record_count: header.record_count,
                 error: None,
+                duplicate: false,
             });
         }
         Ok(Response::new(pb::ProduceResponse { correlation_id: req.correlation_id, results, error: None }))
+    }
+
+    async fn init_producer(
+        &self,
+        _req: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        Ok(Response::new(pb::InitProducerResponse { producer_id: 1, producer_epoch: 0 }))
     }
 
     type ProduceStreamStream = Stream2<pb::ProduceResponse>;

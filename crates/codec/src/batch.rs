@@ -307,11 +307,17 @@ impl BatchBuilder {
         self
     }
 
-    /// Sets the idempotent-producer fields (§2).
-    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+    /// Sets the idempotent-producer fields (§2) of a batch being built,
+    /// e.g. once it is known which sequence it will be sent with.
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
+    }
+
+    /// Sets the idempotent-producer fields (§2).
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.set_producer(producer_id, producer_epoch, base_sequence);
         self
     }
 

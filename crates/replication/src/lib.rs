@@ -13,6 +13,7 @@
 //! meet any other protobuf library.
 
 pub mod group;
+pub mod producers;
 pub mod store;
 
 pub use group::{start, Ack, Committed, GroupConfig, GroupHandle, GroupStatus};
@@ -70,6 +71,35 @@ pub enum Error {
     /// Stored or received bytes are not what they must be.
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// This node leads the group but has not committed an entry of its
+    /// term yet, so it cannot check idempotent producers' sequences. Retriable.
+    #[error("the leader is not serving yet")]
+    NotServing,
+    /// An idempotent producer's batch carries an epoch older than the one
+    /// the log holds for it: an older incarnation of the producer.
+    #[error("producer {producer_id} epoch {epoch} is fenced: the log holds epoch {current_epoch}")]
+    ProducerFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest epoch the log holds for it.
+        current_epoch: i16,
+    },
+    /// An idempotent producer's batch does not continue its sequence.
+    #[error("producer {producer_id}: sequence {got} is out of order; the next expected is {expected}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the log expects next.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// The batch repeats one that is in the log but not committed yet;
+    /// retry to get its offsets once it is.
+    #[error("an earlier copy of this batch is still being replicated")]
+    DuplicateInFlight,
 }
 
 impl From<fjord_storage::Error> for Error {

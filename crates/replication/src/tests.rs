@@ -163,3 +163,72 @@ async fn a_group_of_one_commits_its_own_appends() {
     assert_eq!(h.status().high_watermark(), 2);
     h.stop().await;
 }
+
+fn idem(pid: i64, epoch: i16, seq: i32, v: &str) -> Bytes {
+    let mut b = BatchBuilder::new(1 << 20).producer(pid, epoch, seq);
+    b.push(None, Some(v.as_bytes()), &[], 1).unwrap();
+    b.finish()
+}
+
+/// Proposes until the leader serves (idempotent batches wait for that).
+async fn propose_serving(h: &GroupHandle, data: Bytes) -> Result<Committed> {
+    for _ in 0..500 {
+        match h.propose(data.clone(), Ack::Quorum).await {
+            Err(Error::NotServing) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => return other,
+        }
+    }
+    panic!("the leader never served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_idempotent_batches_are_answered_from_the_log_by_any_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Arc::new(Net::default());
+    let mut nodes: Vec<_> = (1..=3).map(|id| start_node(&net, dir.path(), id)).collect();
+    let l = leader(&nodes, None).await;
+    let first = propose_serving(&nodes[l].0, idem(5, 0, 0, "a")).await.unwrap();
+    assert!(!first.duplicate);
+    let second = nodes[l].0.propose(idem(5, 0, 1, "b"), Ack::Quorum).await.unwrap();
+    // A retry of the first batch: its original offsets, nothing appended.
+    let end = nodes[l].1.log_end_offset();
+    let again = nodes[l].0.propose(idem(5, 0, 0, "a"), Ack::Quorum).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.base_offset, again.next_offset), (first.base_offset, first.next_offset));
+    assert_eq!(nodes[l].1.log_end_offset(), end);
+    // A gap and a stale epoch are refused.
+    match nodes[l].0.propose(idem(5, 0, 5, "gap"), Ack::Quorum).await {
+        Err(Error::OutOfOrderSequence { producer_id: 5, expected: 2, got: 5 }) => {}
+        other => panic!("expected OutOfOrderSequence, got {other:?}"),
+    }
+
+    // The leader is cut off and another takes over: it rebuilds the
+    // sequences from its own log and recognises the retry just the same.
+    let old = l as u64 + 1;
+    net.down.lock().unwrap().push(old);
+    let l2 = leader(&nodes, Some(old)).await;
+    let retried = propose_serving(&nodes[l2].0, idem(5, 0, 1, "b")).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(retried.base_offset, second.base_offset);
+    let third = nodes[l2].0.propose(idem(5, 0, 2, "c"), Ack::Quorum).await.unwrap();
+    assert!(!third.duplicate && third.base_offset > second.base_offset);
+    net.down.lock().unwrap().clear();
+
+    // Every node restarts from its files: the retry is still recognised.
+    for (h, _) in &nodes {
+        h.stop().await;
+    }
+    net.nodes.lock().unwrap().clear();
+    nodes = (1..=3).map(|id| start_node(&net, dir.path(), id)).collect();
+    let l3 = leader(&nodes, None).await;
+    let after_restart = propose_serving(&nodes[l3].0, idem(5, 0, 2, "c")).await.unwrap();
+    assert!(after_restart.duplicate);
+    assert_eq!(after_restart.base_offset, third.base_offset);
+    match nodes[l3].0.propose(idem(5, 0, 3, "d"), Ack::Quorum).await {
+        Ok(c) => assert!(!c.duplicate),
+        other => panic!("the next sequence is appended: {other:?}"),
+    }
+    for (h, _) in &nodes {
+        h.stop().await;
+    }
+}

@@ -333,3 +333,32 @@ fn reset_starts_an_empty_log_at_a_new_offset_and_raft_index() {
     assert_eq!((log.log_start_offset(), log.log_end_offset(), log.last_raft()), (500, 501, Some(pos(4, 90))));
     assert_eq!(log.segment_count(), 1);
 }
+
+#[test]
+fn tail_start_covers_at_least_the_bytes_asked_for_in_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.tail_start(1), 0, "an empty log starts at 0");
+    for i in 0..60 {
+        log.append(&batch(i, 3, 1_000), pos(1, i + 1)).unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    let last_base = read_all(&log, 0).len() as u64; // sanity: all records readable
+    assert!(last_base > 0);
+    // One byte is covered by the active segment alone; everything by the first.
+    let active = log.tail_start(1);
+    assert!(active > 0 && active < log.log_end_offset());
+    assert_eq!(log.tail_start(u64::MAX), 0);
+    let two = log.tail_start(4096 + 1);
+    assert!(two < active, "more than a segment's bytes reach into the one before");
+    // What the tail holds from there is at least what was asked for.
+    let r = log.read(two, usize::MAX, log.log_end_offset()).unwrap();
+    let mut held = r.batches.len() as u64;
+    let mut at = r.next_offset;
+    while at < log.log_end_offset() {
+        let r = log.read(at, usize::MAX, log.log_end_offset()).unwrap();
+        held += r.batches.len() as u64;
+        at = r.next_offset;
+    }
+    assert!(held > 4096, "{held} bytes from {two}");
+}

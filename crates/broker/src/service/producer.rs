@@ -77,10 +77,11 @@ impl ProducerService {
             }
             let partition = self.broker.partition_in(&topic, pb.partition)?;
             let max = self.broker.config.batch_bytes_max;
-            fjord_codec::validate_batch(&pb.batch, max).map_err(|e| match e {
+            let header = fjord_codec::validate_batch(&pb.batch, max).map_err(|e| match e {
                 fjord_codec::Error::TooLarge { size, max, .. } => Error::MessageTooLarge { size, max },
                 source => Error::CorruptBatch { partition: pb.partition, source },
             })?;
+            check_producer_fields(&header, pb.partition)?;
             out.push((partition, pb.batch.clone()));
         }
         Ok(Validated { batches: out, wait_commit, timeout: Duration::from_millis(timeout_ms as u64) })
@@ -102,6 +103,7 @@ impl ProducerService {
             submitted.push((p.id, p.submit(batch, ack).await));
         }
         let (topic, correlation_id) = (req.topic, req.correlation_id);
+        let ack_delay = self.broker.faults.ack_delay();
         Ok(async move {
             let acks = submitted.into_iter().map(|(partition, submitted)| async move {
                 let acked = match submitted {
@@ -109,12 +111,22 @@ impl ProducerService {
                     Err(e) => Err(e),
                 };
                 match acked {
-                    Ok(c) => pb::PartitionResult {
-                        partition,
-                        base_offset: c.base_offset,
-                        record_count: (c.next_offset - c.base_offset) as u32,
-                        error: None,
-                    },
+                    Ok(c) => {
+                        if c.duplicate {
+                            tracing::info!(
+                                partition,
+                                base_offset = c.base_offset,
+                                "idempotent retry answered with the offsets of its first copy"
+                            );
+                        }
+                        pb::PartitionResult {
+                            partition,
+                            base_offset: c.base_offset,
+                            record_count: (c.next_offset - c.base_offset) as u32,
+                            error: None,
+                            duplicate: c.duplicate,
+                        }
+                    }
                     Err(e) => {
                         pb::PartitionResult { partition, error: Some(e.detail()), ..Default::default() }
                     }
@@ -127,9 +139,33 @@ impl ProducerService {
                         timeout.as_millis()
                     ))
                 })?;
+            if !ack_delay.is_zero() {
+                tokio::time::sleep(ack_delay).await;
+            }
             Ok(pb::ProduceResponse { correlation_id, results, error: None })
         })
     }
+}
+
+/// Producer fields are all unset (-1) or all set: an id from InitProducer,
+/// an epoch and a sequence of at least 0 (storage-format.md §2.4). Control
+/// batches are the brokers' own.
+fn check_producer_fields(h: &fjord_codec::BatchHeader, partition: u32) -> Result<()> {
+    if h.is_control() {
+        return Err(Error::InvalidArgument(format!(
+            "batch for partition {partition} has the control attribute, which only brokers may set"
+        )));
+    }
+    let unset = (h.producer_id, h.producer_epoch, h.base_sequence) == (-1, -1, -1);
+    let set = h.producer_id >= 0 && h.producer_epoch >= 0 && h.base_sequence >= 0;
+    if unset || set {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "batch for partition {partition} has producer id {}, epoch {}, base sequence {}: \
+         either all are -1 (not idempotent) or all are at least 0",
+        h.producer_id, h.producer_epoch, h.base_sequence
+    )))
 }
 
 fn failed(correlation_id: u64, e: Error) -> pb::ProduceResponse {
@@ -144,6 +180,15 @@ impl Producer for ProducerService {
     ) -> std::result::Result<Response<pb::ProduceResponse>, Status> {
         let committed = self.append(request.into_inner()).await?;
         Ok(Response::new(committed.await?))
+    }
+
+    async fn init_producer(
+        &self,
+        _request: Request<pb::InitProducerRequest>,
+    ) -> std::result::Result<Response<pb::InitProducerResponse>, Status> {
+        let producer_id = self.broker.init_producer().await?;
+        tracing::debug!(producer_id, "allocated a producer id");
+        Ok(Response::new(pb::InitProducerResponse { producer_id, producer_epoch: 0 }))
     }
 
     type ProduceStreamStream = ResponseStream;

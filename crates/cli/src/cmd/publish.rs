@@ -48,6 +48,7 @@ pub(crate) async fn run(client: Client, args: PublishArgs, timeout: Duration) ->
         linger: Duration::from_millis(args.linger_ms),
         batch_bytes: args.batch_bytes,
         compression: args.compression,
+        idempotent: !args.no_idempotence,
         acks: match args.acks {
             AcksArg::All => Acks::All,
             AcksArg::Leader => Acks::Leader,

@@ -73,11 +73,60 @@ struct OpenBatch {
     waiters: Vec<Waiter>,
 }
 
+/// A batch no record is added to any more. It is finished (header, CRC,
+/// compression) only when it is sent, because an idempotent producer
+/// stamps it with its sequence then (see [`Sequences`]).
+#[derive(Debug)]
+struct ClosedBatch {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+}
+
 #[derive(Debug, Default)]
 struct PartitionQueue {
     open: Option<OpenBatch>,
-    ready: VecDeque<ReadyBatch>,
+    ready: VecDeque<ClosedBatch>,
     in_flight: bool,
+}
+
+/// An idempotent producer's id and, per partition, the epoch and the
+/// sequence its next batch gets (storage-format.md §2.4).
+///
+/// A sequence is given when a batch is sent, not when it closes, so that
+/// giving up on a batch (whose outcome is then unknown: it may have been
+/// written) can start the partition over - epoch + 1, sequence 0, which
+/// the broker accepts whatever it holds - without re-stamping batches
+/// already waiting. Retries resend the stamped bytes unchanged, which is
+/// what lets the broker recognise them.
+#[derive(Debug)]
+pub(crate) struct Sequences {
+    producer_id: i64,
+    base_epoch: i16,
+    next: HashMap<TopicPartition, (i16, i32)>,
+}
+
+impl Sequences {
+    /// Sequences for the producer id and epoch the cluster handed out.
+    pub(crate) fn new(producer_id: i64, epoch: i16) -> Self {
+        Sequences { producer_id, base_epoch: epoch, next: HashMap::new() }
+    }
+
+    /// Epoch and first sequence for the next batch of `key`, of `count` records.
+    fn take(&mut self, key: &TopicPartition, count: u32) -> (i16, i32) {
+        let slot = self.next.entry(key.clone()).or_insert((self.base_epoch, 0));
+        let taken = *slot;
+        slot.1 = ((slot.1 as i64 + count as i64) % (i32::MAX as i64 + 1)) as i32;
+        taken
+    }
+
+    /// Starts `key` over after a batch was given up on: a new epoch, sequence 0.
+    fn restart(&mut self, key: &TopicPartition) {
+        let slot = self.next.entry(key.clone()).or_insert((self.base_epoch, 0));
+        // After 32767 restarts of one partition the epoch wraps to 0, which
+        // the broker would fence; a producer that fails that often has a
+        // bigger problem, and a new Producer gets a new id.
+        *slot = (slot.0.wrapping_add(1).max(0), 0);
+    }
 }
 
 type TopicPartition = (String, u32);
@@ -106,9 +155,17 @@ pub(crate) struct Accumulator {
     seed: u64,
     /// How finished batches are compressed.
     compression: Compression,
+    /// Set for an idempotent producer.
+    sequences: Option<Sequences>,
 }
 
 impl Accumulator {
+    /// Stamps the batches it sends with `sequences` (an idempotent producer).
+    pub(crate) fn with_sequences(mut self, sequences: Sequences) -> Self {
+        self.sequences = Some(sequences);
+        self
+    }
+
     /// Compresses the batches it builds with `compression`.
     pub(crate) fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
@@ -126,6 +183,7 @@ impl Accumulator {
             buffered_bytes: 0,
             seed,
             compression: Compression::None,
+            sequences: None,
         }
     }
 
@@ -195,12 +253,7 @@ impl Accumulator {
     fn close_open(&mut self, key: &TopicPartition) {
         let Some(queue) = self.queues.get_mut(key) else { return };
         let Some(open) = queue.open.take() else { return };
-        queue.ready.push_back(ReadyBatch {
-            topic: key.0.clone(),
-            partition: key.1,
-            bytes: open.builder.finish(),
-            waiters: open.waiters,
-        });
+        queue.ready.push_back(ClosedBatch { builder: open.builder, waiters: open.waiters });
         if let Some((s, partitions)) = self.sticky.get_mut(&key.0) {
             s.batch_closed(key.1, *partitions);
         }
@@ -235,18 +288,25 @@ impl Accumulator {
                 self.close_open(&key);
             }
             let queue = self.queues.get_mut(&key).expect("key from map");
-            let batch = queue.ready.pop_front().expect("a batch is ready");
+            let ClosedBatch { mut builder, waiters } = queue.ready.pop_front().expect("a batch is ready");
             queue.in_flight = true;
+            if let Some(seq) = &mut self.sequences {
+                let (epoch, first) = seq.take(&key, builder.record_count());
+                builder.set_producer(seq.producer_id, epoch, first);
+            }
+            out.push(ReadyBatch { topic: key.0.clone(), partition: key.1, bytes: builder.finish(), waiters });
             self.drain_after = Some(key);
-            out.push(batch);
         }
         out
     }
 
-    /// Marks a partition's in-flight batch as done (acknowledged or failed
-    /// for good) so its next batch may go.
-    pub(crate) fn complete(&mut self, topic: &str, partition: u32) {
+    /// Marks a partition's in-flight batch as done (acknowledged, or
+    /// `failed` for good) so its next batch may go.
+    pub(crate) fn complete(&mut self, topic: &str, partition: u32, failed: bool) {
         let key = (topic.to_string(), partition);
+        if let (true, Some(seq)) = (failed, &mut self.sequences) {
+            seq.restart(&key);
+        }
         if let Some(q) = self.queues.get_mut(&key) {
             assert!(q.in_flight, "completing {topic}/{partition} which has no batch in flight");
             q.in_flight = false;
@@ -332,11 +392,11 @@ mod tests {
         assert_eq!(sent[0].record_count(), 3);
         assert!(acc.drain(now, 10, true).is_empty(), "one batch in flight per partition");
         sent.into_iter().for_each(|b| b.complete(Ok(10)));
-        acc.complete("t", 1);
+        acc.complete("t", 1, false);
         let sent = acc.drain(now, 10, true);
         assert_eq!(sent.len(), 1, "flush sends the partial batch");
         sent.into_iter().for_each(|b| b.complete(Ok(13)));
-        acc.complete("t", 1);
+        acc.complete("t", 1, false);
         assert!(acc.is_empty());
         assert_eq!(acc.buffered_bytes(), 0);
         let offsets: Vec<u64> =
@@ -362,7 +422,7 @@ mod tests {
         for b in first.into_iter().chain(second) {
             let (t, p) = (b.topic.clone(), b.partition);
             b.complete(Err(Error::Timeout { message: "x".into() }));
-            acc.complete(&t, p);
+            acc.complete(&t, p, true);
         }
         for mut rx in rxs {
             assert!(matches!(rx.try_recv().unwrap(), Err(Error::Timeout { .. })));
@@ -387,7 +447,7 @@ mod tests {
         let sent = acc.drain(now, 1, true);
         assert_eq!(acc.buffered_bytes(), 2 * BATCH_BYTES, "in flight, still held");
         for b in sent {
-            acc.complete(&b.topic, b.partition);
+            acc.complete(&b.topic, b.partition, false);
         }
         assert_eq!(acc.buffered_bytes(), BATCH_BYTES);
     }
@@ -415,7 +475,7 @@ mod tests {
         let mut drains = 1;
         while !in_flight.is_empty() {
             let done = in_flight.pop_front().expect("not empty");
-            acc.complete(&done.topic, done.partition);
+            acc.complete(&done.topic, done.partition, false);
             done.complete(Ok(0));
             for b in acc.drain(now, SLOTS - in_flight.len(), false) {
                 sent[b.partition as usize] += 1;
@@ -448,5 +508,31 @@ mod tests {
         let second = acc.append(p, now);
         assert_ne!(second, first, "moves on once the batch is sent");
         assert!(second < 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_batches_get_consecutive_sequences_and_restart_after_a_failure() {
+        let mut acc = Accumulator::new(1 << 20, LINGER, 1).with_sequences(Sequences::new(42, 0));
+        let now = Instant::now();
+        let send = |acc: &mut Accumulator, p: u32, n: usize| {
+            for _ in 0..n {
+                let (rec, _rx) = pending("t", Target::Partition(p), b"x");
+                acc.append(rec, now);
+            }
+            let b = acc.drain(now + LINGER, 1, true).pop().expect("a batch");
+            let h = fjord_codec::BatchHeader::parse(&b.bytes).unwrap();
+            (h.producer_id, h.producer_epoch, h.base_sequence)
+        };
+        assert_eq!(send(&mut acc, 0, 3), (42, 0, 0));
+        acc.complete("t", 0, false);
+        assert_eq!(send(&mut acc, 0, 2), (42, 0, 3));
+        // Other partitions count on their own.
+        assert_eq!(send(&mut acc, 1, 1), (42, 0, 0));
+        acc.complete("t", 1, false);
+        // The batch at sequence 3 is given up on: a new epoch from 0.
+        acc.complete("t", 0, true);
+        assert_eq!(send(&mut acc, 0, 1), (42, 1, 0));
+        acc.complete("t", 0, false);
+        assert_eq!(send(&mut acc, 0, 1), (42, 1, 1));
     }
 }

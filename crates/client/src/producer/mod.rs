@@ -14,16 +14,21 @@
 //! in flight concurrently, up to `max_in_flight_requests` requests; ready
 //! batches of one topic whose partitions share a leader go in one request,
 //! and each partition's result in it is handled (and retried) on its own.
-//! Pipelining several batches of one partition could reorder them on retry
-//! (or on separate HTTP/2 streams) because the broker has no producer
-//! sequence numbers yet; this is Kafka's
-//! `max.in.flight.requests.per.connection=1` choice for non-idempotent
-//! producers.
+//! One batch per partition in flight keeps order without relying on the
+//! broker's sequence checks, and costs little here: batches of many
+//! partitions share each request, and the broker pipelines requests.
 //!
-//! **Delivery.** At least once: a batch whose request timed out is resent,
-//! and if the first attempt was in fact appended the records appear twice.
-//! A batch that fails for good fails each of its records' [`Delivery`];
-//! later batches of the partition are still sent.
+//! **Delivery.** Exactly once into the log by default (idempotent, see
+//! [`ProducerConfig::idempotent`]): a batch whose request timed out is
+//! resent with the same producer id and sequence, and a partition leader
+//! that already holds it - the same leader, a new one after failover, or a
+//! restarted one - answers with the offsets of the first copy instead of
+//! writing it again. Non-idempotent producers deliver at least once: the
+//! records of a retried batch can appear twice. A batch that fails for
+//! good fails each of its records' [`Delivery`]; later batches of the
+//! partition are still sent (an idempotent producer starts that
+//! partition's sequence over with a new epoch, since the failed batch may
+//! or may not have been written).
 
 pub(crate) mod accumulator;
 mod sender;
@@ -100,6 +105,11 @@ pub struct ProducerConfig {
     /// Batch compression (storage-format.md §2.3); consumers decompress.
     /// Default none.
     pub compression: Compression,
+    /// Idempotent delivery (default on, as in current Kafka): the producer
+    /// obtains a producer id from the cluster and stamps each batch with a
+    /// per-partition sequence, so a retried batch is stored once even
+    /// across leader changes and broker restarts. Off: at least once.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -112,6 +122,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             compression: Compression::None,
+            idempotent: true,
         }
     }
 }

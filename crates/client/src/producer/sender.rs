@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::accumulator::{Accumulator, ReadyBatch};
+use super::accumulator::{Accumulator, ReadyBatch, Sequences};
 use super::{Command, ProducerConfig};
 use crate::{Client, Error, Result};
 
@@ -40,6 +40,16 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
     let mut acc =
         Accumulator::new(config.batch_bytes, config.linger, seed).with_compression(config.compression);
+    if config.idempotent {
+        // Records queue in the bounded channel meanwhile (backpressure).
+        match client.init_producer().await {
+            Ok((id, epoch)) => {
+                tracing::debug!(producer_id = id, "idempotent producer");
+                acc = acc.with_sequences(Sequences::new(id, epoch));
+            }
+            Err(e) => return fail_all(rx, e).await,
+        }
+    }
     let mut in_flight = FuturesUnordered::new();
     let mut flush_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closed = false;
@@ -76,14 +86,31 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
                 None => closed = true,
             },
             Some(Sent { done, retry }) = in_flight.next(), if !in_flight.is_empty() => {
-                for (topic, partition) in done {
-                    acc.complete(&topic, partition);
+                for (topic, partition, failed) in done {
+                    acc.complete(&topic, partition, failed);
                 }
                 if !retry.is_empty() {
                     in_flight.push(do_work(client.clone(), config.clone(), Work::Each(retry)));
                 }
             }
             _ = sleep_until(wakeup), if wakeup.is_some() && !flushing => {}
+        }
+    }
+}
+
+/// Without a producer id nothing can be sent idempotently: every record
+/// fails with the reason, until the producer is dropped.
+async fn fail_all(mut rx: mpsc::Receiver<Command>, e: Error) {
+    tracing::warn!(error = %e, "could not obtain a producer id; every record fails");
+    let e = Error::Unavailable { message: format!("could not obtain a producer id: {e}") };
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Send(rec) => {
+                let _ = rec.tx.send(Err(e.clone()));
+            }
+            Command::Flush(w) => {
+                let _ = w.send(());
+            }
         }
     }
 }
@@ -107,8 +134,8 @@ enum Work {
 
 /// What one slot's work came to.
 struct Sent {
-    /// Partitions whose batch was acknowledged or failed for good.
-    done: Vec<(String, u32)>,
+    /// Partitions whose batch was acknowledged (false) or failed for good (true).
+    done: Vec<(String, u32, bool)>,
     /// Batches of a group that failed, to retry one by one.
     retry: Vec<(ReadyBatch, Option<Error>)>,
 }
@@ -175,7 +202,7 @@ async fn do_work(client: Client, config: ProducerConfig, work: Work) -> Sent {
             for (batch, result) in batches.into_iter().zip(results) {
                 match result {
                     Ok(base) => {
-                        sent.done.push((batch.topic.clone(), batch.partition));
+                        sent.done.push((batch.topic.clone(), batch.partition, false));
                         batch.complete(Ok(base));
                     }
                     Err(e) => sent.retry.push((batch, Some(e))),
@@ -194,13 +221,14 @@ async fn do_work(client: Client, config: ProducerConfig, work: Work) -> Sent {
 /// Sends one batch, retrying retriable failures with backoff (same bytes,
 /// so a retry is byte-identical), then resolves its records' deliveries.
 /// `first` is the error of an attempt already made as part of a group.
-/// Returns the partition so the loop can let its next batch go.
+/// Returns the partition and whether the batch failed for good, so the
+/// loop can let its next batch go.
 async fn send_batch(
     client: Client,
     config: ProducerConfig,
     batch: ReadyBatch,
     first: Option<Error>,
-) -> (String, u32) {
+) -> (String, u32, bool) {
     let (topic, partition, bytes) = (batch.topic.clone(), batch.partition, batch.bytes.clone());
     let (acks, timeout) = (config.acks, config.request_timeout);
     let mut first = first;
@@ -221,8 +249,9 @@ async fn send_batch(
     if let Err(e) = &result {
         tracing::warn!(%topic, partition, records = batch.record_count(), error = %e, "batch failed");
     }
+    let failed = result.is_err();
     batch.complete(result);
-    (topic, partition)
+    (topic, partition, failed)
 }
 
 #[cfg(test)]

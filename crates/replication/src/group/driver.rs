@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fjord_codec::BatchHeader;
 use fjord_storage::{DeletedSegment, FlushPolicy, RaftPos};
 use raft::prelude::*;
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::*;
+use crate::producers::{ProducerTable, Verdict};
 use crate::store::{entry_to_batch, GroupStore};
 use crate::{Error, Result, Transport};
 
@@ -73,6 +75,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         idle_ticks: 0,
         maintenance: Vec::new(),
         caught_up: std::collections::HashMap::new(),
+        producers: None,
     };
     tokio::spawn(driver.run(rx));
     Ok(GroupHandle { tx, status })
@@ -92,6 +95,9 @@ struct Driver<T: Transport> {
     caught_up: std::collections::HashMap<u64, tokio::time::Instant>,
     /// Maintenance requests, run after the current ready.
     maintenance: Vec<(i64, oneshot::Sender<Result<Vec<DeletedSegment>>>)>,
+    /// Idempotent producers' sequences, on a serving leader once the
+    /// first idempotent batch needed them; see [`crate::producers`].
+    producers: Option<ProducerTable>,
 }
 
 impl<T: Transport> Driver<T> {
@@ -243,6 +249,27 @@ impl<T: Transport> Driver<T> {
             let _ = reply.send(Err(Error::NotLeader { leader: self.node.raft.leader_id }));
             return;
         }
+        let header = match BatchHeader::parse(&data) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = reply.send(Err(Error::Corrupt(format!("proposed batch: {e}"))));
+                return;
+            }
+        };
+        let idempotent = header.producer_id >= 0 && !header.is_control();
+        if idempotent {
+            match self.check_sequence(&header, ack) {
+                Ok(None) => {}
+                Ok(Some(done)) => {
+                    let _ = reply.send(Ok(done));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let before = self.node.raft.raft_log.last_index();
         if let Err(e) = self.node.propose(Vec::new(), data.to_vec()) {
             let _ = reply.send(Err(match e {
@@ -253,7 +280,48 @@ impl<T: Transport> Driver<T> {
         }
         let index = self.node.raft.raft_log.last_index();
         debug_assert_eq!(index, before + 1);
+        if idempotent {
+            let table = self.producers.as_mut().expect("check_sequence built the table");
+            table.record(&header, index, now_ms());
+        }
         self.pending.insert(index, Pending { term: self.node.raft.term, ack, reply });
+    }
+
+    /// Checks an idempotent producer's batch against the sequences in the
+    /// log: `None` to propose it, the first copy's offsets for a retry.
+    fn check_sequence(&mut self, h: &BatchHeader, ack: Ack) -> Result<Option<Committed>> {
+        if !self.status.is_serving() {
+            return Err(Error::NotServing);
+        }
+        let log = self.node.store().log().clone();
+        let table = match &mut self.producers {
+            Some(t) => t,
+            none => {
+                // Reads only batch headers of the expiry window, from the
+                // page cache as a rule; done once per leadership.
+                let t = ProducerTable::rebuild(&log, now_ms())?;
+                tracing::debug!(group = self.config.group_id, producers = t.len(), "producer table rebuilt");
+                none.insert(t)
+            }
+        };
+        let raft_index = match table.check(h)? {
+            Verdict::Append => return Ok(None),
+            Verdict::Duplicate { raft_index } => raft_index,
+        };
+        let applied = self.node.raft.raft_log.applied;
+        let appended = log.last_raft().is_some_and(|l| l.index >= raft_index);
+        if raft_index > applied && !(ack == Ack::Leader && appended) {
+            return Err(Error::DuplicateInFlight);
+        }
+        let (first, _) = log.raft_entry(raft_index)?.ok_or_else(|| {
+            Error::Corrupt(format!("raft index {raft_index} of a stored batch is not in the log"))
+        })?;
+        Ok(Some(Committed {
+            index: raft_index,
+            base_offset: first.base_offset,
+            next_offset: first.next_offset(),
+            duplicate: true,
+        }))
     }
 
     async fn on_ready(&mut self) -> Result<()> {
@@ -295,6 +363,9 @@ impl<T: Transport> Driver<T> {
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        // A deposed leader's unacknowledged suffix may be overwritten, and
+        // a new leader must see every earlier term's batches first.
+        self.producers = None;
         let was_leader = self.status.is_leader.swap(role == StateRole::Leader, Ordering::AcqRel);
         self.status.serving.store(false, Ordering::Release);
         self.status.leader.store(leader, Ordering::Release);
@@ -354,7 +425,12 @@ impl<T: Transport> Driver<T> {
             if let Some(p) = self.pending.get(&index) {
                 if p.ack == Ack::Leader && p.term == self.node.raft.term {
                     let p = self.pending.remove(&index).expect("present");
-                    let c = Committed { index, base_offset: l.base_offset, next_offset: l.next_offset };
+                    let c = Committed {
+                        index,
+                        base_offset: l.base_offset,
+                        next_offset: l.next_offset,
+                        duplicate: false,
+                    };
                     let _ = p.reply.send(Ok(c));
                 }
             }
@@ -384,7 +460,12 @@ impl<T: Transport> Driver<T> {
             }
             if let Some(p) = self.pending.remove(&e.index) {
                 let result = if p.term == e.term {
-                    Ok(Committed { index: e.index, base_offset: l.base_offset, next_offset: l.next_offset })
+                    Ok(Committed {
+                        index: e.index,
+                        base_offset: l.base_offset,
+                        next_offset: l.next_offset,
+                        duplicate: false,
+                    })
                 } else {
                     Err(Error::NotLeader { leader: self.node.raft.leader_id })
                 };
@@ -421,6 +502,7 @@ impl<T: Transport> Driver<T> {
             .map_err(|e| Error::Raft(format!("snapshot task failed: {e}")))??;
         self.node.mut_store().store_snapshot_point(index, term)?;
         self.landed.clear();
+        self.producers = None;
         self.raise_high_watermark(start);
         tracing::info!(
             group = self.config.group_id,
@@ -443,6 +525,9 @@ impl<T: Transport> Driver<T> {
         })
         .await
         .map_err(|e| Error::Raft(format!("maintenance task failed: {e}")))??;
+        if let Some(table) = &mut self.producers {
+            table.expire(now_ms);
+        }
         if let Some(last) = deleted.iter().rev().find_map(|d| d.last_raft) {
             self.node.mut_store().store_snapshot_point(last.index, last.term)?;
         }
@@ -454,4 +539,13 @@ impl<T: Transport> Driver<T> {
         let hs = self.node.raft.hard_state();
         self.node.mut_store().store_hard_state(&hs)
     }
+}
+
+/// Wall-clock ms, for producer idleness (compared with record timestamps,
+/// which are wall-clock too).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -120,6 +120,10 @@ pub struct Committed {
     pub base_offset: u64,
     /// Offset after its last record.
     pub next_offset: u64,
+    /// The batch was a retry of one an idempotent producer had already
+    /// written: these are the offsets of that first copy, and nothing new
+    /// was appended.
+    pub duplicate: bool,
 }
 
 /// When a proposal is answered.

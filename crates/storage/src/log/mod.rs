@@ -198,6 +198,21 @@ impl Log {
         self.lock().segments.iter().map(|s| s.size).sum()
     }
 
+    /// Base offset of the newest segment such that it and the segments
+    /// after it hold at least `bytes` (the log start if the log holds less):
+    /// where a scan of the log's last `bytes` begins, at segment granularity.
+    pub fn tail_start(&self, bytes: u64) -> u64 {
+        let inner = self.lock();
+        let mut held = 0;
+        for seg in inner.segments.iter().rev() {
+            held += seg.size;
+            if held >= bytes {
+                return seg.base_offset;
+            }
+        }
+        inner.segments[0].base_offset
+    }
+
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
         self.lock().segments.len()

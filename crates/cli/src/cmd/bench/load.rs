@@ -93,6 +93,8 @@ pub(crate) fn producer_config(args: &LoadArgs, timeout: Duration) -> ProducerCon
             AcksArg::Leader => Acks::Leader,
         },
         request_timeout: timeout,
+        compression: args.compression,
+        idempotent: !args.no_idempotence,
         ..Default::default()
     }
 }

@@ -79,6 +79,12 @@ pub(crate) struct LoadArgs {
     /// How long a batch waits for more records, in ms.
     #[arg(long, default_value_t = 5)]
     pub(crate) linger_ms: u64,
+    /// Compress batches: none or lz4.
+    #[arg(long, default_value = "none")]
+    pub(crate) compression: fjord_client::Compression,
+    /// Send without producer ids and sequences (at-least-once retries).
+    #[arg(long)]
+    pub(crate) no_idempotence: bool,
     /// Partitions of the topic if it is created.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) partitions: u32,
