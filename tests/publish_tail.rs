@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use common::{client, fjord_ok, Broker};
+use common::{client, fjord, fjord_ok, Broker};
 use fjord_client::{
     partition_for_key, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, Seek,
 };
@@ -140,4 +140,21 @@ fn compressed_and_plain_producers_share_a_topic_and_consumers_read_identical_rec
     };
     let (plain, packed) = (size("plain", "none"), size("packed", "lz4"));
     assert!(packed * 3 < plain, "lz4 log {packed} bytes vs plain {plain} bytes");
+    let zstd = size("zpacked", "zstd");
+    assert!(zstd * 3 < plain, "zstd log {zstd} bytes vs plain {plain} bytes");
+    assert_eq!(fjord_ok(addr, &["tail", "zpacked", "--from-beginning"], b""), lines);
+
+    // A topic that forces zstd stores uncompressed producers' batches as zstd.
+    fjord_ok(addr, &["topic", "create", "forced", "--partitions", "1", "--compression", "zstd"], b"");
+    fjord_ok(addr, &["publish", "forced", "--compression", "none"], lines.as_bytes());
+    let described = fjord_ok(addr, &["topic", "describe", "forced", "--format", "json"], b"");
+    let v: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(v["config"]["compression"], "zstd");
+    let forced = v["partitions"][0]["size_bytes"].as_u64().unwrap();
+    assert!(forced * 3 < plain, "forced zstd log {forced} bytes vs plain {plain} bytes");
+    assert_eq!(fjord_ok(addr, &["tail", "forced", "--from-beginning"], b""), lines);
+    let bad = fjord(addr, &["topic", "create", "gz", "--partitions", "1", "--compression", "gzip"], b"");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("compression \"gzip\" is not one of producer, none, lz4, zstd"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! Topic names and per-topic settings. The topics themselves live in the
 //! cluster metadata (`meta`).
 
+use fjord_codec::Compression;
 use fjord_proto::pb;
 use fjord_storage::{
     FlushPolicy, LogConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
@@ -43,6 +44,17 @@ pub(crate) struct TopicSettings {
     pub(crate) segment_bytes: u64,
     /// ms.
     pub(crate) segment_ms: u64,
+    /// "producer" (store as sent) or a codec every batch is stored in.
+    /// Topics created before the setting existed read as "producer".
+    #[serde(default = "compression_default")]
+    pub(crate) compression: String,
+}
+
+/// Batches are stored compressed as the producer sent them.
+const COMPRESSION_PRODUCER: &str = "producer";
+
+fn compression_default() -> String {
+    COMPRESSION_PRODUCER.to_owned()
 }
 
 impl TopicSettings {
@@ -60,7 +72,14 @@ impl TopicSettings {
                 Some(ms) => ms as u64,
                 None => SEGMENT_MS_DEFAULT,
             },
+            compression: c.compression.unwrap_or_else(compression_default),
         };
+        if s.compression != COMPRESSION_PRODUCER && s.compression.parse::<Compression>().is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "compression {:?} is not one of producer, none, lz4, zstd",
+                s.compression
+            )));
+        }
         if s.retention_ms < -1 || s.retention_ms == 0 {
             return Err(Error::InvalidArgument(format!(
                 "retention_ms must be -1 (forever) or at least 1, got {}",
@@ -82,6 +101,11 @@ impl TopicSettings {
         Ok(s)
     }
 
+    /// The codec every batch of the topic is stored in, if the topic forces one.
+    pub(crate) fn forced_compression(&self) -> Option<Compression> {
+        self.compression.parse().ok()
+    }
+
     /// The storage config of each partition of the topic.
     pub(crate) fn log_config(&self, flush: FlushPolicy) -> LogConfig {
         LogConfig {
@@ -100,6 +124,7 @@ impl TopicSettings {
             retention_bytes: Some(self.retention_bytes),
             segment_bytes: Some(self.segment_bytes),
             segment_ms: Some(self.segment_ms as i64),
+            compression: Some(self.compression.clone()),
         }
     }
 }

@@ -115,6 +115,10 @@ pub(crate) struct CreateTopicArgs {
     /// Roll the active segment when its first record is older than this many ms.
     #[arg(long)]
     pub(crate) segment_ms: Option<i64>,
+    /// Codec the topic stores every batch in: producer (as sent, the
+    /// default), none, lz4 or zstd (the broker recompresses the rest).
+    #[arg(long)]
+    pub(crate) compression: Option<String>,
 }
 
 /// `fjord cluster ...`
@@ -162,7 +166,7 @@ pub(crate) struct PublishArgs {
     /// Batch size limit in bytes; also the largest record accepted.
     #[arg(long, default_value_t = fjord_client::BATCH_BYTES_DEFAULT)]
     pub(crate) batch_bytes: usize,
-    /// Compress batches: none or lz4 (consumers decompress).
+    /// Compress batches: none, lz4 or zstd (consumers decompress).
     #[arg(long, default_value = "none")]
     pub(crate) compression: fjord_client::Compression,
     /// Send without a producer id and sequence numbers: a retried batch may

@@ -21,6 +21,9 @@ pub struct TopicSettings {
     pub segment_bytes: Option<u64>,
     /// Roll the active segment when its first record is older than this many ms.
     pub segment_ms: Option<i64>,
+    /// "producer" (store batches as sent, the default) or "none", "lz4",
+    /// "zstd": the broker stores every batch of the topic in that codec.
+    pub compression: Option<String>,
 }
 
 impl From<TopicSettings> for pb::TopicConfig {
@@ -30,6 +33,7 @@ impl From<TopicSettings> for pb::TopicConfig {
             retention_bytes: s.retention_bytes,
             segment_bytes: s.segment_bytes,
             segment_ms: s.segment_ms,
+            compression: s.compression,
         }
     }
 }
@@ -41,6 +45,7 @@ impl From<pb::TopicConfig> for TopicSettings {
             retention_bytes: c.retention_bytes,
             segment_bytes: c.segment_bytes,
             segment_ms: c.segment_ms,
+            compression: c.compression,
         }
     }
 }

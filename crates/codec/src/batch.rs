@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::compression::{compress_lz4, records_region, Compression};
+use crate::compression::{compress, records_region, Compression};
 use crate::format::*;
 use crate::record::{parse_record, RecordLayout};
 use crate::{Error, Result};
@@ -106,7 +106,7 @@ impl BatchHeader {
         // to RECORDS_LEN_MAX once decompressed.
         let body = match compression {
             Compression::None => batch_len as usize - BATCH_HEADER_LEN,
-            Compression::Lz4 => RECORDS_LEN_MAX,
+            Compression::Lz4 | Compression::Zstd => RECORDS_LEN_MAX,
         };
         if header.record_count == 0 || header.record_count as usize > body / RECORD_LEN_MIN {
             return Err(Error::BadHeader("record count does not fit the batch length"));
@@ -405,14 +405,13 @@ impl BatchBuilder {
     /// If no record was pushed: an empty batch is not valid.
     pub fn finish(mut self) -> Bytes {
         assert!(self.count > 0, "a batch needs at least one record");
-        if self.compression == Compression::Lz4 {
-            let packed = compress_lz4(&self.buf[BATCH_HEADER_LEN..]);
+        if let Some(packed) = compress(self.compression, &self.buf[BATCH_HEADER_LEN..]) {
             // A block that would not fit the batch limit (incompressible
             // data near the limit) is stored as it is.
             if BATCH_HEADER_LEN + packed.len() <= self.len_max {
                 self.buf.truncate(BATCH_HEADER_LEN);
                 self.buf.extend_from_slice(&packed);
-                self.attributes |= COMPRESSION_LZ4;
+                self.attributes |= self.compression.attribute();
             }
         }
         let b = &mut self.buf[..];

@@ -1,5 +1,5 @@
 //! Batch compression (`storage-format.md` §2.3): the records region of a
-//! batch may be one LZ4 block. The header stays uncompressed, so offsets,
+//! batch may be one LZ4 block or one zstd frame. The header stays uncompressed, so offsets,
 //! CRCs and the log never need to decompress; producers compress and
 //! consumers (and the broker's validation) decompress.
 
@@ -19,7 +19,14 @@ pub enum Compression {
     None,
     /// One LZ4 block (fast; about 2-4x on text).
     Lz4,
+    /// One zstd frame at level [`ZSTD_LEVEL`] (slower to write, smaller:
+    /// about 1.5x LZ4's ratio on text).
+    Zstd,
 }
+
+/// zstd level producers compress at: zstd's and Kafka's default, most of
+/// the ratio for a fraction of the higher levels' CPU.
+pub const ZSTD_LEVEL: i32 = 3;
 
 impl Compression {
     /// The codec named by a batch's attribute bits.
@@ -30,6 +37,7 @@ impl Compression {
         match attributes & ATTR_COMPRESSION_MASK {
             COMPRESSION_NONE => Ok(Compression::None),
             COMPRESSION_LZ4 => Ok(Compression::Lz4),
+            COMPRESSION_ZSTD => Ok(Compression::Zstd),
             _ => Err(Error::BadHeader("unsupported compression codec")),
         }
     }
@@ -39,7 +47,18 @@ impl Compression {
         match self {
             Compression::None => COMPRESSION_NONE,
             Compression::Lz4 => COMPRESSION_LZ4,
+            Compression::Zstd => COMPRESSION_ZSTD,
         }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        })
     }
 }
 
@@ -50,7 +69,8 @@ impl std::str::FromStr for Compression {
         match s {
             "none" => Ok(Compression::None),
             "lz4" => Ok(Compression::Lz4),
-            other => Err(format!("unknown compression {other:?}; expected none or lz4")),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(format!("unknown compression {other:?}; expected none, lz4 or zstd")),
         }
     }
 }
@@ -60,9 +80,10 @@ impl std::str::FromStr for Compression {
 /// before anything is allocated, and the block must decode to exactly it.
 pub(crate) fn records_region<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<Cow<'a, [u8]>> {
     let len = header.batch_len as usize;
-    match Compression::from_attributes(header.attributes)? {
+    let codec = Compression::from_attributes(header.attributes)?;
+    match codec {
         Compression::None => Ok(Cow::Borrowed(&batch[BATCH_HEADER_LEN..len])),
-        Compression::Lz4 => {
+        Compression::Lz4 | Compression::Zstd => {
             if len < COMPRESSED_DATA_AT {
                 return Err(Error::BadHeader("compressed batch has no length prefix"));
             }
@@ -75,8 +96,14 @@ pub(crate) fn records_region<'a>(batch: &'a [u8], header: &BatchHeader) -> Resul
                 });
             }
             let mut out = vec![0u8; plain];
-            let n = lz4_flex::block::decompress_into(&batch[COMPRESSED_DATA_AT..len], &mut out)
-                .map_err(|_| Error::BadHeader("compressed records do not decode"))?;
+            let packed = &batch[COMPRESSED_DATA_AT..len];
+            let decoded = match codec {
+                Compression::Lz4 => lz4_flex::block::decompress_into(packed, &mut out).ok(),
+                // Decoding into a buffer of the declared length bounds the
+                // output whatever the frame claims.
+                _ => zstd::bulk::decompress_to_buffer(packed, &mut out[..]).ok(),
+            };
+            let n = decoded.ok_or(Error::BadHeader("compressed records do not decode"))?;
             if n != plain {
                 return Err(Error::BadHeader("compressed records decode to another length than declared"));
             }
@@ -93,10 +120,49 @@ pub(crate) fn records_bytes(batch: &Bytes, header: &BatchHeader) -> Result<Bytes
     }
 }
 
-/// Compresses a records region: the length prefix then the LZ4 block.
-pub(crate) fn compress_lz4(records: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + lz4_flex::block::get_maximum_output_size(records.len()));
+/// Compresses a records region: the length prefix, then the LZ4 block or
+/// zstd frame. `None` for [`Compression::None`].
+pub(crate) fn compress(codec: Compression, records: &[u8]) -> Option<Vec<u8>> {
+    let packed = match codec {
+        Compression::None => return None,
+        Compression::Lz4 => lz4_flex::block::compress(records),
+        // Compressing a buffer in memory fails only on allocation failure.
+        Compression::Zstd => zstd::bulk::compress(records, ZSTD_LEVEL).expect("zstd compresses in memory"),
+    };
+    let mut out = Vec::with_capacity(4 + packed.len());
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    out.extend_from_slice(&lz4_flex::block::compress(records));
-    out
+    out.extend_from_slice(&packed);
+    Some(out)
+}
+
+/// The same batch with its records region in `to`: the records are
+/// decompressed and compressed again, the header is kept but for the
+/// codec bits and the length, and the CRC is recomputed. A batch already
+/// in `to` comes back as it is. Used by a broker whose topic forces a codec.
+///
+/// # Errors
+/// Whatever [`crate::validate_batch`] would refuse in `batch`.
+pub fn recompress(batch: &Bytes, to: Compression, len_max: usize) -> Result<Bytes> {
+    let header = crate::validate_batch(batch, len_max)?;
+    if Compression::from_attributes(header.attributes)? == to {
+        return Ok(batch.clone());
+    }
+    let plain = records_region(batch, &header)?;
+    let packed = compress(to, &plain).filter(|p| BATCH_HEADER_LEN + p.len() <= len_max);
+    // Records that do not shrink enough to fit stay as they are, as a
+    // producer's builder would leave them.
+    let (codec, region): (Compression, &[u8]) = match &packed {
+        Some(p) => (to, p),
+        None => (Compression::None, &plain),
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + region.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(region);
+    let len = out.len() as u32;
+    out[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+    let attributes = (header.attributes & !ATTR_COMPRESSION_MASK) | codec.attribute();
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_le_bytes());
+    let crc = crc32fast::hash(&out[CRC_START..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(Bytes::from(out))
 }

@@ -61,6 +61,8 @@ pub const ATTR_COMPRESSION_MASK: u16 = 0b0111;
 pub const COMPRESSION_NONE: u16 = 0;
 /// Compression codec value: the records region is one LZ4 block (§2.3).
 pub const COMPRESSION_LZ4: u16 = 1;
+/// Compression codec value: the records region is one zstd frame (§2.3).
+pub const COMPRESSION_ZSTD: u16 = 2;
 /// `u32` length of the records region once decompressed, first in a
 /// compressed batch's records region; §2.3.
 pub const COMPRESSED_LEN_AT: usize = BATCH_HEADER_LEN;

@@ -24,7 +24,7 @@ pub use batch::{
     split_batches, stamp_batch, stamped_prefix, validate_batch, verify_crc, BatchBuilder, BatchHeader,
     BatchIter,
 };
-pub use compression::Compression;
+pub use compression::{recompress, Compression, ZSTD_LEVEL};
 pub use error::{Error, Result};
 pub use record::{records, Header, Record, RecordIter};
 

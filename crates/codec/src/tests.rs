@@ -161,7 +161,7 @@ fn split_batches_walks_a_buffer_and_stops_at_a_torn_tail() {
 }
 
 #[test]
-fn lz4_batches_round_trip_and_are_smaller_on_text() {
+fn compressed_batches_round_trip_and_are_smaller_on_text() {
     let text = "GET /api/v1/orders?id=12345 HTTP/1.1 200 0.003s user-agent=fjord-test ".repeat(8);
     let build = |c: Compression| {
         let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(c);
@@ -171,18 +171,27 @@ fn lz4_batches_round_trip_and_are_smaller_on_text() {
         }
         b.finish()
     };
-    let (plain, packed) = (build(Compression::None), build(Compression::Lz4));
-    assert!(packed.len() * 4 < plain.len(), "{} vs {}", packed.len(), plain.len());
-    let h = validate_batch(&packed, BATCH_LEN_MAX).unwrap();
-    assert_eq!(Compression::from_attributes(h.attributes).unwrap(), Compression::Lz4);
+    let plain = build(Compression::None);
     let a: Vec<Record> = records(&plain).unwrap().map(Result::unwrap).collect();
-    let b: Vec<Record> = records(&packed).unwrap().map(Result::unwrap).collect();
-    assert_eq!(a, b, "consumers read identical records");
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let packed = build(codec);
+        assert!(packed.len() * 4 < plain.len(), "{codec}: {} vs {}", packed.len(), plain.len());
+        let h = validate_batch(&packed, BATCH_LEN_MAX).unwrap();
+        assert_eq!(Compression::from_attributes(h.attributes).unwrap(), codec);
+        let b: Vec<Record> = records(&packed).unwrap().map(Result::unwrap).collect();
+        assert_eq!(a, b, "{codec}: consumers read identical records");
+    }
 }
 
 #[test]
 fn corrupt_or_oversized_compressed_batches_are_rejected() {
-    let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(Compression::Lz4);
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        corrupt_or_oversized_batches_are_rejected(codec);
+    }
+}
+
+fn corrupt_or_oversized_batches_are_rejected(codec: Compression) {
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(codec);
     for i in 0..50 {
         b.push(None, Some("abcabcabc".repeat(20).as_bytes()), &[], i).unwrap();
     }
@@ -226,8 +235,8 @@ fn arb_record() -> impl Strategy<Value = ArbRecord> {
 
 proptest! {
     #[test]
-    fn built_batches_validate_and_read_back(recs in proptest::collection::vec(arb_record(), 1..20), lz4 in any::<bool>()) {
-        let compression = if lz4 { Compression::Lz4 } else { Compression::None };
+    fn built_batches_validate_and_read_back(recs in proptest::collection::vec(arb_record(), 1..20), codec in 0..3u8) {
+        let compression = [Compression::None, Compression::Lz4, Compression::Zstd][codec as usize];
         let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(compression);
         for (k, v, h, ts) in &recs {
             let hs: Vec<(&str, Option<&[u8]>)> = h.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
@@ -262,4 +271,38 @@ proptest! {
         let _ = validate_batch(&b, BATCH_LEN_MAX);
         if let Ok(it) = records(&Bytes::from(b)) { let _ = it.count(); }
     }
+}
+
+#[test]
+fn recompressed_batches_keep_their_header_and_records() {
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX).producer(9, 1, 40);
+    for i in 0..30 {
+        b.push(Some(b"k"), Some("the same words again ".repeat(10).as_bytes()), &[("h", None)], 50 + i)
+            .unwrap();
+    }
+    let plain = b.finish();
+    let want: Vec<Record> = records(&plain).unwrap().map(Result::unwrap).collect();
+    let before = validate_batch(&plain, BATCH_LEN_MAX).unwrap();
+    let mut current = plain.clone();
+    for to in [Compression::Zstd, Compression::Lz4, Compression::None, Compression::Zstd] {
+        current = crate::recompress(&current, to, BATCH_LEN_MAX).unwrap();
+        let h = validate_batch(&current, BATCH_LEN_MAX).unwrap();
+        assert_eq!(Compression::from_attributes(h.attributes).unwrap(), to);
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence, h.record_count, h.max_timestamp),
+            (
+                before.producer_id,
+                before.producer_epoch,
+                before.base_sequence,
+                before.record_count,
+                before.max_timestamp
+            )
+        );
+        let got: Vec<Record> = records(&current).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, want, "{to}");
+    }
+    assert!(current.len() * 4 < plain.len());
+    // A batch already in the codec is returned untouched.
+    let same = crate::recompress(&current, Compression::Zstd, BATCH_LEN_MAX).unwrap();
+    assert_eq!(same, current);
 }

@@ -82,7 +82,14 @@ impl ProducerService {
                 source => Error::CorruptBatch { partition: pb.partition, source },
             })?;
             check_producer_fields(&header, pb.partition)?;
-            out.push((partition, pb.batch.clone()));
+            let batch = match topic.meta.settings.forced_compression() {
+                // CPU-bound but bounded by the batch limit (a 256 KiB batch
+                // takes well under a millisecond with either codec).
+                Some(codec) => fjord_codec::recompress(&pb.batch, codec, max)
+                    .map_err(|source| Error::CorruptBatch { partition: pb.partition, source })?,
+                None => pb.batch.clone(),
+            };
+            out.push((partition, batch));
         }
         Ok(Validated { batches: out, wait_commit, timeout: Duration::from_millis(timeout_ms as u64) })
     }

@@ -55,6 +55,7 @@ async fn create(client: &Client, format: TableFormat, args: CreateTopicArgs) -> 
         retention_bytes: args.retention_bytes,
         segment_bytes: args.segment_bytes,
         segment_ms: args.segment_ms,
+        compression: args.compression,
     };
     let d = client
         .create_topic(&args.name, args.partitions, args.replication_factor.unwrap_or(0), settings)
@@ -79,6 +80,7 @@ fn settings_json(s: &TopicSettings) -> Value {
         "retention_bytes": s.retention_bytes,
         "segment_bytes": s.segment_bytes,
         "segment_ms": s.segment_ms,
+        "compression": s.compression,
     })
 }
 
@@ -111,13 +113,14 @@ fn description_text(d: &TopicDescription) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "default".into());
     let s = &d.settings;
     let mut out = format!(
-        "topic {}  replication factor {}\nretention.ms={} retention.bytes={} segment.bytes={} segment.ms={}\n",
+        "topic {}  replication factor {}\nretention.ms={} retention.bytes={} segment.bytes={} segment.ms={} compression={}\n",
         d.name,
         d.replication_factor,
         opt(s.retention_ms.map(|v| v.to_string())),
         opt(s.retention_bytes.map(|v| v.to_string())),
         opt(s.segment_bytes.map(|v| v.to_string())),
         opt(s.segment_ms.map(|v| v.to_string())),
+        opt(s.compression.clone()),
     );
     let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let mut t = Table::new(&[

@@ -79,7 +79,7 @@ pub(crate) struct LoadArgs {
     /// How long a batch waits for more records, in ms.
     #[arg(long, default_value_t = 5)]
     pub(crate) linger_ms: u64,
-    /// Compress batches: none or lz4.
+    /// Compress batches: none, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub(crate) compression: fjord_client::Compression,
     /// Send without producer ids and sequences (at-least-once retries).
