@@ -26,6 +26,26 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# start_broker FJORD DIR: starts one broker on a free loopback port with
+# data in DIR/data and logs in DIR/broker.{out,log}, tracks it, waits for
+# its address, and sets ADDR and BROKER_PID.
+start_broker() {
+    local fjord=$1 dir=$2
+    "$fjord" broker --listen 127.0.0.1:0 --data-dir "$dir/data" --log-level warn \
+        >"$dir/broker.out" 2>"$dir/broker.log" &
+    BROKER_PID=$!
+    track "$BROKER_PID"
+    ADDR=
+    for _ in $(seq 100); do
+        ADDR=$(sed -n 's/^fjord broker [0-9]* listening on //p' "$dir/broker.out")
+        [ -n "$ADDR" ] && return 0
+        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$dir/broker.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "the broker did not report its address" >&2
+    exit 1
+}
+
 bench_cleanup() {
     local status=$?
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done

@@ -68,18 +68,7 @@ FJORD_BENCH_DIR="$WORK" FJORD_BENCH_GIB=1 FJORD_BENCH_APPEND_MIB=256 FJORD_BENCH
 grep -E '^\| (measurement|append)' "$WORK/storage-bench.out" | sed -E 's/ +\|/ |/g'
 
 section "broker"
-"$FJORD" broker --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-level warn \
-    >"$WORK/broker.out" 2>"$WORK/broker.log" &
-BROKER_PID=$!
-track "$BROKER_PID"
-ADDR=
-for _ in $(seq 100); do
-    ADDR=$(sed -n 's/^fjord broker [0-9]* listening on //p' "$WORK/broker.out")
-    [ -n "$ADDR" ] && break
-    kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/broker.log" >&2; exit 1; }
-    sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "the broker did not report its address" >&2; exit 1; }
+start_broker "$FJORD" "$WORK"
 echo "broker pid $BROKER_PID listening on $ADDR, flush policy: always (fsync before ack)"
 export FJORD_BROKER=$ADDR
 

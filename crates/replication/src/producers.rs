@@ -12,8 +12,10 @@
 //! in the leader's log and nothing else, so it needs no file of its own and
 //! cannot disagree with the log. A leader builds it by scanning its log
 //! once it serves (it has committed an entry of its own term, so every
-//! earlier entry in its log is committed and will stay), then keeps it up
-//! to date as it proposes. It is dropped when leadership is lost, because
+//! earlier entry in its log is committed and will stay) and an idempotent
+//! batch arrives: the scan runs on a blocking thread while such batches
+//! wait, in order, in the group's task. It then keeps the table up to date
+//! as it proposes. It is dropped when leadership is lost, because
 //! a deposed leader's uncommitted suffix may be overwritten. A new leader,
 //! or a restarted broker, therefore deduplicates exactly like the old one
 //! for every batch that was acknowledged.

@@ -24,6 +24,11 @@ struct Landed {
     next_offset: u64,
 }
 
+/// Idempotent proposals held while a new leader builds its producer table
+/// (a few ms as a rule); beyond this many, they are refused as NotServing
+/// and retried by their clients.
+const PARKED_PROPOSALS_MAX: usize = 1024;
+
 struct Pending {
     term: u64,
     ack: Ack,
@@ -75,7 +80,9 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         idle_ticks: 0,
         maintenance: Vec::new(),
         caught_up: std::collections::HashMap::new(),
-        producers: None,
+        producers: Producers::Unknown,
+        parked: Vec::new(),
+        mailbox: tx.downgrade(),
     };
     tokio::spawn(driver.run(rx));
     Ok(GroupHandle { tx, status })
@@ -97,7 +104,23 @@ struct Driver<T: Transport> {
     maintenance: Vec<(i64, oneshot::Sender<Result<Vec<DeletedSegment>>>)>,
     /// Idempotent producers' sequences, on a serving leader once the
     /// first idempotent batch needed them; see [`crate::producers`].
-    producers: Option<ProducerTable>,
+    producers: Producers,
+    /// Idempotent proposals waiting, in arrival order, for the table.
+    parked: Vec<(Bytes, Ack, oneshot::Sender<Result<Committed>>)>,
+    /// The group's own mailbox, for results of work done off the task
+    /// (weak, so that dropping every handle still ends the task).
+    mailbox: mpsc::WeakSender<Msg>,
+}
+
+/// Where the leader's producer table stands.
+enum Producers {
+    /// Not built in this leadership (or this node does not lead).
+    Unknown,
+    /// A blocking task is scanning the log for it, started in `term`.
+    Building {
+        term: u64,
+    },
+    Ready(ProducerTable),
 }
 
 impl<T: Transport> Driver<T> {
@@ -170,6 +193,7 @@ impl<T: Transport> Driver<T> {
                 let _ = self.node.campaign();
             }
             Msg::Maintain { now_ms, reply } => self.maintenance.push((now_ms, reply)),
+            Msg::ProducersBuilt { term, table } => self.producers_built(term, table),
             Msg::Stop(tx) => return Some(tx),
         }
         None
@@ -257,6 +281,18 @@ impl<T: Transport> Driver<T> {
             }
         };
         let idempotent = header.producer_id >= 0 && !header.is_control();
+        if idempotent && self.status.is_serving() && !matches!(self.producers, Producers::Ready(_)) {
+            // Wait for the table rather than bounce the producer.
+            if matches!(self.producers, Producers::Unknown) {
+                self.start_producers_rebuild();
+            }
+            if self.parked.len() < PARKED_PROPOSALS_MAX {
+                self.parked.push((data, ack, reply));
+            } else {
+                let _ = reply.send(Err(Error::NotServing));
+            }
+            return;
+        }
         if idempotent {
             match self.check_sequence(&header, ack) {
                 Ok(None) => {}
@@ -281,7 +317,9 @@ impl<T: Transport> Driver<T> {
         let index = self.node.raft.raft_log.last_index();
         debug_assert_eq!(index, before + 1);
         if idempotent {
-            let table = self.producers.as_mut().expect("check_sequence built the table");
+            let Producers::Ready(table) = &mut self.producers else {
+                unreachable!("check_sequence let an idempotent batch through without a table")
+            };
             table.record(&header, index, now_ms());
         }
         self.pending.insert(index, Pending { term: self.node.raft.term, ack, reply });
@@ -294,15 +332,8 @@ impl<T: Transport> Driver<T> {
             return Err(Error::NotServing);
         }
         let log = self.node.store().log().clone();
-        let table = match &mut self.producers {
-            Some(t) => t,
-            none => {
-                // Reads only batch headers of the expiry window, from the
-                // page cache as a rule; done once per leadership.
-                let t = ProducerTable::rebuild(&log, now_ms())?;
-                tracing::debug!(group = self.config.group_id, producers = t.len(), "producer table rebuilt");
-                none.insert(t)
-            }
+        let Producers::Ready(table) = &mut self.producers else {
+            unreachable!("idempotent batches are parked until the producer table is built")
         };
         let raft_index = match table.check(h)? {
             Verdict::Append => return Ok(None),
@@ -322,6 +353,53 @@ impl<T: Transport> Driver<T> {
             next_offset: first.next_offset(),
             duplicate: true,
         }))
+    }
+
+    /// Scans the log for the producer table off the task (a cold scan
+    /// reads from disk); idempotent batches are parked, in order, until it
+    /// is in. Non-idempotent ones are unaffected.
+    fn start_producers_rebuild(&mut self) {
+        let term = self.node.raft.term;
+        self.producers = Producers::Building { term };
+        let (log, mailbox, group) =
+            (self.node.store().log().clone(), self.mailbox.clone(), self.config.group_id);
+        tokio::spawn(async move {
+            let built = tokio::task::spawn_blocking(move || ProducerTable::rebuild(&log, now_ms()))
+                .await
+                .unwrap_or_else(|e| Err(Error::Raft(format!("producer table task failed: {e}"))));
+            if let Err(e) = &built {
+                tracing::warn!(group, error = %e, "could not rebuild the producer table; will retry");
+            }
+            if let Some(tx) = mailbox.upgrade() {
+                let _ = tx.send(Msg::ProducersBuilt { term, table: built.ok() }).await;
+            }
+        });
+    }
+
+    /// Installs a rebuilt producer table if it is still this leadership's.
+    fn producers_built(&mut self, term: u64, table: Option<ProducerTable>) {
+        let current = matches!(self.producers, Producers::Building { term: t } if t == term)
+            && self.node.raft.term == term
+            && self.node.raft.state == StateRole::Leader;
+        if !current {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        match table {
+            Some(t) => {
+                tracing::debug!(group = self.config.group_id, producers = t.len(), "producer table rebuilt");
+                self.producers = Producers::Ready(t);
+                for (data, ack, reply) in parked {
+                    self.propose(data, ack, reply);
+                }
+            }
+            None => {
+                self.producers = Producers::Unknown;
+                for (_, _, reply) in parked {
+                    let _ = reply.send(Err(Error::NotServing));
+                }
+            }
+        }
     }
 
     async fn on_ready(&mut self) -> Result<()> {
@@ -365,7 +443,10 @@ impl<T: Transport> Driver<T> {
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
         // A deposed leader's unacknowledged suffix may be overwritten, and
         // a new leader must see every earlier term's batches first.
-        self.producers = None;
+        self.producers = Producers::Unknown;
+        for (_, _, reply) in std::mem::take(&mut self.parked) {
+            let _ = reply.send(Err(Error::NotLeader { leader }));
+        }
         let was_leader = self.status.is_leader.swap(role == StateRole::Leader, Ordering::AcqRel);
         self.status.serving.store(false, Ordering::Release);
         self.status.leader.store(leader, Ordering::Release);
@@ -378,6 +459,9 @@ impl<T: Transport> Driver<T> {
     fn fail_pending(&mut self, e: Error) {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(e.clone()));
+        }
+        for (_, _, reply) in std::mem::take(&mut self.parked) {
+            let _ = reply.send(Err(e.clone()));
         }
     }
 
@@ -502,7 +586,7 @@ impl<T: Transport> Driver<T> {
             .map_err(|e| Error::Raft(format!("snapshot task failed: {e}")))??;
         self.node.mut_store().store_snapshot_point(index, term)?;
         self.landed.clear();
-        self.producers = None;
+        self.producers = Producers::Unknown;
         self.raise_high_watermark(start);
         tracing::info!(
             group = self.config.group_id,
@@ -525,7 +609,7 @@ impl<T: Transport> Driver<T> {
         })
         .await
         .map_err(|e| Error::Raft(format!("maintenance task failed: {e}")))??;
-        if let Some(table) = &mut self.producers {
+        if let Producers::Ready(table) = &mut self.producers {
             table.expire(now_ms);
         }
         if let Some(last) = deleted.iter().rev().find_map(|d| d.last_raft) {

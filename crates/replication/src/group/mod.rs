@@ -136,11 +136,23 @@ pub enum Ack {
 }
 
 enum Msg {
-    Propose { data: Bytes, ack: Ack, reply: oneshot::Sender<Result<Committed>> },
+    Propose {
+        data: Bytes,
+        ack: Ack,
+        reply: oneshot::Sender<Result<Committed>>,
+    },
     Raft(Box<Message>),
     TransferLeader(u64),
     Campaign,
-    Maintain { now_ms: i64, reply: oneshot::Sender<Result<Vec<DeletedSegment>>> },
+    Maintain {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Vec<DeletedSegment>>>,
+    },
+    /// A producer table scanned off the task for leadership `term` (`None`: the scan failed).
+    ProducersBuilt {
+        term: u64,
+        table: Option<crate::producers::ProducerTable>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -218,6 +230,7 @@ impl std::fmt::Debug for Msg {
             Msg::TransferLeader(_) => "TransferLeader",
             Msg::Campaign => "Campaign",
             Msg::Maintain { .. } => "Maintain",
+            Msg::ProducersBuilt { .. } => "ProducersBuilt",
             Msg::Stop(_) => "Stop",
         })
     }
