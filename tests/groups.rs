@@ -125,7 +125,15 @@ fn owners(d: &serde_json::Value) -> BTreeMap<String, BTreeSet<u32>> {
 fn wait_stable(addr: &str, group: &str, members: usize, within: Duration) -> BTreeMap<String, BTreeSet<u32>> {
     let deadline = Instant::now() + within;
     loop {
-        let d = describe(addr, group);
+        // Until the first member's join is committed the group is unknown.
+        let out = fjord(addr, &["group", "describe", group, "--format", "json"], b"");
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("unknown group") && Instant::now() < deadline, "describe failed: {err}");
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let o = owners(&d);
         let all: Vec<u32> = o.values().flatten().copied().collect();
         let once = all.len() == PARTITIONS as usize && all.iter().collect::<BTreeSet<_>>().len() == all.len();
