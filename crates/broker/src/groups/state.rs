@@ -292,11 +292,18 @@ impl Group {
         }
         self.reconcile(&id);
         let m = &self.meta.members[&id];
+        // A member still waiting for partitions another member holds asks
+        // again soon, so a handoff takes one release, not a heartbeat interval.
+        let waiting = self.meta.target.get(&id).is_some_and(|t| *t != m.assigned);
         Ok(Reply {
             member_id: id,
             member_epoch: m.epoch,
             assigned: m.assigned.clone(),
-            heartbeat_interval_ms: heartbeat_interval_ms(timeout),
+            heartbeat_interval_ms: if waiting {
+                HEARTBEAT_INTERVAL_MS_MIN
+            } else {
+                heartbeat_interval_ms(timeout)
+            },
         })
     }
 

@@ -61,8 +61,10 @@ fn a_partition_moves_only_after_its_owner_releases_it() {
     let (a, ea, got) = w.join();
     assert_eq!(got, [0, 1, 2, 3, 4, 5], "a lone member gets everything");
     assert_eq!(w.group.state(), GroupState::Stable);
-    let (b, eb, got) = w.join();
+    let r = w.beat("", 0, &[]).unwrap();
+    let (b, eb, got) = (r.member_id, r.member_epoch, r.assigned);
     assert!(got.is_empty(), "b gets nothing while a holds all: {got:?}");
+    assert_eq!(r.heartbeat_interval_ms, HEARTBEAT_INTERVAL_MS_MIN, "a waiting member asks again soon");
     assert_eq!(w.group.state(), GroupState::Assigning);
     // a's heartbeat revokes three partitions, keeps the other three.
     let (ea2, kept) = w.ok(&a, ea, &[0, 1, 2, 3, 4, 5]);
