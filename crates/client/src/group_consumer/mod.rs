@@ -15,13 +15,16 @@
 //! [`GroupConsumer::close`]; if the member dies in between, its successor
 //! reads the record again.
 
+mod heartbeat;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fjord_proto::pb;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+
+use heartbeat::{heartbeat_loop, leave_group, Assignment, Membership, Shared};
 
 use crate::groups::CommittedOffset;
 use crate::{Client, ConsumedRecord, Consumer, ConsumerConfig, Error, Result, Seek};
@@ -31,8 +34,6 @@ use crate::{Client, ConsumedRecord, Consumer, ConsumerConfig, Error, Result, See
 pub const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(45);
 /// Default interval of auto-commits.
 pub const AUTO_COMMIT_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
-/// Wait before retrying a heartbeat that failed retriably.
-const HEARTBEAT_RETRY: Duration = Duration::from_millis(200);
 /// Wait before polling again when every assigned partition has stopped on an error.
 const STALLED_WAIT: Duration = Duration::from_millis(100);
 
@@ -118,33 +119,6 @@ pub enum GroupEvent {
 }
 
 type Tp = (String, u32);
-
-/// What the heartbeat task publishes.
-#[derive(Debug, Clone, Default)]
-struct Assignment {
-    /// Bumped when the membership is lost (fenced or expired): everything
-    /// owned is gone without a commit.
-    lost: u64,
-    assigned: BTreeSet<Tp>,
-    /// A failure the member cannot recover from (bad configuration).
-    fatal: Option<Error>,
-}
-
-/// State shared with the heartbeat task.
-#[derive(Debug, Default)]
-struct Membership {
-    member_id: String,
-    epoch: i64,
-    coordinator: Option<String>,
-    owned: BTreeSet<Tp>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<Membership>,
-    wake: Notify,
-    stop: watch::Sender<bool>,
-}
 
 /// A member of a consumer group.
 ///
@@ -270,25 +244,35 @@ impl GroupConsumer {
                         self.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
                         return Ok(GroupEvent::Record(r));
                     }
-                    Some(Err(Error::OffsetOutOfRange { .. })) => {
-                        // The committed offset fell out of the log (retention): reset.
-                        let start = match self.config.auto_offset_reset {
-                            AutoOffsetReset::Earliest => Seek::Beginning,
-                            AutoOffsetReset::Latest => Seek::End,
-                        };
-                        for (t, p) in self.consumer.failed() {
-                            tracing::warn!(topic = %t, partition = p, "committed offset out of range; resetting");
-                            self.consumer.seek(&t, p, start)?;
-                        }
-                    }
-                    Some(Err(e)) if e.is_retriable() => {
-                        tracing::debug!(error = %e, "fetch failed; retrying");
-                    }
-                    Some(Err(e)) => return Err(e),
+                    Some(Err(e)) => self.fetch_failed(e)?,
                     None => tokio::time::sleep(STALLED_WAIT).await,
                 },
                 _ = tokio::time::sleep_until(next_commit) => {}
             }
+        }
+    }
+
+    /// A fetch error: an offset out of the log (retention passed the
+    /// committed offset) resets the partition as `auto_offset_reset` says;
+    /// retriable errors are retried by the next poll; others are returned.
+    fn fetch_failed(&mut self, e: Error) -> Result<()> {
+        match e {
+            Error::OffsetOutOfRange { .. } => {
+                let start = match self.config.auto_offset_reset {
+                    AutoOffsetReset::Earliest => Seek::Beginning,
+                    AutoOffsetReset::Latest => Seek::End,
+                };
+                for (t, p) in self.consumer.failed() {
+                    tracing::warn!(topic = %t, partition = p, "committed offset out of range; resetting");
+                    self.consumer.seek(&t, p, start)?;
+                }
+                Ok(())
+            }
+            e if e.is_retriable() => {
+                tracing::debug!(error = %e, "fetch failed; retrying");
+                Ok(())
+            }
+            e => Err(e),
         }
     }
 
@@ -299,18 +283,24 @@ impl GroupConsumer {
     /// [`Error::StaleMemberEpoch`] or [`Error::UnknownMember`] if the
     /// membership was lost meanwhile, or a transport error after retries.
     pub async fn commit(&mut self) -> Result<()> {
-        let offsets: Vec<CommittedOffset> = self
-            .positions
-            .iter()
-            .filter(|(tp, pos)| self.owned.contains(*tp) && self.committed.get(*tp) != Some(*pos))
-            .map(|((topic, partition), pos)| CommittedOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *pos,
-                metadata: String::new(),
-            })
-            .collect();
+        let all: Vec<Tp> = self.owned.iter().cloned().collect();
+        let offsets = self.uncommitted(&all);
         self.commit_offsets(offsets).await
+    }
+
+    /// Positions of `tps` handed out since their last commit.
+    fn uncommitted(&self, tps: &[Tp]) -> Vec<CommittedOffset> {
+        tps.iter()
+            .filter_map(|tp| {
+                let pos = *self.positions.get(tp)?;
+                (self.owned.contains(tp) && self.committed.get(tp) != Some(&pos)).then(|| CommittedOffset {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    offset: pos,
+                    metadata: String::new(),
+                })
+            })
+            .collect()
     }
 
     async fn commit_offsets(&mut self, offsets: Vec<CommittedOffset>) -> Result<()> {
@@ -367,18 +357,7 @@ impl GroupConsumer {
         }
         let revoked: Vec<Tp> = self.owned.difference(&a.assigned).cloned().collect();
         if !revoked.is_empty() {
-            let offsets = revoked
-                .iter()
-                .filter_map(|tp| {
-                    let pos = *self.positions.get(tp)?;
-                    (self.committed.get(tp) != Some(&pos)).then(|| CommittedOffset {
-                        topic: tp.0.clone(),
-                        partition: tp.1,
-                        offset: pos,
-                        metadata: String::new(),
-                    })
-                })
-                .collect();
+            let offsets = self.uncommitted(&revoked);
             if let Err(e) = self.commit_offsets(offsets).await {
                 tracing::warn!(group = %self.config.group_id, error = %e, "commit of revoked partitions failed");
             }
@@ -433,17 +412,8 @@ impl Drop for GroupConsumer {
             return;
         };
         let (client, config, shared) = (self.client.clone(), self.config.clone(), self.shared.clone());
-        let offsets: Vec<CommittedOffset> = self
-            .positions
-            .iter()
-            .filter(|(tp, pos)| self.owned.contains(*tp) && self.committed.get(*tp) != Some(*pos))
-            .map(|((topic, partition), pos)| CommittedOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *pos,
-                metadata: String::new(),
-            })
-            .collect();
+        let all: Vec<Tp> = self.owned.iter().cloned().collect();
+        let offsets = self.uncommitted(&all);
         rt.spawn(async move {
             let _ = h.await;
             let (member, epoch, hint) = {
@@ -460,132 +430,4 @@ impl Drop for GroupConsumer {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
-}
-
-/// One attempt per coordinator to leave (epoch -1); the session timeout
-/// removes the member anyway if this fails.
-async fn leave_group(client: &Client, config: &GroupConsumerConfig, shared: &Shared) {
-    let (member, hint) = {
-        let s = shared.state.lock().expect("membership lock");
-        (s.member_id.clone(), s.coordinator.clone())
-    };
-    if member.is_empty() {
-        return;
-    }
-    let req = pb::GroupHeartbeatRequest {
-        group_id: config.group_id.clone(),
-        member_id: member,
-        member_epoch: -1,
-        ..Default::default()
-    };
-    let timeout = client.config().request_timeout.min(config.session_timeout);
-    let addr = match hint {
-        Some(a) => a,
-        None => match client.find_coordinator(&config.group_id).await {
-            Ok(a) => a,
-            Err(_) => return,
-        },
-    };
-    if let Err(Error::NotCoordinator { coordinator_address: Some(a), .. }) =
-        client.heartbeat_once(&addr, timeout, req.clone()).await
-    {
-        let _ = client.heartbeat_once(&a, timeout, req).await;
-    }
-}
-
-/// Heartbeats until told to stop, publishing assignments.
-async fn heartbeat_loop(
-    client: Client,
-    config: GroupConsumerConfig,
-    shared: Arc<Shared>,
-    tx: watch::Sender<Assignment>,
-) {
-    let mut stop = shared.stop.subscribe();
-    let timeout = client.config().request_timeout.min(config.session_timeout);
-    let mut interval = config.session_timeout / 3;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let (member_id, epoch, owned, hint) = {
-            let s = shared.state.lock().expect("membership lock");
-            (s.member_id.clone(), s.epoch, s.owned.clone(), s.coordinator.clone())
-        };
-        let req = pb::GroupHeartbeatRequest {
-            group_id: config.group_id.clone(),
-            member_id,
-            member_epoch: epoch,
-            topics: config.topics.clone(),
-            owned: owned
-                .iter()
-                .map(|(t, p)| pb::TopicPartition { topic: t.clone(), partition: *p })
-                .collect(),
-            assignor: config.assignor.clone(),
-            session_timeout_ms: config.session_timeout.as_millis().min(u32::MAX as u128) as u32,
-            client_id: config.client_id.clone(),
-        };
-        let addr = match hint {
-            Some(a) => Ok(a),
-            None => client.find_coordinator(&config.group_id).await,
-        };
-        let result = match addr {
-            Ok(addr) => client.heartbeat_once(&addr, timeout, req).await.map(|r| (r, addr)),
-            Err(e) => Err(e),
-        };
-        let mut wait = interval;
-        match result {
-            Ok((reply, addr)) => {
-                {
-                    let mut s = shared.state.lock().expect("membership lock");
-                    s.member_id = reply.member_id;
-                    s.epoch = reply.member_epoch;
-                    s.coordinator = Some(addr);
-                }
-                if !reply.heartbeat_interval.is_zero() {
-                    interval = reply.heartbeat_interval;
-                    wait = interval;
-                }
-                tx.send_if_modified(|a| {
-                    let changed = a.assigned != reply.assigned;
-                    a.assigned = reply.assigned;
-                    changed
-                });
-            }
-            Err(Error::StaleMemberEpoch { message } | Error::UnknownMember { message }) => {
-                // Fenced or expired: everything owned is lost; rejoin now.
-                tracing::warn!(group = %config.group_id, %message, "lost group membership; rejoining");
-                {
-                    let mut s = shared.state.lock().expect("membership lock");
-                    s.member_id.clear();
-                    s.epoch = 0;
-                    s.owned.clear();
-                }
-                tx.send_modify(|a| {
-                    a.lost += 1;
-                    a.assigned.clear();
-                });
-                wait = Duration::ZERO;
-            }
-            Err(e @ (Error::InvalidArgument { .. } | Error::Config { .. })) => {
-                tracing::error!(group = %config.group_id, error = %e, "the group refused this member");
-                tx.send_modify(|a| a.fatal = Some(e));
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(group = %config.group_id, error = %e, "heartbeat failed; retrying");
-                let mut s = shared.state.lock().expect("membership lock");
-                if let Error::NotCoordinator { coordinator_address, .. } = &e {
-                    s.coordinator = coordinator_address.clone();
-                } else {
-                    s.coordinator = None;
-                }
-                wait = HEARTBEAT_RETRY;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.wake.notified() => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
