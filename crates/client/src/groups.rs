@@ -121,6 +121,13 @@ impl Client {
     /// [`Error::InvalidArgument`] for a bad group id, or a
     /// transport/availability error after retries.
     pub async fn find_coordinator(&self, group: &str) -> Result<String> {
+        self.find_coordinator_from(group, 0).await
+    }
+
+    /// [`Client::find_coordinator`], asking the known brokers starting at
+    /// the `start`-th: a caller that found a dead coordinator asks the next
+    /// broker, whose view may be fresher.
+    pub(crate) async fn find_coordinator_from(&self, group: &str, start: usize) -> Result<String> {
         let timeout = self.config().request_timeout;
         let msg = pb::FindCoordinatorRequest { group_id: group.to_string() };
         let resp = self
@@ -131,7 +138,7 @@ impl Client {
                         Some(a) => a,
                         None => {
                             let addrs = self.cluster.any_addresses();
-                            addrs[attempt.number as usize % addrs.len()].clone()
+                            addrs[(start + attempt.number as usize) % addrs.len()].clone()
                         }
                     };
                     let mut client = GroupsClient::new(self.cluster.channel(&addr)?);
@@ -179,14 +186,14 @@ impl Client {
     {
         let timeout = self.config().request_timeout;
         let next = Mutex::new(hint);
-        self.with_retry(true, |_| {
+        self.with_retry(true, |attempt| {
             let msg = msg.clone();
             let (call, next) = (&call, &next);
             async move {
                 let cached = next.lock().expect("hint lock").take();
                 let addr = match cached {
                     Some(a) => a,
-                    None => self.find_coordinator(group).await?,
+                    None => self.find_coordinator_from(group, attempt.number as usize).await?,
                 };
                 match self.coordinator_once(&addr, timeout, msg, call).await {
                     Ok(resp) => Ok((resp, addr)),

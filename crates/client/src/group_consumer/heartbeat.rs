@@ -83,6 +83,8 @@ pub(super) async fn heartbeat_loop(
     let mut stop = shared.stop.subscribe();
     let timeout = client.config().request_timeout.min(config.session_timeout);
     let mut interval = config.session_timeout / 3;
+    // Consecutive failed heartbeats: each asks the next broker who coordinates.
+    let mut failures = 0usize;
     loop {
         if *stop.borrow() {
             return;
@@ -106,7 +108,7 @@ pub(super) async fn heartbeat_loop(
         };
         let addr = match hint {
             Some(a) => Ok(a),
-            None => client.find_coordinator(&config.group_id).await,
+            None => client.find_coordinator_from(&config.group_id, failures).await,
         };
         let result = match addr {
             Ok(addr) => client.heartbeat_once(&addr, timeout, req).await.map(|r| (r, addr)),
@@ -115,6 +117,7 @@ pub(super) async fn heartbeat_loop(
         let mut wait = interval;
         match result {
             Ok((reply, addr)) => {
+                failures = 0;
                 {
                     let mut s = shared.state.lock().expect("membership lock");
                     s.member_id = reply.member_id;
@@ -159,6 +162,7 @@ pub(super) async fn heartbeat_loop(
                 } else {
                     s.coordinator = None;
                 }
+                failures += 1;
                 wait = HEARTBEAT_RETRY;
             }
         }
