@@ -196,6 +196,21 @@ fn cli_members_share_partitions_survive_a_kill_and_a_join_is_incremental() {
             "{v} read {n} times from partition {p}, not the victim's"
         );
     }
+    // ...and there only a tail of what the victim read: its successor
+    // started at the victim's last commit.
+    for p in &victim_parts {
+        let victim: BTreeSet<u64> = members[0].seen().iter().filter(|r| r.0 == *p).map(|r| r.1).collect();
+        let again: BTreeSet<u64> = members[1..]
+            .iter()
+            .flat_map(|m| m.seen())
+            .filter(|r| r.0 == *p && victim.contains(&r.1))
+            .map(|r| r.1)
+            .collect();
+        if let Some(&from) = again.first() {
+            let tail: BTreeSet<u64> = victim.range(from..).copied().collect();
+            assert_eq!(again, tail, "partition {p}: re-read offsets are the victim's uncommitted tail");
+        }
+    }
 
     // A member joins: only the partitions it takes move; the others keep
     // theirs and keep receiving records.
