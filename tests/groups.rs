@@ -404,6 +404,9 @@ async fn a_group_survives_the_loss_of_its_coordinator() {
     cluster.kill(coordinator);
     let survivor =
         cluster.addrs.iter().enumerate().find(|(i, _)| *i as u64 + 1 != coordinator).unwrap().1.clone();
+    // The new coordinator has the offsets committed through the old one.
+    let intact = connect(&survivor).await.fetch_offsets("billing", &[]).await.unwrap();
+    assert_eq!(committed_map(&intact), committed_map(&committed), "committed offsets survive the failover");
     let second = publish(&survivor, "orders", 200, 400);
     // At least once: records of the first round may come again if a
     // commit was lost with the coordinator; read until the second round is in.
