@@ -84,10 +84,12 @@ async fn retries_through_timeouts_and_leader_kills_are_stored_exactly_once_in_or
     assert!(answered > 0, "the held acknowledgements caused retries of committed batches");
 }
 
-/// One idempotent batch of one record.
+/// One idempotent batch of one record, stamped now (an old timestamp
+/// would let retention delete it, and with it what the broker knows).
 fn batch(pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     let mut b = BatchBuilder::new(1 << 20).producer(pid, epoch, seq);
-    b.push(None, Some(value.as_bytes()), &[], 1_700_000_000_000).unwrap();
+    b.push(None, Some(value.as_bytes()), &[], now as i64).unwrap();
     b.finish()
 }
 

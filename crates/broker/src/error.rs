@@ -130,6 +130,38 @@ pub enum Error {
         /// The newest epoch the partition holds for it.
         current_epoch: i16,
     },
+    /// This broker does not coordinate the consumer group.
+    #[error("broker is not the coordinator of group {group:?}; the coordinator is broker {coordinator} at {coordinator_address:?}")]
+    NotCoordinator {
+        /// Group.
+        group: String,
+        /// Coordinator's broker id (0 if unknown).
+        coordinator: u64,
+        /// Its client address ("" if unknown).
+        coordinator_address: String,
+    },
+    /// No such consumer group.
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    /// The group has active members, and the operation needs none.
+    #[error("group {group:?} has {members} active member(s); stop them first")]
+    GroupNotEmpty {
+        /// Group.
+        group: String,
+        /// Its active members.
+        members: usize,
+    },
+    /// A member's epoch is stale, or it commits a partition it does not own.
+    #[error("{0}")]
+    StaleMemberEpoch(String),
+    /// The member is not in the group (it expired, left, or never joined).
+    #[error("member {member:?} is not in group {group:?}; rejoin")]
+    UnknownMember {
+        /// Group.
+        group: String,
+        /// Member id given.
+        member: String,
+    },
 }
 
 /// Result alias for this crate.
@@ -156,6 +188,11 @@ impl Error {
             Error::Storage(_) | Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
             Error::OutOfOrderSequence { .. } => (Code::FailedPrecondition, ErrorCode::OutOfOrderSequence),
             Error::ProducerFenced { .. } => (Code::FailedPrecondition, ErrorCode::ProducerFenced),
+            Error::NotCoordinator { .. } => (Code::Unavailable, ErrorCode::NotCoordinator),
+            Error::UnknownGroup(_) => (Code::NotFound, ErrorCode::UnknownGroup),
+            Error::GroupNotEmpty { .. } => (Code::FailedPrecondition, ErrorCode::GroupNotEmpty),
+            Error::StaleMemberEpoch(_) => (Code::FailedPrecondition, ErrorCode::StaleMemberEpoch),
+            Error::UnknownMember { .. } => (Code::NotFound, ErrorCode::UnknownMember),
         }
     }
 
@@ -173,6 +210,10 @@ impl Error {
             | Error::NotMetadataLeader { leader, leader_address } => {
                 detail.leader_id = *leader;
                 detail.leader_address = leader_address.clone();
+            }
+            Error::NotCoordinator { coordinator, coordinator_address, .. } => {
+                detail.leader_id = *coordinator;
+                detail.leader_address = coordinator_address.clone();
             }
             _ => {}
         }

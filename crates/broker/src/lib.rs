@@ -10,6 +10,7 @@
 mod broker;
 mod config;
 mod error;
+mod groups;
 mod meta;
 mod partition;
 mod server;

@@ -1,4 +1,4 @@
-//! The gRPC server: binds, serves the three Fjord services plus health and
+//! The gRPC server: binds, serves the four Fjord services plus health and
 //! reflection, bounds connections, runs upkeep, and shuts down gracefully.
 
 use std::future::Future;
@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use fjord_proto::pb::admin_server::AdminServer;
 use fjord_proto::pb::consumer_server::ConsumerServer;
+use fjord_proto::pb::groups_server::GroupsServer;
 use fjord_proto::pb::producer_server::ProducerServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,6 +22,7 @@ use crate::broker::Broker;
 use crate::config::{BrokerConfig, FETCH_BYTES_MAX, IN_FLIGHT_PER_CONNECTION_MAX, REQUEST_BYTES_MAX};
 use crate::service::admin::AdminService;
 use crate::service::consumer::ConsumerService;
+use crate::service::groups::GroupsService;
 use crate::service::producer::ProducerService;
 use crate::transport::{Faults, RaftService};
 use crate::{Error, Result};
@@ -67,6 +69,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     health.set_serving::<ProducerServer<ProducerService>>().await;
     health.set_serving::<ConsumerServer<ConsumerService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<GroupsServer<GroupsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(fjord_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -74,6 +77,9 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .map_err(|e| Error::Unavailable(format!("reflection service: {e}")))?;
 
     let upkeep = tokio::spawn(upkeep(broker.clone(), stop_rx.clone()));
+    let coordinator = crate::groups::Coordinator::new(broker.clone());
+    let group_upkeep = tokio::spawn(coordinator.clone().upkeep(stop_rx.clone()));
+    let groups = GroupsService { coordinator };
     let producer = ProducerService { broker: broker.clone() };
     let consumer = ConsumerService { broker: broker.clone(), shutdown: stop_rx.clone() };
     let admin = AdminService { broker: broker.clone() };
@@ -99,6 +105,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
                 .max_encoding_message_size(RESPONSE_BYTES_MAX),
         )
         .add_service(AdminServer::new(admin).max_decoding_message_size(REQUEST_BYTES_MAX))
+        .add_service(GroupsServer::new(groups).max_decoding_message_size(REQUEST_BYTES_MAX))
         .add_service(
             RaftServer::new(raft)
                 .max_decoding_message_size(RAFT_BATCH_BYTES_MAX)
@@ -111,6 +118,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         });
     let served = serve.await;
     let _ = upkeep.await;
+    let _ = group_upkeep.await;
     broker.flush_all().await;
     tracing::info!("broker stopped");
     served.map_err(|e| Error::Unavailable(format!("server failed: {e}")))

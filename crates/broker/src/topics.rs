@@ -34,6 +34,20 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Topic names starting with this are the broker's own (`__consumer_offsets`).
+pub(crate) const RESERVED_TOPIC_PREFIX: &str = "__";
+
+/// Refuses names of internal topics in requests from users: they may not
+/// create, delete or produce to them.
+pub(crate) fn check_user_topic(name: &str) -> Result<()> {
+    if name.starts_with(RESERVED_TOPIC_PREFIX) {
+        return Err(Error::InvalidArgument(format!(
+            "topic name {name:?} is reserved: names starting with {RESERVED_TOPIC_PREFIX:?} are internal topics"
+        )));
+    }
+    Ok(())
+}
+
 /// Per-topic settings with broker defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TopicSettings {

@@ -57,6 +57,14 @@ pub(crate) enum Command {
     Publish(PublishArgs),
     /// Print records of a topic.
     Tail(TailArgs),
+    /// List, describe, reset and delete consumer groups.
+    Group {
+        /// Output format.
+        #[arg(long, global = true, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Measure throughput and latency of a running cluster.
     Bench {
         #[command(subcommand)]
@@ -119,6 +127,48 @@ pub(crate) struct CreateTopicArgs {
     /// default), none, lz4 or zstd (the broker recompresses the rest).
     #[arg(long)]
     pub(crate) compression: Option<String>,
+}
+
+/// `fjord group ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// List every consumer group of the cluster.
+    List,
+    /// Show a group's members, and per partition its committed offset, end and lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Move a group's committed offsets of a topic (the group must have no active members).
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group and its committed offsets (it must have no active members).
+    Delete {
+        /// Group id.
+        group: String,
+    },
+}
+
+/// `fjord group reset-offsets`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true)))]
+pub(crate) struct ResetOffsetsArgs {
+    /// Group id.
+    pub(crate) group: String,
+    /// Topic whose partitions' offsets move.
+    #[arg(long)]
+    pub(crate) topic: String,
+    /// To the start of each partition.
+    #[arg(long, group = "to")]
+    pub(crate) to_earliest: bool,
+    /// To the end of each partition (skip everything so far).
+    #[arg(long, group = "to")]
+    pub(crate) to_latest: bool,
+    /// To this offset in every partition (clamped to each log).
+    #[arg(long, group = "to", value_name = "N")]
+    pub(crate) to_offset: Option<u64>,
+    /// To the first record at or after TIME: RFC 3339 or a duration ago (10m), as tail's --since.
+    #[arg(long, group = "to", value_name = "TIME", value_parser = parse_since)]
+    pub(crate) to_time: Option<i64>,
 }
 
 /// `fjord cluster ...`
@@ -220,6 +270,22 @@ pub(crate) struct TailArgs {
     /// Stop after N records.
     #[arg(long, value_name = "N")]
     pub(crate) limit: Option<u64>,
+    /// Consume as a member of this consumer group: read the partitions the
+    /// group assigns, from its committed offsets, committing as it goes.
+    /// Follows until --limit or Ctrl-C/SIGTERM (then commits and leaves);
+    /// --from-beginning starts partitions without a committed offset at
+    /// their beginning instead of their end.
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["partition", "offset", "since", "last"])]
+    pub(crate) group: Option<String>,
+    /// With --group: the member is removed if the coordinator does not hear from it for this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, requires = "group")]
+    pub(crate) session_timeout: Duration,
+    /// With --group: commit the position of printed records this often.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration, requires = "group")]
+    pub(crate) commit_interval: Duration,
+    /// With --group: the group's partition assignor (range, round-robin, sticky).
+    #[arg(long, default_value = "", hide_default_value = true, requires = "group")]
+    pub(crate) assignor: String,
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {

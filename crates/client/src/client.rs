@@ -43,7 +43,7 @@ const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Cluster>,
 }
 
 /// What one attempt of a retried call may use: a leader hint from the

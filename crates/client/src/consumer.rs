@@ -285,6 +285,11 @@ impl Consumer {
         }
     }
 
+    /// Partitions stopped by a non-retriable error until their next [`seek`](Self::seek).
+    pub fn failed(&self) -> Vec<(String, u32)> {
+        self.partitions.iter().filter(|(_, s)| s.failed).map(|(k, _)| k.clone()).collect()
+    }
+
     /// The high watermark the last fetch of a partition reported.
     pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
         self.partitions.get(&(topic.to_string(), partition))?.high_watermark

@@ -146,6 +146,41 @@ pub enum Error {
         /// The broker's explanation.
         message: String,
     },
+    /// The broker asked does not coordinate the consumer group.
+    #[error("not the group coordinator (coordinator hint: id {coordinator_id:?}, address {coordinator_address:?})")]
+    NotCoordinator {
+        /// The coordinator's broker id, if known.
+        coordinator_id: Option<u64>,
+        /// Its client address, if known.
+        coordinator_address: Option<String>,
+    },
+    /// The consumer group does not exist.
+    #[error("unknown group: {message}")]
+    UnknownGroup {
+        /// The explanation, naming the group.
+        message: String,
+    },
+    /// The group has active members and the operation needs none.
+    #[error("group not empty: {message}")]
+    GroupNotEmpty {
+        /// The explanation.
+        message: String,
+    },
+    /// The member's epoch is stale or it does not own a partition it commits.
+    #[error("stale member epoch: {message}")]
+    StaleMemberEpoch {
+        /// The explanation.
+        message: String,
+    },
+    /// The member is not in the group (expired or never joined).
+    #[error("unknown member: {message}")]
+    UnknownMember {
+        /// The explanation.
+        message: String,
+    },
+    /// The group consumer was closed.
+    #[error("group consumer is closed")]
+    ConsumerClosed,
 }
 
 /// Result alias for this crate.
@@ -162,13 +197,20 @@ impl Error {
                 | Error::Timeout { .. }
                 | Error::Busy { .. }
                 | Error::Transport(_)
+                | Error::NotCoordinator { .. }
         )
     }
 
     /// Whether the error says the request was refused before it took effect,
     /// so that even a non-idempotent request (create topic) may be retried.
     pub(crate) fn is_refused(&self) -> bool {
-        matches!(self, Error::NotLeader { .. } | Error::Unavailable { .. } | Error::Busy { .. })
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::Unavailable { .. }
+                | Error::Busy { .. }
+                | Error::NotCoordinator { .. }
+        )
     }
 
     /// Whether cached metadata may be stale after this error.
@@ -228,6 +270,14 @@ pub(crate) fn from_detail(d: pb::ErrorDetail) -> Option<Error> {
         C::Unavailable => Error::Unavailable { message },
         C::OutOfOrderSequence => Error::OutOfOrderSequence { message },
         C::ProducerFenced => Error::ProducerFenced { message },
+        C::NotCoordinator => Error::NotCoordinator {
+            coordinator_id: (d.leader_id != 0).then_some(d.leader_id),
+            coordinator_address: (!d.leader_address.is_empty()).then_some(d.leader_address),
+        },
+        C::UnknownGroup => Error::UnknownGroup { message },
+        C::GroupNotEmpty => Error::GroupNotEmpty { message },
+        C::StaleMemberEpoch => Error::StaleMemberEpoch { message },
+        C::UnknownMember => Error::UnknownMember { message },
     })
 }
 
@@ -324,6 +374,10 @@ mod tests {
             (C::Timeout, Code::DeadlineExceeded, "request timed out: m", true),
             (C::Busy, Code::ResourceExhausted, "broker busy: m", true),
             (C::Unavailable, Code::Unavailable, "unavailable: m", true),
+            (C::UnknownGroup, Code::NotFound, "unknown group: m", false),
+            (C::GroupNotEmpty, Code::FailedPrecondition, "group not empty: m", false),
+            (C::StaleMemberEpoch, Code::FailedPrecondition, "stale member epoch: m", false),
+            (C::UnknownMember, Code::NotFound, "unknown member: m", false),
         ];
         for (code, grpc, text, retriable) in table {
             let e = Error::from(status(*grpc, detail(*code)));

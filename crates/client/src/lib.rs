@@ -1,5 +1,6 @@
 //! The Fjord Rust client: cluster metadata and routing, admin calls, a
-//! batching [`Producer`] and a partition [`Consumer`].
+//! batching [`Producer`], a partition [`Consumer`] and a consumer-group
+//! member, [`GroupConsumer`].
 //!
 //! This crate owns everything a program needs to talk to Fjord brokers over
 //! gRPC: one channel per broker address, a cached view of which broker leads
@@ -29,6 +30,8 @@ mod cluster;
 mod config;
 mod consumer;
 mod error;
+mod group_consumer;
+mod groups;
 mod partitioner;
 mod producer;
 mod retry;
@@ -45,6 +48,11 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use fjord_codec::Header;
+pub use group_consumer::{
+    AutoOffsetReset, GroupConsumer, GroupConsumerConfig, GroupEvent, AUTO_COMMIT_INTERVAL_DEFAULT,
+    SESSION_TIMEOUT_DEFAULT,
+};
+pub use groups::{CommittedOffset, GroupDescription, GroupMember, GroupPartition, OffsetReset};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     Acks, Compression, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -72,7 +72,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        let topic = self.broker.create_topic(request.into_inner()).await?;
+        let req = request.into_inner();
+        crate::topics::check_user_topic(&req.name)?;
+        let topic = self.broker.create_topic(req).await?;
         Ok(Response::new(pb::CreateTopicResponse { topic: Some(self.describe(&topic)) }))
     }
 
@@ -80,7 +82,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker.delete_topic(&request.into_inner().name).await?;
+        let name = request.into_inner().name;
+        crate::topics::check_user_topic(&name)?;
+        self.broker.delete_topic(&name).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 

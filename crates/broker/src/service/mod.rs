@@ -3,4 +3,5 @@
 
 pub(crate) mod admin;
 pub(crate) mod consumer;
+pub(crate) mod groups;
 pub(crate) mod producer;

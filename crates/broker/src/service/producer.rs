@@ -65,6 +65,7 @@ impl ProducerService {
             }
             t => t,
         };
+        crate::topics::check_user_topic(&req.topic)?;
         let topic = self.broker.topic(&req.topic)?;
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(req.batches.len());

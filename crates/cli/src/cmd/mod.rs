@@ -4,6 +4,7 @@
 pub(crate) mod bench;
 pub(crate) mod broker;
 mod cluster;
+mod group;
 mod publish;
 mod tail;
 mod topic;
@@ -25,6 +26,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publish(args) => publish::run(connect(&cli.broker, cli.timeout)?, args, cli.timeout).await,
         Command::Tail(args) => tail::run(connect(&cli.broker, cli.timeout)?, args).await,
+        Command::Group { format, command } => {
+            group::run(&connect(&cli.broker, cli.timeout)?, format, command).await
+        }
         Command::Bench { command } => {
             bench::run(connect(&cli.broker, cli.timeout)?, command, cli.timeout).await
         }

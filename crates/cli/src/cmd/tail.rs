@@ -3,17 +3,24 @@
 //! Kafka console consumer semantics: without a position flag, start at the
 //! end and follow. With one, stop at the high watermark observed at start
 //! (so `tail --from-beginning` prints what exists and exits) unless
-//! `--follow` is given.
+//! `--follow` is given. With `--group`, it is a consumer-group member
+//! instead: the group decides partitions and positions.
 
 use std::io::{BufWriter, Write};
 
-use fjord_client::{Client, Consumer, ConsumerConfig, OffsetSpec, Seek};
+use fjord_client::{
+    AutoOffsetReset, Client, Consumer, ConsumerConfig, GroupConsumer, GroupConsumerConfig, GroupEvent,
+    OffsetSpec, Seek,
+};
 
 use crate::args::{RecordFormat, TailArgs};
 use crate::output::{write_json, write_text};
 
 /// Runs `fjord tail`.
 pub(crate) async fn run(client: Client, args: TailArgs) -> anyhow::Result<()> {
+    if let Some(group) = args.group.clone() {
+        return run_group(client, &group, args).await;
+    }
     let (start, follow) = position(&args);
     let mut consumer = Consumer::new(client.clone(), ConsumerConfig { start, ..Default::default() });
     let partitions = args.partition.map(|p| vec![p]);
@@ -51,6 +58,52 @@ pub(crate) async fn run(client: Client, args: TailArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// `tail --group`: a group member that prints what it is handed, commits
+/// every `--commit-interval`, and on `--limit`, Ctrl-C or SIGTERM commits
+/// what it printed and leaves the group.
+async fn run_group(client: Client, group: &str, args: TailArgs) -> anyhow::Result<()> {
+    let mut config = GroupConsumerConfig::new(group, &[args.topic.as_str()]);
+    config.session_timeout = args.session_timeout;
+    config.auto_commit_interval = args.commit_interval;
+    config.assignor = args.assignor.clone();
+    config.client_id = format!("fjord-tail-{}", std::process::id());
+    if args.from_beginning {
+        config.auto_offset_reset = AutoOffsetReset::Earliest;
+    }
+    let mut consumer = GroupConsumer::new(client, config)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut out = BufWriter::new(std::io::stdout());
+    let mut printed = 0u64;
+    let result: anyhow::Result<()> = async {
+        while args.limit.is_none_or(|limit| printed < limit) {
+            let event = tokio::select! {
+                ev = consumer.poll() => ev?,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            };
+            match event {
+                GroupEvent::Record(rec) => {
+                    match args.format {
+                        RecordFormat::Text => write_text(&mut out, &rec)?,
+                        RecordFormat::Json => write_json(&mut out, &rec)?,
+                    }
+                    printed += 1;
+                    // Flushed before the next poll, which may commit it.
+                    out.flush()?;
+                }
+                GroupEvent::Assigned(ps) => tracing::info!(partitions = ?ps, "assigned"),
+                GroupEvent::Revoked(ps) => tracing::info!(partitions = ?ps, "revoked"),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    out.flush()?;
+    let closed = consumer.close().await;
+    result?;
+    Ok(closed?)
 }
 
 /// Where to start, and whether to keep following after the current end.

@@ -82,6 +82,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         caught_up: std::collections::HashMap::new(),
         producers: Producers::Unknown,
         parked: Vec::new(),
+        leadership: 0,
         mailbox: tx.downgrade(),
     };
     tokio::spawn(driver.run(rx));
@@ -105,6 +106,10 @@ struct Driver<T: Transport> {
     /// Idempotent producers' sequences, on a serving leader once the
     /// first idempotent batch needed them; see [`crate::producers`].
     producers: Producers,
+    /// Counts role changes: a table scanned for one leadership is not
+    /// installed in another (a term can change without one, when a
+    /// single-node leader campaigns again, and that keeps the table valid).
+    leadership: u64,
     /// Idempotent proposals waiting, in arrival order, for the table.
     parked: Vec<(Bytes, Ack, oneshot::Sender<Result<Committed>>)>,
     /// The group's own mailbox, for results of work done off the task
@@ -116,9 +121,10 @@ struct Driver<T: Transport> {
 enum Producers {
     /// Not built in this leadership (or this node does not lead).
     Unknown,
-    /// A blocking task is scanning the log for it, started in `term`.
+    /// A blocking task is scanning the log for it, started in leadership
+    /// number `leadership` (see `Driver::leadership`).
     Building {
-        term: u64,
+        leadership: u64,
     },
     Ready(ProducerTable),
 }
@@ -193,7 +199,7 @@ impl<T: Transport> Driver<T> {
                 let _ = self.node.campaign();
             }
             Msg::Maintain { now_ms, reply } => self.maintenance.push((now_ms, reply)),
-            Msg::ProducersBuilt { term, table } => self.producers_built(term, table),
+            Msg::ProducersBuilt { leadership, table } => self.producers_built(leadership, table),
             Msg::Stop(tx) => return Some(tx),
         }
         None
@@ -359,8 +365,8 @@ impl<T: Transport> Driver<T> {
     /// reads from disk); idempotent batches are parked, in order, until it
     /// is in. Non-idempotent ones are unaffected.
     fn start_producers_rebuild(&mut self) {
-        let term = self.node.raft.term;
-        self.producers = Producers::Building { term };
+        let leadership = self.leadership;
+        self.producers = Producers::Building { leadership };
         let (log, mailbox, group) =
             (self.node.store().log().clone(), self.mailbox.clone(), self.config.group_id);
         tokio::spawn(async move {
@@ -371,15 +377,15 @@ impl<T: Transport> Driver<T> {
                 tracing::warn!(group, error = %e, "could not rebuild the producer table; will retry");
             }
             if let Some(tx) = mailbox.upgrade() {
-                let _ = tx.send(Msg::ProducersBuilt { term, table: built.ok() }).await;
+                let _ = tx.send(Msg::ProducersBuilt { leadership, table: built.ok() }).await;
             }
         });
     }
 
     /// Installs a rebuilt producer table if it is still this leadership's.
-    fn producers_built(&mut self, term: u64, table: Option<ProducerTable>) {
-        let current = matches!(self.producers, Producers::Building { term: t } if t == term)
-            && self.node.raft.term == term
+    fn producers_built(&mut self, leadership: u64, table: Option<ProducerTable>) {
+        let current = matches!(self.producers, Producers::Building { leadership: l } if l == leadership)
+            && self.leadership == leadership
             && self.node.raft.state == StateRole::Leader;
         if !current {
             return;
@@ -444,6 +450,7 @@ impl<T: Transport> Driver<T> {
         // A deposed leader's unacknowledged suffix may be overwritten, and
         // a new leader must see every earlier term's batches first.
         self.producers = Producers::Unknown;
+        self.leadership += 1;
         for (_, _, reply) in std::mem::take(&mut self.parked) {
             let _ = reply.send(Err(Error::NotLeader { leader }));
         }

@@ -148,9 +148,10 @@ enum Msg {
         now_ms: i64,
         reply: oneshot::Sender<Result<Vec<DeletedSegment>>>,
     },
-    /// A producer table scanned off the task for leadership `term` (`None`: the scan failed).
+    /// A producer table scanned off the task for leadership number
+    /// `leadership` (`None`: the scan failed).
     ProducersBuilt {
-        term: u64,
+        leadership: u64,
         table: Option<crate::producers::ProducerTable>,
     },
     Stop(oneshot::Sender<()>),
