@@ -38,7 +38,7 @@ echo "broker pid $BROKER_PID listening on $ADDR, flush policy: always (fsync bef
 export FJORD_BROKER=$ADDR
 
 summary=()
-for variant in none lz4 zstd none-at-least-once; do
+for variant in none-at-least-once none lz4 zstd; do
     codec=${variant%%-*}
     extra=()
     [ "$variant" = none-at-least-once ] && extra=(--no-idempotence)
