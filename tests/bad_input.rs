@@ -295,3 +295,73 @@ fn cli_errors_are_one_line_on_stderr_with_a_nonzero_exit() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_requests_are_refused_with_what_was_wrong() {
+    use fjord_proto::pb::groups_client::GroupsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "t", "--partitions", "2"], b"");
+    let mut groups = GroupsClient::new(channel(&broker.addr).await);
+    groups.find_coordinator(pb::FindCoordinatorRequest { group_id: "g".into() }).await.unwrap();
+    let join = |member_id: String, topics: Vec<String>, assignor: &str| pb::GroupHeartbeatRequest {
+        group_id: "g".into(),
+        member_id,
+        member_epoch: 0,
+        topics,
+        assignor: assignor.into(),
+        ..Default::default()
+    };
+    let t = vec!["t".to_string()];
+    let long = "m".repeat(129);
+    expect(
+        groups.group_heartbeat(join(long, t.clone(), "")).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["member_id is 129 bytes", "128"],
+    );
+    expect(
+        groups.group_heartbeat(join("m1".into(), vec!["a/b".into()], "")).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["topics", "a/b"],
+    );
+    // A client-chosen id: a retried join is the same member, not a second one.
+    let first = groups.group_heartbeat(join("m1".into(), t.clone(), "range")).await.unwrap().into_inner();
+    let again = groups.group_heartbeat(join("m1".into(), t.clone(), "")).await.unwrap().into_inner();
+    assert_eq!((first.member_id.as_str(), again.member_id.as_str()), ("m1", "m1"));
+    let d =
+        groups.describe_group(pb::DescribeGroupRequest { group_id: "g".into() }).await.unwrap().into_inner();
+    assert_eq!(d.members.len(), 1, "{d:?}");
+    expect(
+        groups.group_heartbeat(join("m2".into(), t.clone(), "round-robin")).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["\"range\"", "join with assignor"],
+    );
+    // Offsets only for partitions that exist, even from an admin.
+    let commit = |topic: &str, partition| pb::CommitOffsetsRequest {
+        group_id: "empty".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: vec![pb::OffsetCommit {
+            topic: topic.into(),
+            partition,
+            offset: 1,
+            metadata: String::new(),
+        }],
+    };
+    expect(
+        groups.commit_offsets(commit("nope", 0)).await,
+        Code::NotFound,
+        pb::ErrorCode::UnknownTopic,
+        &["nope"],
+    );
+    expect(
+        groups.commit_offsets(commit("t", 7)).await,
+        Code::NotFound,
+        pb::ErrorCode::UnknownPartition,
+        &["no partition 7"],
+    );
+    groups.commit_offsets(commit("t", 1)).await.unwrap();
+}

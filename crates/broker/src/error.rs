@@ -56,7 +56,7 @@ pub enum Error {
         log_end: u64,
     },
     /// This broker does not lead the partition.
-    #[error("broker is not the leader of {topic}/{partition}; the leader is broker {leader} at {leader_address:?}")]
+    #[error("broker is not the leader of {topic}/{partition}; {}", who("leader", *leader, leader_address))]
     NotLeader {
         /// Topic.
         topic: String,
@@ -68,9 +68,7 @@ pub enum Error {
         leader_address: String,
     },
     /// Topic changes go through the metadata leader, and this broker is not it.
-    #[error(
-        "this broker does not lead the cluster metadata; the leader is broker {leader} at {leader_address:?}"
-    )]
+    #[error("this broker does not lead the cluster metadata; {}", who("leader", *leader, leader_address))]
     NotMetadataLeader {
         /// Leader's broker id (0 if unknown).
         leader: u64,
@@ -131,7 +129,7 @@ pub enum Error {
         current_epoch: i16,
     },
     /// This broker does not coordinate the consumer group.
-    #[error("broker is not the coordinator of group {group:?}; the coordinator is broker {coordinator} at {coordinator_address:?}")]
+    #[error("broker is not the coordinator of group {group:?}; {}", who("coordinator", *coordinator, coordinator_address))]
     NotCoordinator {
         /// Group.
         group: String,
@@ -166,6 +164,15 @@ pub enum Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// "the leader is broker 2 at 10.0.0.2:9092", or that it is not known yet.
+fn who(role: &str, id: u64, address: &str) -> String {
+    match (id, address) {
+        (0, _) => format!("the {role} is not known yet; retry"),
+        (id, "") => format!("the {role} is broker {id}"),
+        (id, address) => format!("the {role} is broker {id} at {address}"),
+    }
+}
 
 impl Error {
     fn code(&self) -> (Code, ErrorCode) {

@@ -10,6 +10,16 @@ pub(crate) const GROUP_ID_LEN_MAX: usize = 249;
 /// with its partitions: 1000 members of a few partitions each stay far
 /// below a megabyte of JSON.
 pub(crate) const GROUP_MEMBERS_MAX: usize = 1000;
+/// Longest member id and client id, bytes: they are stored in every
+/// metadata record of the group.
+pub(crate) const MEMBER_ID_LEN_MAX: usize = 128;
+/// Groups one offsets partition holds (so a coordinator's memory and the
+/// replay after a failover are bounded): 80,000 in the cluster.
+pub(crate) const GROUPS_PER_PARTITION_MAX: usize = 10_000;
+/// How long a member may keep partitions it was asked to give up, ms,
+/// before the coordinator removes it and hands them on (KIP-848's
+/// rebalance timeout; Kafka's `max.poll.interval.ms` defaults to the same).
+pub(crate) const REBALANCE_TIMEOUT_MS: u64 = 300_000;
 /// Most topics one member may subscribe to.
 pub(crate) const SUBSCRIBED_TOPICS_MAX: usize = 256;
 /// Most partitions in one heartbeat's owned list, one commit, or one fetch

@@ -11,7 +11,7 @@
 //!
 //! When this broker becomes the serving leader of an offsets partition it
 //! rebuilds that partition's groups by replaying it from its start to the
-//! high watermark ([`records`]); when it loses leadership (or its term
+//! high watermark ([`records`]) on a blocking thread; when it loses leadership (or its term
 //! changes) it drops them, and the next leader does the same replay.
 //! Members keep their ids and epochs across a coordinator change; their
 //! sessions restart with the new coordinator.
@@ -69,12 +69,26 @@ struct Shard {
     /// Raft term in which the groups were loaded; `None` when not loaded.
     term: Option<u64>,
     groups: BTreeMap<String, Group>,
+    /// A replay in this term failed on a damaged log: answered at once
+    /// rather than replayed again on every request.
+    failed: Option<(u64, String)>,
 }
 
 impl Shard {
     fn unload(&mut self) {
         self.term = None;
         self.groups.clear();
+    }
+
+    /// Fails if `group` is new and the shard already holds its limit of groups.
+    fn check_room(&self, group: &str) -> Result<()> {
+        if self.groups.contains_key(group) || self.groups.len() < GROUPS_PER_PARTITION_MAX {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "cannot create group {group:?}: its coordinator already holds the limit of \
+             {GROUPS_PER_PARTITION_MAX} groups in this offsets partition; delete unused groups"
+        )))
     }
 }
 
@@ -188,36 +202,64 @@ impl Coordinator {
     async fn lock_at(&self, index: u32, group: &str) -> Result<(Arc<Partition>, MutexGuard<'_, Shard>)> {
         let p = self.offsets_partition(index, group)?;
         let mut shard = self.shards[index as usize].lock().await;
-        let term = p.group.status().term();
-        if shard.term != Some(term) {
-            shard.unload();
-            let started = Instant::now();
-            let hw = p.high_watermark();
+        // Leadership may have moved since the check above: load only for
+        // a term in which this broker serves, or a follower's (possibly
+        // stale) view would be answered from.
+        let status = p.group.status();
+        let term = status.term();
+        if !status.is_serving() || status.term() != term {
+            return Err(Error::Unavailable(format!("the coordinator of group {group:?} is changing; retry")));
+        }
+        if shard.term == Some(term) {
+            return Ok((p, shard));
+        }
+        if let Some((t, e)) = &shard.failed {
+            if *t == term {
+                return Err(Error::Replication(e.clone()));
+            }
+        }
+        shard.unload();
+        let started = Instant::now();
+        let hw = p.high_watermark();
+        let log = p.log.clone();
+        // The replay reads the partition from its start: off the async
+        // threads, which Raft ticks and every other request share.
+        let loaded = crate::broker::blocking(move || {
             let mut groups = BTreeMap::new();
-            let mut offset = p.log.log_start_offset();
+            let mut offset = log.log_start_offset();
             while offset < hw {
-                let read = p.log.read(offset, LOAD_READ_BYTES, hw)?;
+                let read = log.read(offset, LOAD_READ_BYTES, hw)?;
                 if read.next_offset <= offset {
                     break;
                 }
                 records::replay(read.batches, &mut groups)?;
                 offset = read.next_offset;
             }
-            groups.retain(|_, g| !g.is_empty());
-            let now = Instant::now();
-            for g in groups.values_mut() {
-                g.restart_sessions(now);
+            Ok(groups)
+        })
+        .await;
+        let mut groups = match loaded {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(partition = index, error = %e, "consumer groups could not be loaded");
+                shard.failed = Some((term, e.to_string()));
+                return Err(e);
             }
-            tracing::info!(
-                partition = index,
-                groups = groups.len(),
-                bytes = hw,
-                ms = started.elapsed().as_millis() as u64,
-                "loaded consumer groups"
-            );
-            shard.groups = groups;
-            shard.term = Some(term);
+        };
+        groups.retain(|_, g| !g.is_empty());
+        let now = Instant::now();
+        for g in groups.values_mut() {
+            g.restart_sessions(now);
         }
+        tracing::info!(
+            partition = index,
+            groups = groups.len(),
+            bytes = hw,
+            ms = started.elapsed().as_millis() as u64,
+            "loaded consumer groups"
+        );
+        shard.groups = groups;
+        shard.term = Some(term);
         Ok((p, shard))
     }
 
@@ -268,6 +310,7 @@ impl Coordinator {
             return Err(Error::InvalidArgument(format!("topics: {t:?} cannot be subscribed to")));
         }
         let (p, mut shard) = self.lock(group).await?;
+        shard.check_room(group)?;
         let mut g = shard.groups.get(group).cloned().unwrap_or_default();
         let before = g.meta.clone();
         let counts = |t: &str| self.partition_count(t);
@@ -312,7 +355,18 @@ impl Coordinator {
                 o.topic
             )));
         }
+        for o in &offsets {
+            let count = self.partition_count(&o.topic).ok_or_else(|| Error::UnknownTopic(o.topic.clone()))?;
+            if o.partition >= count {
+                return Err(Error::UnknownPartition {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                    count,
+                });
+            }
+        }
         let (p, mut shard) = self.lock(group).await?;
+        shard.check_room(group)?;
         let g = shard.groups.get(group).cloned().unwrap_or_default();
         let tps: Vec<Tp> = offsets.iter().map(|o| Tp::new(&o.topic, o.partition)).collect();
         g.check_commit(group, member, epoch, &tps)?;
@@ -452,6 +506,7 @@ impl Coordinator {
         }
         let (p, mut shard) = self.lock(group).await?;
         check_empty(&shard)?;
+        shard.check_room(group)?;
         let g = shard.groups.get(group).cloned().unwrap_or_default();
         self.append_offsets(&p, &mut shard, group, g, offsets.clone()).await?;
         Ok(offsets)
@@ -486,6 +541,10 @@ impl Coordinator {
             let counts = |t: &str| self.partition_count(t);
             let mut changed = Vec::new();
             for (id, g) in &shard.groups {
+                // Cloned only when something is due: most ticks change nothing.
+                if !g.has_expired(now) {
+                    continue;
+                }
                 let mut g = g.clone();
                 let expired = g.expire(now, &counts);
                 if !expired.is_empty() {

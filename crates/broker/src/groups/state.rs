@@ -14,6 +14,10 @@
 //! released (or A left or expired), and members whose partitions do not
 //! change keep consuming throughout.
 //!
+//! A member that keeps partitions it was asked to give up for
+//! `REBALANCE_TIMEOUT_MS` (it heartbeats but its application stopped
+//! polling) is removed, so a handoff cannot stall forever.
+//!
 //! Member epochs: a member's epoch becomes the group epoch whenever its
 //! assignment changes. A request may carry the current or the previous
 //! epoch (the response that carried the new one may have been lost);
@@ -26,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use super::assignor::{assign, Assignor, MemberSpec};
 use super::limits::{
-    GROUP_MEMBERS_MAX, HEARTBEAT_INTERVAL_MS_MAX, HEARTBEAT_INTERVAL_MS_MIN, SESSION_TIMEOUT_MS_DEFAULT,
-    SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
+    GROUP_MEMBERS_MAX, HEARTBEAT_INTERVAL_MS_MAX, HEARTBEAT_INTERVAL_MS_MIN, REBALANCE_TIMEOUT_MS,
+    SESSION_TIMEOUT_MS_DEFAULT, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
 };
 use crate::{Error, Result};
 
@@ -100,6 +104,9 @@ pub(crate) struct Group {
     pub(crate) meta: GroupMeta,
     pub(crate) offsets: BTreeMap<Tp, Committed>,
     pub(crate) deadlines: HashMap<String, Instant>,
+    /// Since when each member has held partitions it was asked to give up
+    /// (not persisted: timers restart with a new coordinator, as sessions do).
+    pub(crate) revoking: HashMap<String, Instant>,
 }
 
 /// A heartbeat, converted from the wire.
@@ -180,6 +187,14 @@ impl Group {
             .iter()
             .map(|(id, m)| (id.clone(), now + Duration::from_millis(m.session_timeout_ms as u64)))
             .collect();
+        self.revoking.clear();
+    }
+
+    /// Whether a member's session or rebalance timeout has passed.
+    pub(crate) fn has_expired(&self, now: Instant) -> bool {
+        let rebalance = Duration::from_millis(REBALANCE_TIMEOUT_MS);
+        self.meta.members.keys().any(|id| self.deadlines.get(id).is_none_or(|d| *d <= now))
+            || self.revoking.values().any(|since| now.duration_since(*since) >= rebalance)
     }
 
     /// Handles a heartbeat. `counts` gives a topic's partition count (None
@@ -207,6 +222,7 @@ impl Group {
             LEAVE_EPOCH => {
                 if self.meta.members.remove(&hb.member_id).is_some() {
                     self.deadlines.remove(&hb.member_id);
+                    self.revoking.remove(&hb.member_id);
                     self.retarget(counts);
                 }
                 return Ok(Reply {
@@ -222,14 +238,18 @@ impl Group {
                         "topics: a joining member must subscribe to at least one topic".into(),
                     ));
                 }
-                let assignor = Assignor::parse(&hb.assignor)?.name();
                 if self.meta.members.is_empty() {
-                    self.meta.assignor = assignor.to_owned();
-                } else if assignor != self.meta.assignor {
-                    return Err(Error::InvalidArgument(format!(
-                        "assignor {assignor:?} differs from the group's {:?}",
-                        self.meta.assignor
-                    )));
+                    self.meta.assignor = Assignor::parse(&hb.assignor)?.name().to_owned();
+                } else if !hb.assignor.is_empty() {
+                    // A member naming no assignor takes the group's.
+                    let assignor = Assignor::parse(&hb.assignor)?.name();
+                    if assignor != self.meta.assignor {
+                        return Err(Error::InvalidArgument(format!(
+                            "assignor {assignor:?} differs from {:?}, which group {group:?} uses while it has \
+                             members; join with assignor {:?} (or none), or wait until the group is empty",
+                            self.meta.assignor, self.meta.assignor
+                        )));
+                    }
                 }
                 let id = if hb.member_id.is_empty() { new_id() } else { hb.member_id.clone() };
                 if !self.meta.members.contains_key(&id) && self.meta.members.len() >= GROUP_MEMBERS_MAX {
@@ -263,6 +283,7 @@ impl Group {
                     let current = m.epoch;
                     self.meta.members.remove(&hb.member_id);
                     self.deadlines.remove(&hb.member_id);
+                    self.revoking.remove(&hb.member_id);
                     self.retarget(counts);
                     return Err(Error::StaleMemberEpoch(format!(
                         "member {:?} of group {group:?} sent epoch {epoch}, but its epoch is {current}; it was removed and must rejoin",
@@ -292,6 +313,11 @@ impl Group {
         }
         self.reconcile(&id);
         let m = &self.meta.members[&id];
+        if m.owned.is_subset(&m.assigned) {
+            self.revoking.remove(&id);
+        } else {
+            self.revoking.entry(id.clone()).or_insert(now);
+        }
         // A member still waiting for partitions another member holds asks
         // again soon, so a handoff takes one release, not a heartbeat interval.
         let waiting = self.meta.target.get(&id).is_some_and(|t| *t != m.assigned);
@@ -307,19 +333,27 @@ impl Group {
         })
     }
 
-    /// Removes members whose session ended; returns their ids.
+    /// Removes members whose session ended, or who kept partitions they
+    /// were asked to give up for longer than [`REBALANCE_TIMEOUT_MS`] (a
+    /// member that heartbeats but never polls would otherwise stall the
+    /// handoff forever); returns their ids.
     pub(crate) fn expire(&mut self, now: Instant, counts: &dyn Fn(&str) -> Option<u32>) -> Vec<String> {
+        let rebalance = Duration::from_millis(REBALANCE_TIMEOUT_MS);
         let expired: Vec<String> = self
             .meta
             .members
             .keys()
-            .filter(|id| self.deadlines.get(*id).is_none_or(|d| *d <= now))
+            .filter(|id| {
+                self.deadlines.get(*id).is_none_or(|d| *d <= now)
+                    || self.revoking.get(*id).is_some_and(|since| now.duration_since(*since) >= rebalance)
+            })
             .cloned()
             .collect();
         if !expired.is_empty() {
             for id in &expired {
                 self.meta.members.remove(id);
                 self.deadlines.remove(id);
+                self.revoking.remove(id);
             }
             self.retarget(counts);
         }

@@ -172,3 +172,50 @@ fn bad_heartbeats_are_refused_with_the_field_named() {
     assert!(e.to_string().contains("nope"), "{e}");
     assert!(w.group.is_empty(), "refused joins leave no trace");
 }
+
+#[test]
+fn a_member_that_never_releases_revoked_partitions_is_removed_after_the_rebalance_timeout() {
+    let mut w = World::new(4);
+    let (a, ea, _) = w.join();
+    let (b, eb, got) = w.join();
+    assert!(got.is_empty());
+    // a keeps heartbeating (its session stays alive) but keeps reporting
+    // every partition owned, as an application that stopped polling would.
+    let (mut ea, _) = w.ok(&a, ea, &[0, 1, 2, 3]);
+    let step = Duration::from_millis(TIMEOUT_MS as u64 / 2);
+    let counts = |t: &str| (t == "t").then_some(4);
+    let started = w.now;
+    while w.group.meta.members.contains_key(&a) {
+        w.now += step;
+        let expired = w.group.expire(w.now, &counts);
+        let waited = w.now.duration_since(started);
+        if waited < Duration::from_millis(REBALANCE_TIMEOUT_MS) {
+            assert!(expired.is_empty(), "{expired:?} removed after only {waited:?}");
+            ea = w.ok(&a, ea, &[0, 1, 2, 3]).0;
+        } else {
+            assert_eq!(expired, std::slice::from_ref(&a), "a is removed once the rebalance timeout passed");
+        }
+        w.ok(&b, eb, &[]);
+    }
+    let (_, got) = w.ok(&b, eb, &[]);
+    assert_eq!(got, [0, 1, 2, 3], "b gets what a would not give up");
+}
+
+#[test]
+fn a_member_naming_no_assignor_takes_the_groups() {
+    let mut w = World::new(2);
+    let hb = |id: &str, assignor: &str| Heartbeat {
+        member_id: id.into(),
+        member_epoch: 0,
+        topics: vec!["t".into()],
+        assignor: assignor.into(),
+        session_timeout_ms: TIMEOUT_MS,
+        ..Heartbeat::default()
+    };
+    let counts = |t: &str| (t == "t").then_some(2);
+    w.group.heartbeat("g", hb("a", "range"), &counts, &|| "x".into(), w.now).unwrap();
+    assert_eq!(w.group.meta.assignor, "range");
+    w.group.heartbeat("g", hb("b", ""), &counts, &|| "y".into(), w.now).unwrap();
+    let e = w.group.heartbeat("g", hb("c", "round-robin"), &counts, &|| "z".into(), w.now).unwrap_err();
+    assert!(e.to_string().contains("join with assignor \"range\""), "{e}");
+}
