@@ -236,3 +236,40 @@ async fn an_isolated_broker_cannot_acknowledge_and_converges_after_healing() {
     };
     assert_eq!(d.partitions[0].replicas.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_restarted_at_once_is_replaced_without_waiting_for_its_silence() {
+    // A broker killed and restarted within the liveness timeout looks alive
+    // to its peers the whole time; its new incarnation is what tells the
+    // quiet followers of the groups it led to elect. Before incarnations
+    // they waited for the restarted broker's own election timeout to wake
+    // them: 5-7 s to the first ack, against 1.6-3.6 s since.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let client = connect(&cluster.bootstrap()).await;
+    client.create_topic("restart", 1, 3, Default::default()).await.unwrap();
+    let config = ProducerConfig { linger: Duration::from_millis(1), ..ProducerConfig::default() };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let mut acked = Vec::new();
+    for round in 0..2 {
+        let before = format!("before-{round}");
+        producer.send(ProducerRecord::new("restart", before.clone())).await.unwrap().await.unwrap();
+        acked.push(before);
+        tokio::time::sleep(Duration::from_secs(3)).await; // the group quiesces
+        let victim = busiest_leader(&client, "restart").await;
+        cluster.kill(victim);
+        let killed = Instant::now();
+        cluster.restart(victim);
+        let after = format!("after-{round}");
+        let delivery = producer.send(ProducerRecord::new("restart", after.clone())).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), delivery).await.expect("writes resume").unwrap();
+        acked.push(after);
+        eprintln!(
+            "round {round}: broker {victim} killed and restarted; first ack {:?} after the kill",
+            killed.elapsed()
+        );
+    }
+    let got = read_all(&cluster.bootstrap(), "restart").await;
+    let values: Vec<&str> = got[&0].iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, acked, "every acknowledged record, once, in order");
+}

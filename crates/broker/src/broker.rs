@@ -137,8 +137,8 @@ impl Broker {
     }
 
     /// Records that a peer's traffic arrived (liveness for quiescence).
-    pub(crate) fn heard_from(&self, peer: u64) {
-        self.transport.heard_from(peer);
+    pub(crate) fn heard_from(&self, peer: u64, incarnation: u64) {
+        self.transport.heard_from(peer, incarnation);
     }
 
     /// Hands a peer's Raft message to its group (dropped if the group is

@@ -68,28 +68,46 @@ pub(crate) struct PeerTransport {
     me: u64,
     queues: BTreeMap<u64, mpsc::Sender<(u64, Message)>>,
     pub(crate) faults: Arc<Faults>,
-    last_heard: RwLock<std::collections::HashMap<u64, tokio::time::Instant>>,
+    /// Per peer: when it was last heard from, and its incarnation then.
+    last_heard: RwLock<std::collections::HashMap<u64, (tokio::time::Instant, u64)>>,
+}
+
+/// This process's incarnation (see `RaftBatch.incarnation`): the clock's
+/// nanoseconds mixed with the pid, so two starts of one broker differ.
+fn new_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 impl PeerTransport {
     /// Starts a sender task for every peer but `me` (inside the runtime).
     pub(crate) fn start(me: u64, peers: &BTreeMap<u64, String>, faults: Arc<Faults>) -> PeerTransport {
+        let incarnation = new_incarnation();
         let mut queues = BTreeMap::new();
         for (&id, addr) in peers {
             if id == me {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(run_peer(me, id, addr.clone(), rx));
+            tokio::spawn(run_peer(me, incarnation, id, addr.clone(), rx));
             queues.insert(id, tx);
         }
         PeerTransport { me, queues, faults, last_heard: RwLock::default() }
     }
 
-    /// Records traffic from `peer`.
-    pub(crate) fn heard_from(&self, peer: u64) {
+    /// Records traffic from `peer`, sent by its process `incarnation`.
+    pub(crate) fn heard_from(&self, peer: u64, incarnation: u64) {
         let now = tokio::time::Instant::now();
-        self.last_heard.write().unwrap_or_else(|p| p.into_inner()).insert(peer, now);
+        let previous =
+            self.last_heard.write().unwrap_or_else(|p| p.into_inner()).insert(peer, (now, incarnation));
+        if previous.is_some_and(|(_, i)| i != incarnation) {
+            tracing::info!(peer, "peer broker restarted; the groups it led elect anew");
+        }
     }
 }
 
@@ -110,13 +128,23 @@ impl Transport for PeerTransport {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&node)
-                .is_some_and(|t| t.elapsed() <= LIVENESS_TIMEOUT)
+                .is_some_and(|(t, _)| t.elapsed() <= LIVENESS_TIMEOUT)
+    }
+
+    fn incarnation(&self, node: u64) -> u64 {
+        self.last_heard.read().unwrap_or_else(|p| p.into_inner()).get(&node).map_or(0, |(_, i)| *i)
     }
 }
 
 /// Drains a peer's queue into batches on one client stream, reconnecting
 /// after failures.
-async fn run_peer(me: u64, to: u64, addr: String, mut queue: mpsc::Receiver<(u64, Message)>) {
+async fn run_peer(
+    me: u64,
+    incarnation: u64,
+    to: u64,
+    addr: String,
+    mut queue: mpsc::Receiver<(u64, Message)>,
+) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
         Err(e) => {
@@ -142,7 +170,9 @@ async fn run_peer(me: u64, to: u64, addr: String, mut queue: mpsc::Receiver<(u64
                     Err(_) => break,
                 }
             }
-            if call.is_finished() || stream_tx.send(RaftBatch { from: me, messages }).await.is_err() {
+            if call.is_finished()
+                || stream_tx.send(RaftBatch { from: me, messages, incarnation }).await.is_err()
+            {
                 break;
             }
         }
@@ -186,7 +216,7 @@ impl Raft for RaftService {
             if self.broker.faults.is_isolated(batch.from) {
                 continue;
             }
-            self.broker.heard_from(batch.from);
+            self.broker.heard_from(batch.from, batch.incarnation);
             for env in batch.messages {
                 match decode_message(&env.message) {
                     Ok(msg) => self.broker.step(env.group, msg),

@@ -31,6 +31,14 @@ pub trait Transport: Send + Sync + 'static {
     /// transport keeps links alive with pings). Settled groups stop ticking
     /// while every node they depend on is alive; see `group`'s quiescence.
     fn is_alive(&self, node: u64) -> bool;
+
+    /// Which process of node `node` was last heard from (0 if unknown or
+    /// not tracked). A change means the node restarted, so a follower
+    /// whose leader it was must not stay quiet on the strength of its
+    /// liveness: the new process leads nothing.
+    fn incarnation(&self, _node: u64) -> u64 {
+        0
+    }
 }
 
 /// Encodes a Raft message for the wire.

@@ -83,6 +83,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         producers: Producers::Unknown,
         parked: Vec::new(),
         leadership: 0,
+        leader_incarnation: 0,
         mailbox: tx.downgrade(),
     };
     tokio::spawn(driver.run(rx));
@@ -106,6 +107,9 @@ struct Driver<T: Transport> {
     /// Idempotent producers' sequences, on a serving leader once the
     /// first idempotent batch needed them; see [`crate::producers`].
     producers: Producers,
+    /// The incarnation of the leader's process that last sent this
+    /// follower an append or heartbeat; see Quiescence.
+    leader_incarnation: u64,
     /// Counts role changes: a table scanned for one leadership is not
     /// installed in another (a term can change without one, when a
     /// single-node leader campaigns again, and that keeps the table valid).
@@ -189,6 +193,13 @@ impl<T: Transport> Driver<T> {
         }
         match msg {
             Msg::Raft(m) => {
+                let from_leader = matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+                );
+                if from_leader {
+                    self.leader_incarnation = self.transport.incarnation(m.from);
+                }
                 if let Err(e) = self.node.step(*m) {
                     tracing::debug!(group = self.config.group_id, error = %e, "raft message dropped");
                 }
@@ -226,6 +237,7 @@ impl<T: Transport> Driver<T> {
                 self.idle_ticks < FOLLOWER_QUIESCE_AFTER_TICKS
                     || raft.leader_id == 0
                     || !self.transport.is_alive(raft.leader_id)
+                    || self.transport.incarnation(raft.leader_id) != self.leader_incarnation
             }
             StateRole::Candidate | StateRole::PreCandidate => true,
         }

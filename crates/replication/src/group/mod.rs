@@ -22,7 +22,9 @@
 //! a follower whose leader's broker is alive. Raft's safety does not rest
 //! on ticks, only its liveness does, and liveness is kept by the
 //! transport: brokers ping each other, so when a leader's broker dies its
-//! followers see it within a second and start ticking (and electing); when
+//! followers see it within a second and start ticking (and electing), and
+//! when it restarts within that second they see its new incarnation (the
+//! new process leads nothing) and tick just the same; when
 //! a leader cannot hear a follower's broker it ticks, and check-quorum
 //! makes it step down if it is cut off. Any message or proposal wakes a
 //! group up again.
