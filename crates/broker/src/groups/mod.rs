@@ -51,14 +51,19 @@ pub(crate) fn partition_for(group: &str) -> u32 {
 
 /// Checks a group id: 1 to [`GROUP_ID_LEN_MAX`] characters, no control characters.
 pub(crate) fn validate_group_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > GROUP_ID_LEN_MAX {
-        return Err(Error::InvalidArgument(format!(
-            "group_id must be 1 to {GROUP_ID_LEN_MAX} bytes, got {}",
-            id.len()
-        )));
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("group_id must not be empty".into()));
     }
-    if id.chars().any(char::is_control) {
-        return Err(Error::InvalidArgument(format!("group_id {id:?} contains a control character")));
+    check_text("group_id", id, GROUP_ID_LEN_MAX)
+}
+
+/// Checks an id that is stored and shown: at most `max` bytes, no control characters.
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::InvalidArgument(format!("{field} is {} bytes; the limit is {max}", value.len())));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!("{field} {value:?} contains a control character")));
     }
     Ok(())
 }

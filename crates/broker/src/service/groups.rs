@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::groups::limits::{MEMBER_ID_LEN_MAX, REQUEST_PARTITIONS_MAX, SUBSCRIBED_TOPICS_MAX};
 use crate::groups::records::OffsetEntry;
 use crate::groups::state::{Heartbeat, Tp};
-use crate::groups::{Coordinator, ResetTo};
+use crate::groups::{check_text, Coordinator, ResetTo};
 use crate::{Error, Result};
 
 /// The groups service.
@@ -66,8 +66,8 @@ impl Groups for GroupsService {
             ))
             .into());
         }
-        check_id("member_id", &req.member_id)?;
-        check_id("client_id", &req.client_id)?;
+        check_text("member_id", &req.member_id, MEMBER_ID_LEN_MAX)?;
+        check_text("client_id", &req.client_id, MEMBER_ID_LEN_MAX)?;
         for t in &req.topics {
             crate::topics::validate_topic_name(t)
                 .map_err(|e| Error::InvalidArgument(format!("topics: {e}")))?;
@@ -212,18 +212,4 @@ impl Groups for GroupsService {
         let offsets = self.coordinator.reset(&req.group_id, &req.topic, to).await?;
         Ok(Response::new(pb::ResetOffsetsResponse { offsets: offsets.into_iter().map(commit_pb).collect() }))
     }
-}
-
-/// A member or client id: at most [`MEMBER_ID_LEN_MAX`] bytes, no control characters.
-fn check_id(field: &str, id: &str) -> Result<()> {
-    if id.len() > MEMBER_ID_LEN_MAX {
-        return Err(Error::InvalidArgument(format!(
-            "{field} is {} bytes; the limit is {MEMBER_ID_LEN_MAX}",
-            id.len()
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(Error::InvalidArgument(format!("{field} {id:?} contains a control character")));
-    }
-    Ok(())
 }
