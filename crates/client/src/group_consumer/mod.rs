@@ -361,7 +361,23 @@ impl GroupConsumer {
         if epoch == 0 {
             return Err(Error::UnknownMember { message: "not a member of the group yet".into() });
         }
-        let addr = self.client.commit_offsets(&self.config.group_id, &member, epoch, &offsets, hint).await?;
+        // A commit retries for as long as the client's retry deadline; if the
+        // membership is lost meanwhile (the coordinator silent for a
+        // session), it is pointless and must not hold up `poll`.
+        let mut watch = self.assignment.clone();
+        let seen = self.lost_seen;
+        let lost = async move {
+            if watch.wait_for(|a| a.lost != seen).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let commit = self.client.commit_offsets(&self.config.group_id, &member, epoch, &offsets, hint);
+        let addr = tokio::select! {
+            addr = commit => addr?,
+            () = lost => {
+                return Err(Error::UnknownMember { message: "the membership was lost while committing".into() })
+            }
+        };
         self.shared.state.lock().expect("membership lock").coordinator = Some(addr);
         for o in offsets {
             self.committed.insert((o.topic, o.partition), o.offset);
