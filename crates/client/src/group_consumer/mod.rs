@@ -560,3 +560,6 @@ impl Drop for GroupConsumer {
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
+
+#[cfg(test)]
+mod tests;
