@@ -9,6 +9,17 @@
 //! a revoked partition's position is committed before the partition is
 //! released (the next heartbeat says so, and only then may another
 //! member take it). Partitions that do not move keep being read.
+//! A granted partition counts as held from the moment its set-up starts
+//! (so the coordinator grants it to no one else meanwhile), and is read
+//! only if the newest assignment still has it when the set-up ends. Its
+//! start (the committed offset, else the log start or end resolved at
+//! once) is its position from then on, so even a partition revoked before
+//! its first record commits where it started.
+//!
+//! If no heartbeat succeeds for a session timeout, the coordinator has
+//! given this member's partitions away: they are reported revoked
+//! without a commit, and the member joins again, under the same
+//! client-made member id, when the coordinator answers.
 //!
 //! Delivery is at least once: a record handed out by `poll` is committed
 //! by the next [`GroupConsumer::commit`], auto-commit, revocation or
@@ -542,7 +553,9 @@ impl Drop for GroupConsumer {
         };
         let (client, config, shared) = (self.client.clone(), self.config.clone(), self.shared.clone());
         let all: Vec<Tp> = self.owned.iter().cloned().collect();
-        let offsets = self.uncommitted(&all);
+        // After a loss not yet applied by `poll`, nothing owned is ours to commit.
+        let lost = self.assignment.borrow().lost != self.lost_seen;
+        let offsets = if lost { Vec::new() } else { self.uncommitted(&all) };
         rt.spawn(async move {
             let _ = h.await;
             let (member, epoch, hint) = {
