@@ -424,3 +424,148 @@ async fn a_group_survives_the_loss_of_its_coordinator() {
     assert_eq!(committed_map(&after), next_offsets(&seen), "committed offsets are intact and current");
     consumer.close().await.unwrap();
 }
+
+/// Polls until an event `want` accepts (records in between are skipped);
+/// panics after `within`.
+async fn until_event(
+    consumer: &mut GroupConsumer,
+    within: Duration,
+    want: impl Fn(&GroupEvent) -> bool,
+) -> GroupEvent {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, consumer.poll()).await;
+        let ev = ev.unwrap_or_else(|_| panic!("no such event within {within:?}")).unwrap();
+        if want(&ev) {
+            return ev;
+        }
+    }
+}
+
+fn one_partition_offsets(addr: &str, topic: &str) -> Vec<u64> {
+    let out = fjord_ok(addr, &["tail", topic, "--from-beginning", "--format", "json"], b"");
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_hand_over_exact_positions_and_drop_partitions_when_the_coordinator_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&dir.path().join("data"), &[]);
+    let addr = broker.addr.clone();
+    let client = connect(&addr).await;
+    client.create_topic("one", 1, 0, Default::default()).await.unwrap();
+    publish(&addr, "one", 0, 3);
+
+    // Latest: a partition revoked before its first record still commits
+    // where it started, so the next member reads what came after.
+    let latest = |group: &str| GroupConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Latest,
+        ..member_config(group, "one")
+    };
+    let mut first = GroupConsumer::new(client.clone(), latest("late")).unwrap();
+    until_event(&mut first, Duration::from_secs(15), |e| matches!(e, GroupEvent::Assigned(_))).await;
+    let end = client.list_offsets("one", 0, fjord_client::OffsetSpec::Latest).await.unwrap().offset;
+    let after = publish(&addr, "one", 3, 8);
+    first.close().await.unwrap();
+    assert_eq!(committed_map(&client.fetch_offsets("late", &[]).await.unwrap()), BTreeMap::from([(0, end)]));
+    let mut second = GroupConsumer::new(client.clone(), latest("late")).unwrap();
+    let got = read(&mut second, 5, Duration::from_secs(15)).await;
+    assert_eq!(
+        got.iter().map(|r| r.2.clone()).collect::<BTreeSet<_>>(),
+        after,
+        "the next owner starts at the commit"
+    );
+
+    // Explicit offsets with metadata, for owned partitions only.
+    let o = |p, offset| fjord_client::CommittedOffset {
+        topic: "one".into(),
+        partition: p,
+        offset,
+        metadata: "m".into(),
+    };
+    second.commit_offsets(&[o(0, 4)]).await.unwrap();
+    let c = client.fetch_offsets("late", &[]).await.unwrap();
+    assert_eq!((c[0].offset, c[0].metadata.as_str()), (4, "m"));
+    match second.commit_offsets(&[o(0, 5), o(1, 0)]).await {
+        Err(Error::UnknownPartition { message }) => assert!(message.contains("one/1"), "{message}"),
+        other => panic!("commit of a partition not owned: {other:?}"),
+    }
+    assert_eq!(client.fetch_offsets("late", &[]).await.unwrap()[0].offset, 4, "nothing committed");
+
+    // A member asking for another assignor is told which --assignor to pass.
+    let out = fjord(&addr, &["tail", "one", "--group", "late", "--assignor", "range", "--limit", "1"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--assignor sticky"), "{err}");
+    second.close().await.unwrap();
+
+    // The coordinator stops answering: after a session the member stops
+    // reading its partitions; when it answers again the member rejoins
+    // under the id it made itself, so the group has it once.
+    let mut member = GroupConsumer::new(client.clone(), member_config("stop", "one")).unwrap();
+    read(&mut member, 8, Duration::from_secs(15)).await;
+    let id = member.member_id();
+    assert_eq!(id.len(), 32, "{id}");
+    let signal = |sig: &str| {
+        assert!(Command::new("kill").args([sig, &broker.pid().to_string()]).status().unwrap().success())
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    let ev = until_event(&mut member, Duration::from_secs(10), |e| matches!(e, GroupEvent::Revoked(_))).await;
+    assert_eq!(ev, GroupEvent::Revoked(vec![("one".into(), 0)]));
+    assert!(stopped.elapsed() < Duration::from_secs(5), "revoked after {:?}", stopped.elapsed());
+    signal("-CONT");
+    let ev =
+        until_event(&mut member, Duration::from_secs(20), |e| matches!(e, GroupEvent::Assigned(_))).await;
+    assert_eq!(ev, GroupEvent::Assigned(vec![("one".into(), 0)]));
+    assert_eq!(member.member_id(), id);
+    let d = client.describe_group("stop").await.unwrap();
+    assert_eq!(d.members.iter().map(|m| m.member_id.clone()).collect::<Vec<_>>(), [id], "{d:?}");
+    member.close().await.unwrap();
+    broker.kill();
+}
+
+#[test]
+fn tail_group_does_not_commit_a_record_it_could_not_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    let addr = &broker.addr;
+    fjord_ok(addr, &["topic", "create", "one", "--partitions", "1"], b"");
+    publish(addr, "one", 0, 10);
+    let mut child = Command::new(fjord_bin())
+        .args(["--broker", addr, "tail", "one", "--group", "pipe", "--from-beginning", "--format", "json"])
+        .args(["--commit-interval", "100ms"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..10 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines); // as `| head -10` does
+    publish(addr, "one", 10, 11);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "tail --group did not stop on a closed stdout");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "a closed pipe ends tail quietly: {status} {err}");
+    // The 11th record was not printed: the commit stops before it, and the
+    // member left the group on its way out.
+    let offsets = one_partition_offsets(addr, "one");
+    let d = describe(addr, "pipe");
+    let committed = d["partitions"][0]["committed"].as_u64();
+    assert_eq!(committed, Some(offsets[10]), "{d}");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(0), "{d}");
+    let next = fjord_ok(addr, &["tail", "one", "--group", "pipe", "--limit", "1"], b"");
+    assert_eq!(next.trim(), "v00010");
+}

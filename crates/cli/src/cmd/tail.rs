@@ -62,7 +62,9 @@ pub(crate) async fn run(client: Client, args: TailArgs) -> anyhow::Result<()> {
 
 /// `tail --group`: a group member that prints what it is handed, commits
 /// every `--commit-interval`, and on `--limit`, Ctrl-C or SIGTERM commits
-/// what it printed and leaves the group.
+/// what it printed and leaves the group. Only records written to stdout
+/// count as consumed: if writing one fails (`| head` closed the pipe), the
+/// member seeks back to it, so the commit on leaving stops before it.
 async fn run_group(client: Client, group: &str, args: TailArgs) -> anyhow::Result<()> {
     let mut config = GroupConsumerConfig::new(group, &[args.topic.as_str()]);
     config.session_timeout = args.session_timeout;
@@ -72,26 +74,34 @@ async fn run_group(client: Client, group: &str, args: TailArgs) -> anyhow::Resul
     if args.from_beginning {
         config.auto_offset_reset = AutoOffsetReset::Earliest;
     }
-    let mut consumer = GroupConsumer::new(client, config)?;
+    let mut consumer = GroupConsumer::new(client.clone(), config)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut out = BufWriter::new(std::io::stdout());
+    let mut out = std::io::stdout();
+    let mut line = Vec::new();
     let mut printed = 0u64;
     let result: anyhow::Result<()> = async {
         while args.limit.is_none_or(|limit| printed < limit) {
             let event = tokio::select! {
-                ev = consumer.poll() => ev?,
+                ev = consumer.poll() => match ev {
+                    Ok(ev) => ev,
+                    Err(e) => return Err(explain_refusal(&client, group, &args.assignor, e).await),
+                },
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
             };
             match event {
                 GroupEvent::Record(rec) => {
+                    line.clear();
                     match args.format {
-                        RecordFormat::Text => write_text(&mut out, &rec)?,
-                        RecordFormat::Json => write_json(&mut out, &rec)?,
+                        RecordFormat::Text => write_text(&mut line, &rec)?,
+                        RecordFormat::Json => write_json(&mut line, &rec)?,
+                    }
+                    // Written and flushed before the next poll, which may commit it.
+                    if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+                        consumer.seek(&rec.topic, rec.partition, rec.offset)?;
+                        return Err(anyhow::Error::new(e).context("writing to stdout"));
                     }
                     printed += 1;
-                    // Flushed before the next poll, which may commit it.
-                    out.flush()?;
                 }
                 GroupEvent::Assigned(ps) => tracing::info!(partitions = ?ps, "assigned"),
                 GroupEvent::Revoked(ps) => tracing::info!(partitions = ?ps, "revoked"),
@@ -100,10 +110,27 @@ async fn run_group(client: Client, group: &str, args: TailArgs) -> anyhow::Resul
         Ok(())
     }
     .await;
-    out.flush()?;
     let closed = consumer.close().await;
     result?;
     Ok(closed?)
+}
+
+/// A refusal from the coordinator, worded for this command: a member
+/// whose assignor differs from the group's is told the `--assignor` to pass.
+async fn explain_refusal(client: &Client, group: &str, asked: &str, e: fjord_client::Error) -> anyhow::Error {
+    let fjord_client::Error::InvalidArgument { message } = &e else { return e.into() };
+    if !message.contains("assignor") {
+        return e.into();
+    }
+    let asked =
+        if asked.is_empty() { "the default assignor".to_string() } else { format!("--assignor {asked}") };
+    let fix = match client.describe_group(group).await {
+        Ok(d) if !d.assignor.is_empty() => format!("run with --assignor {}", d.assignor),
+        _ => "run with the group's --assignor (see `fjord group describe`)".to_string(),
+    };
+    anyhow::Error::new(e).context(format!(
+        "group {group:?} uses another assignor than {asked}; every member must use the group's: {fix}"
+    ))
 }
 
 /// Where to start, and whether to keep following after the current end.

@@ -9,6 +9,17 @@
 //! a revoked partition's position is committed before the partition is
 //! released (the next heartbeat says so, and only then may another
 //! member take it). Partitions that do not move keep being read.
+//! A granted partition counts as held from the moment its set-up starts
+//! (so the coordinator grants it to no one else meanwhile), and is read
+//! only if the newest assignment still has it when the set-up ends. Its
+//! start (the committed offset, else the log start or end resolved at
+//! once) is its position from then on, so even a partition revoked before
+//! its first record commits where it started.
+//!
+//! If no heartbeat succeeds for a session timeout, the coordinator has
+//! given this member's partitions away: they are reported revoked
+//! without a commit, and the member joins again, under the same
+//! client-made member id, when the coordinator answers.
 //!
 //! Delivery is at least once: a record handed out by `poll` is committed
 //! by the next [`GroupConsumer::commit`], auto-commit, revocation or
@@ -24,10 +35,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use heartbeat::{heartbeat_loop, leave_group, Assignment, Membership, Shared};
+use heartbeat::{heartbeat_loop, leave_group, new_member_id, Assignment, Membership, Shared};
 
 use crate::groups::CommittedOffset;
-use crate::{Client, ConsumedRecord, Consumer, ConsumerConfig, Error, Result, Seek};
+use crate::{Client, ConsumedRecord, Consumer, ConsumerConfig, Error, OffsetSpec, Result, Seek};
 
 /// Default session timeout: the coordinator removes a member it has not
 /// heard from for this long (KIP-848's default).
@@ -174,16 +185,13 @@ impl GroupConsumer {
         config.validate()?;
         let (tx, rx) = watch::channel(Assignment::default());
         let shared = Arc::new(Shared {
-            state: Mutex::new(Membership::default()),
+            state: Mutex::new(Membership::new(new_member_id())),
             wake: Notify::new(),
             stop: watch::Sender::new(false),
         });
         let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), config.clone(), shared.clone(), tx));
-        let start = match config.auto_offset_reset {
-            AutoOffsetReset::Earliest => Seek::Beginning,
-            AutoOffsetReset::Latest => Seek::End,
-        };
-        let consumer = Consumer::new(client.clone(), ConsumerConfig { start, ..config.fetch.clone() });
+        // Every partition is sought to an explicit offset before it is read.
+        let consumer = Consumer::new(client.clone(), config.fetch.clone());
         Ok(GroupConsumer {
             client,
             next_commit: Instant::now() + config.auto_commit_interval,
@@ -205,7 +213,9 @@ impl GroupConsumer {
         self.owned.iter().cloned().collect()
     }
 
-    /// The member id the coordinator gave ("" before the first join).
+    /// This member's id: made by the client when the consumer is created,
+    /// and kept for its lifetime (a rejoin after the membership was lost
+    /// uses it again).
     pub fn member_id(&self) -> String {
         self.shared.state.lock().expect("membership lock").member_id.clone()
     }
@@ -244,7 +254,7 @@ impl GroupConsumer {
                         self.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
                         return Ok(GroupEvent::Record(r));
                     }
-                    Some(Err(e)) => self.fetch_failed(e)?,
+                    Some(Err(e)) => self.fetch_failed(e).await?,
                     None => tokio::time::sleep(STALLED_WAIT).await,
                 },
                 _ = tokio::time::sleep_until(next_commit) => {}
@@ -255,16 +265,14 @@ impl GroupConsumer {
     /// A fetch error: an offset out of the log (retention passed the
     /// committed offset) resets the partition as `auto_offset_reset` says;
     /// retriable errors are retried by the next poll; others are returned.
-    fn fetch_failed(&mut self, e: Error) -> Result<()> {
+    async fn fetch_failed(&mut self, e: Error) -> Result<()> {
         match e {
             Error::OffsetOutOfRange { .. } => {
-                let start = match self.config.auto_offset_reset {
-                    AutoOffsetReset::Earliest => Seek::Beginning,
-                    AutoOffsetReset::Latest => Seek::End,
-                };
                 for (t, p) in self.consumer.failed() {
                     tracing::warn!(topic = %t, partition = p, "committed offset out of range; resetting");
-                    self.consumer.seek(&t, p, start)?;
+                    let start = self.reset_offset(&t, p).await?;
+                    self.consumer.seek(&t, p, Seek::Offset(start))?;
+                    self.positions.insert((t, p), start);
                 }
                 Ok(())
             }
@@ -276,8 +284,20 @@ impl GroupConsumer {
         }
     }
 
-    /// Commits the position of every owned partition up to the last record
-    /// handed out by [`poll`](Self::poll).
+    /// Where a partition without a usable committed offset starts, as
+    /// `auto_offset_reset` says, resolved now: the log start, or the log
+    /// end (high watermark).
+    async fn reset_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        let spec = match self.config.auto_offset_reset {
+            AutoOffsetReset::Earliest => OffsetSpec::Earliest,
+            AutoOffsetReset::Latest => OffsetSpec::Latest,
+        };
+        Ok(self.client.list_offsets(topic, partition, spec).await?.offset)
+    }
+
+    /// Commits the position of every owned partition: after the last
+    /// record handed out by [`poll`](Self::poll), or where it was placed
+    /// (its start, or a [`seek`](Self::seek)).
     ///
     /// # Errors
     /// [`Error::StaleMemberEpoch`] or [`Error::UnknownMember`] if the
@@ -285,7 +305,45 @@ impl GroupConsumer {
     pub async fn commit(&mut self) -> Result<()> {
         let all: Vec<Tp> = self.owned.iter().cloned().collect();
         let offsets = self.uncommitted(&all);
-        self.commit_offsets(offsets).await
+        self.commit_to(offsets).await
+    }
+
+    /// Commits chosen offsets (each the next offset to read) with their
+    /// metadata, as Kafka's `commitSync(Map<TopicPartition,
+    /// OffsetAndMetadata>)`. Positions do not move: a later
+    /// [`commit`](Self::commit), auto-commit, revocation or close commits
+    /// a partition's position if it differs from what was committed here.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`] (nothing is committed) if a partition
+    /// is not owned by this member now; else as [`commit`](Self::commit).
+    pub async fn commit_offsets(&mut self, offsets: &[CommittedOffset]) -> Result<()> {
+        if let Some(o) = offsets.iter().find(|o| !self.owned.contains(&(o.topic.clone(), o.partition))) {
+            return Err(Error::UnknownPartition {
+                message: format!("{}/{} is not assigned to this member", o.topic, o.partition),
+            });
+        }
+        self.commit_to(offsets.to_vec()).await
+    }
+
+    /// Moves an owned partition's position: the next records of it that
+    /// [`poll`](Self::poll) hands out start at `offset`, and the next
+    /// commit (explicit, automatic, on revocation or on close) commits
+    /// `offset`. Seeking back to a record the caller could not process
+    /// leaves it for whoever reads the partition next.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPartition`] if the partition is not owned by this member now.
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        let tp = (topic.to_string(), partition);
+        if !self.owned.contains(&tp) {
+            return Err(Error::UnknownPartition {
+                message: format!("{topic}/{partition} is not assigned to this member"),
+            });
+        }
+        self.consumer.seek(topic, partition, Seek::Offset(offset))?;
+        self.positions.insert(tp, offset);
+        Ok(())
     }
 
     /// Positions of `tps` handed out since their last commit.
@@ -303,7 +361,7 @@ impl GroupConsumer {
             .collect()
     }
 
-    async fn commit_offsets(&mut self, offsets: Vec<CommittedOffset>) -> Result<()> {
+    async fn commit_to(&mut self, offsets: Vec<CommittedOffset>) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -311,10 +369,26 @@ impl GroupConsumer {
             let s = self.shared.state.lock().expect("membership lock");
             (s.member_id.clone(), s.epoch, s.coordinator.clone())
         };
-        if member.is_empty() {
+        if epoch == 0 {
             return Err(Error::UnknownMember { message: "not a member of the group yet".into() });
         }
-        let addr = self.client.commit_offsets(&self.config.group_id, &member, epoch, &offsets, hint).await?;
+        // A commit retries for as long as the client's retry deadline; if the
+        // membership is lost meanwhile (the coordinator silent for a
+        // session), it is pointless and must not hold up `poll`.
+        let mut watch = self.assignment.clone();
+        let seen = self.lost_seen;
+        let lost = async move {
+            if watch.wait_for(|a| a.lost != seen).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let commit = self.client.commit_offsets(&self.config.group_id, &member, epoch, &offsets, hint);
+        let addr = tokio::select! {
+            addr = commit => addr?,
+            () = lost => {
+                return Err(Error::UnknownMember { message: "the membership was lost while committing".into() })
+            }
+        };
         self.shared.state.lock().expect("membership lock").coordinator = Some(addr);
         for o in offsets {
             self.committed.insert((o.topic, o.partition), o.offset);
@@ -342,46 +416,102 @@ impl GroupConsumer {
     }
 
     /// Applies the latest assignment: revoke (commit, release), then grant.
+    /// Granted partitions are reported owned from the moment their set-up
+    /// starts, and only those still assigned when it ends are read: the
+    /// coordinator may have revoked some meanwhile (and, since they were
+    /// reported owned, granted them to nobody else).
     async fn reconcile(&mut self) -> Result<()> {
-        let a = self.assignment.borrow_and_update().clone();
-        if let Some(e) = a.fatal {
-            return Err(e);
-        }
-        if a.lost != self.lost_seen {
-            self.lost_seen = a.lost;
-            let all: Vec<Tp> = self.owned.iter().cloned().collect();
-            self.release(&all);
-            if !all.is_empty() {
-                self.events.push_back(GroupEvent::Revoked(all));
+        loop {
+            let a = self.assignment.borrow_and_update().clone();
+            if let Some(e) = a.fatal {
+                return Err(e);
             }
-        }
-        let revoked: Vec<Tp> = self.owned.difference(&a.assigned).cloned().collect();
-        if !revoked.is_empty() {
-            let offsets = self.uncommitted(&revoked);
-            if let Err(e) = self.commit_offsets(offsets).await {
-                tracing::warn!(group = %self.config.group_id, error = %e, "commit of revoked partitions failed");
-            }
-            self.release(&revoked);
-            self.events.push_back(GroupEvent::Revoked(revoked));
-        }
-        let added: Vec<Tp> = a.assigned.difference(&self.owned).cloned().collect();
-        if !added.is_empty() {
-            let committed = self.client.fetch_offsets(&self.config.group_id, &added).await?;
-            let committed: BTreeMap<Tp, u64> =
-                committed.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
-            for (topic, p) in &added {
-                self.consumer.assign(topic, Some(&[*p])).await?;
-                if let Some(&o) = committed.get(&(topic.clone(), *p)) {
-                    self.consumer.seek(topic, *p, Seek::Offset(o))?;
-                    self.positions.insert((topic.clone(), *p), o);
-                    self.committed.insert((topic.clone(), *p), o);
+            if a.lost != self.lost_seen {
+                self.lost_seen = a.lost;
+                let all: Vec<Tp> = self.owned.iter().cloned().collect();
+                self.release(&all);
+                if !all.is_empty() {
+                    self.events.push_back(GroupEvent::Revoked(all));
                 }
-                self.owned.insert((topic.clone(), *p));
             }
-            self.publish_owned();
-            self.events.push_back(GroupEvent::Assigned(added));
+            let revoked: Vec<Tp> = self.owned.difference(&a.assigned).cloned().collect();
+            if !revoked.is_empty() {
+                let offsets = self.uncommitted(&revoked);
+                if let Err(e) = self.commit_to(offsets).await {
+                    tracing::warn!(group = %self.config.group_id, error = %e, "commit of revoked partitions failed");
+                }
+                self.release(&revoked);
+                self.events.push_back(GroupEvent::Revoked(revoked));
+            }
+            let added: BTreeSet<Tp> = a.assigned.difference(&self.owned).cloned().collect();
+            if added.is_empty() {
+                return Ok(());
+            }
+            self.publish_held(&added);
+            let starts = match self.set_up(&added).await {
+                Ok(starts) => starts,
+                Err(e) => {
+                    self.abandon(&added);
+                    return Err(e);
+                }
+            };
+            let latest = self.assignment.borrow().clone();
+            if latest.lost != self.lost_seen || latest.fatal.is_some() {
+                self.abandon(&added);
+                continue;
+            }
+            let mut granted = Vec::new();
+            for (tp, (offset, committed)) in starts {
+                if !latest.assigned.contains(&tp) {
+                    continue;
+                }
+                self.consumer.seek(&tp.0, tp.1, Seek::Offset(offset))?;
+                self.positions.insert(tp.clone(), offset);
+                if committed {
+                    self.committed.insert(tp.clone(), offset);
+                }
+                self.owned.insert(tp.clone());
+                granted.push(tp);
+            }
+            // Revoked while being set up: never read, so released as is.
+            let dropped: BTreeSet<Tp> = added.difference(&self.owned).cloned().collect();
+            self.abandon(&dropped);
+            if !granted.is_empty() {
+                self.events.push_back(GroupEvent::Assigned(granted));
+            }
         }
-        Ok(())
+    }
+
+    /// Assigns granted partitions to the fetcher (not read until sought)
+    /// and finds where each starts: its committed offset (`true`), or the
+    /// offset `auto_offset_reset` gives now (`false`), which becomes its
+    /// position at once, so a revocation before the first record commits
+    /// it and the next owner starts exactly there.
+    async fn set_up(&mut self, added: &BTreeSet<Tp>) -> Result<BTreeMap<Tp, (u64, bool)>> {
+        let list: Vec<Tp> = added.iter().cloned().collect();
+        let committed = self.client.fetch_offsets(&self.config.group_id, &list).await?;
+        let committed: BTreeMap<Tp, u64> =
+            committed.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
+        let mut starts = BTreeMap::new();
+        for tp in list {
+            self.consumer.assign(&tp.0, Some(&[tp.1])).await?;
+            let start = match committed.get(&tp) {
+                Some(&o) => (o, true),
+                None => (self.reset_offset(&tp.0, tp.1).await?, false),
+            };
+            starts.insert(tp, start);
+        }
+        Ok(starts)
+    }
+
+    /// Gives up partitions that were being set up and never read.
+    fn abandon(&mut self, tps: &BTreeSet<Tp>) {
+        for tp in tps {
+            if !self.owned.contains(tp) {
+                self.consumer.unassign(&tp.0, tp.1);
+            }
+        }
+        self.publish_owned();
     }
 
     /// Stops reading partitions and tells the heartbeat task they are released.
@@ -396,7 +526,17 @@ impl GroupConsumer {
     }
 
     fn publish_owned(&self) {
-        self.shared.state.lock().expect("membership lock").owned = self.owned.clone();
+        self.publish_held(&BTreeSet::new());
+    }
+
+    /// Tells the heartbeat task what this member holds: what it reads,
+    /// plus `setting_up`.
+    fn publish_held(&self, setting_up: &BTreeSet<Tp>) {
+        {
+            let mut s = self.shared.state.lock().expect("membership lock");
+            s.owned = self.owned.union(setting_up).cloned().collect();
+            s.owned_lost = self.lost_seen;
+        }
         self.shared.wake.notify_one();
     }
 }
@@ -413,14 +553,16 @@ impl Drop for GroupConsumer {
         };
         let (client, config, shared) = (self.client.clone(), self.config.clone(), self.shared.clone());
         let all: Vec<Tp> = self.owned.iter().cloned().collect();
-        let offsets = self.uncommitted(&all);
+        // After a loss not yet applied by `poll`, nothing owned is ours to commit.
+        let lost = self.assignment.borrow().lost != self.lost_seen;
+        let offsets = if lost { Vec::new() } else { self.uncommitted(&all) };
         rt.spawn(async move {
             let _ = h.await;
             let (member, epoch, hint) = {
                 let s = shared.state.lock().expect("membership lock");
                 (s.member_id.clone(), s.epoch, s.coordinator.clone())
             };
-            if !offsets.is_empty() && !member.is_empty() {
+            if !offsets.is_empty() && epoch != 0 {
                 let _ = client.commit_offsets(&config.group_id, &member, epoch, &offsets, hint).await;
             }
             leave_group(&client, &config, &shared).await;
@@ -431,3 +573,6 @@ impl Drop for GroupConsumer {
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
+
+#[cfg(test)]
+mod tests;
