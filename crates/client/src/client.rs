@@ -114,7 +114,15 @@ impl Client {
     /// # Errors
     /// [`Error::UnknownTopic`] if the cluster does not know it.
     pub async fn partition_count(&self, topic: &str) -> Result<u32> {
-        self.cluster.partition_count(topic).await
+        // A broker that is starting (metadata not loaded yet) is worth the
+        // usual retries, as for any other call, rather than failing a send.
+        self.with_retry(true, |_| async {
+            self.cluster.partition_count(topic).await.map_err(|e| match e {
+                Error::NoBrokerAvailable { last, .. } if last.is_retriable() => *last,
+                e => e,
+            })
+        })
+        .await
     }
 
     /// Creates a topic. `replication_factor` 0 takes the broker default.

@@ -30,6 +30,9 @@ struct State {
     /// Produce calls to fail with NOT_LEADER before accepting.
     not_leader_left: u32,
     produce_calls: u32,
+    /// Metadata calls answered: the 2nd to 4th answer UNAVAILABLE (a
+    /// broker starting), and topic "late" exists from the 5th on.
+    metadata_calls: u32,
 }
 
 #[derive(Clone)]
@@ -93,14 +96,27 @@ impl pb::admin_server::Admin for Mock {
         &self,
         _: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
+        let n = {
+            let mut st = self.state.lock().unwrap();
+            st.metadata_calls += 1;
+            st.metadata_calls
+        };
+        if (2..=4).contains(&n) {
+            return Err(Status::unavailable("this broker has not loaded the cluster metadata yet; retry"));
+        }
+        let topic = |name: &str| pb::TopicMetadata {
+            name: name.into(),
+            partitions: (0..PARTITIONS)
+                .map(|p| pb::PartitionMetadata { partition: p, leader: 1, replicas: vec![1] })
+                .collect(),
+        };
+        let mut topics = vec![topic("t")];
+        if n >= 5 {
+            topics.push(topic("late"));
+        }
         Ok(Response::new(pb::MetadataResponse {
             brokers: vec![pb::BrokerInfo { id: 1, address: self.addr.to_string(), alive: true }],
-            topics: vec![pb::TopicMetadata {
-                name: "t".into(),
-                partitions: (0..PARTITIONS)
-                    .map(|p| pb::PartitionMetadata { partition: p, leader: 1, replicas: vec![1] })
-                    .collect(),
-            }],
+            topics,
         }))
     }
 }
@@ -337,4 +353,13 @@ async fn typed_errors_reach_the_caller() {
     consumer.stop_at_high_watermark().await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await;
     assert!(matches!(ended, Ok(None)), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_starting_broker_delays_a_send_but_does_not_fail_it() {
+    let mock = start_mock(0).await;
+    let client = client(&mock).await;
+    // "late" is not cached: finding it meets three UNAVAILABLE answers first.
+    assert_eq!(client.partition_count("late").await.unwrap(), PARTITIONS);
+    assert!(mock.state.lock().unwrap().metadata_calls >= 5);
 }
