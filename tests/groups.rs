@@ -569,3 +569,28 @@ fn tail_group_does_not_commit_a_record_it_could_not_print() {
     let next = fjord_ok(addr, &["tail", "one", "--group", "pipe", "--limit", "1"], b"");
     assert_eq!(next.trim(), "v00010");
 }
+
+#[test]
+fn bench_consume_reads_as_a_group_member_and_commits_what_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    let addr = &broker.addr;
+    fjord_ok(addr, &["topic", "create", "bench", "--partitions", "3"], b"");
+    let lines: String = (0..300).map(|i| format!("k{i}:v{i}\n")).collect();
+    fjord_ok(addr, &["publish", "bench", "--key-separator", ":"], lines.as_bytes());
+    let out = fjord_ok(
+        addr,
+        &["bench", "consume", "--topic", "bench", "--group", "b", "--records", "300", "--json"],
+        b"",
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["records"], 300, "{out}");
+    // It left the group, and its commits cover every record: no lag.
+    let d = describe(addr, "b");
+    assert_eq!(d["members"].as_array().unwrap().len(), 0, "{d}");
+    let lag: u64 = d["partitions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
+    assert_eq!(lag, 0, "{d}");
+    let missing = fjord(addr, &["bench", "consume", "--topic", "bench", "--group", "b"], b"");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--records"));
+}

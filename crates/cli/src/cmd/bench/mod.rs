@@ -112,6 +112,11 @@ pub(crate) struct ConsumeArgs {
     /// Records to read (default: all of them, up to the high watermarks at start).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) records: Option<u64>,
+    /// Read as a member of this consumer group (from its committed offsets,
+    /// else the beginning), committing as it goes; needs --records, since a
+    /// group's partitions have no end to stop at.
+    #[arg(long, requires = "records")]
+    pub(crate) group: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -271,8 +276,14 @@ mod tests {
             panic!()
         };
         assert_eq!((a.records, a.json), (Some(5), true));
-        // Consumer groups come later; the flag must not be silently accepted.
+        // A group member has no end to stop at: --group needs --records.
         assert!(parse(&["consume", "--topic", "t", "--group", "g"]).is_err());
+        let BenchCommand::Consume(a) =
+            parse(&["consume", "--topic", "t", "--group", "g", "--records", "9"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((a.group.as_deref(), a.records), (Some("g"), Some(9)));
     }
 
     #[test]
