@@ -84,6 +84,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         parked: Vec::new(),
         leadership: 0,
         leader_incarnation: 0,
+        campaigned_for: 0,
         mailbox: tx.downgrade(),
     };
     tokio::spawn(driver.run(rx));
@@ -110,6 +111,8 @@ struct Driver<T: Transport> {
     /// The incarnation of the leader's process that last sent this
     /// follower an append or heartbeat; see Quiescence.
     leader_incarnation: u64,
+    /// The restarted leader incarnation this node last campaigned against.
+    campaigned_for: u64,
     /// Counts role changes: a table scanned for one leadership is not
     /// installed in another (a term can change without one, when a
     /// single-node leader campaigns again, and that keeps the table valid).
@@ -140,6 +143,7 @@ impl<T: Transport> Driver<T> {
         let stopped_by = loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    self.campaign_if_leader_restarted();
                     if self.should_tick() {
                         self.node.tick();
                         self.idle_ticks += 1;
@@ -214,6 +218,33 @@ impl<T: Transport> Driver<T> {
             Msg::Stop(tx) => return Some(tx),
         }
         None
+    }
+
+    /// A follower whose leader's broker restarted (a new incarnation: the
+    /// new process leads nothing) campaigns at once if it is the live
+    /// voter with the lowest id among the others, rather than waiting out
+    /// a randomized election timeout. The restarted node knows no leader,
+    /// so it grants its (pre-)vote to an up-to-date candidate, which makes
+    /// a majority of three; one deterministic candidate avoids split votes.
+    /// If it loses, the ordinary timeouts elect someone.
+    fn campaign_if_leader_restarted(&mut self) {
+        let raft = &self.node.raft;
+        let leader = raft.leader_id;
+        if raft.state != StateRole::Follower || leader == 0 || self.leader_incarnation == 0 {
+            return;
+        }
+        let now = self.transport.incarnation(leader);
+        if now == self.leader_incarnation || now == 0 || self.campaigned_for == now {
+            return;
+        }
+        let me = self.config.node_id;
+        let first =
+            self.config.voters.iter().copied().filter(|v| *v != leader && self.transport.is_alive(*v)).min();
+        if first == Some(me) {
+            self.campaigned_for = now;
+            tracing::info!(group = self.config.group_id, leader, "leader's broker restarted; campaigning");
+            let _ = self.node.campaign();
+        }
     }
 
     /// Whether this tick must reach raft-rs (see Quiescence in the module doc).
