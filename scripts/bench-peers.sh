@@ -11,6 +11,10 @@
 #   - Redis Streams: AOF with appendfsync always;
 #   - NATS JetStream: file storage, the server's default sync (2.9 cannot
 #     fsync per write);
+#   - RabbitMQ streams over the stream protocol (Python `rstream` client,
+#     scripts/peers/rabbitmq_stream_bench.py), up to 256 records awaiting
+#     publisher confirms; streams never fsync (osiris writes to the page
+#     cache and leaves flushing to the OS);
 #   - same-run references: the data disk's 1 MiB sequential writes with
 #     and without fdatasync, and loopback TCP.
 #
@@ -18,9 +22,12 @@
 #   FJORD_PEERS_RECORDS   records per system            (200000)
 #   FJORD_PEERS_DISK_MIB  MiB per disk reference        (512)
 #   FJORD_PEERS_TCP_MIB   MiB for the loopback reference (2048)
-# Installs redis-server and nats-server with apt-get if they are missing.
-# Every server it starts is stopped by its recorded pid, and its data
-# directory removed, when it exits, however it exits.
+# Installs redis-server, nats-server and rabbitmq-server with apt-get and
+# the rstream Python client with pip if they are missing. Every server it
+# starts (and the epmd it starts for RabbitMQ) listens on 127.0.0.1 only,
+# keeps its data, logs and configuration in the run's scratch directory, and
+# is stopped by its recorded pid, and that directory removed, when the
+# script exits, however it exits.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,9 +37,13 @@ RECORDS=${FJORD_PEERS_RECORDS:-200000}
 DISK_MIB=${FJORD_PEERS_DISK_MIB:-512}
 TCP_MIB=${FJORD_PEERS_TCP_MIB:-2048}
 RECORD_SIZE=1024
-# Records per Redis pipeline and JetStream publishes in flight: 256 x 1 KiB
-# = 256 KiB, the size of one Fjord producer batch.
+# Records per Redis pipeline, JetStream publishes in flight and RabbitMQ
+# records awaiting confirms: 256 x 1 KiB = 256 KiB, the size of one Fjord
+# producer batch.
 PIPELINE=256
+# Debian's rabbitmq-server: this script runs the server as the caller (the
+# /usr/sbin wrapper would switch to the rabbitmq user and its global dirs).
+RABBITMQ_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
 
 # shellcheck source=scripts/bench-common.sh
 . "$ROOT/scripts/bench-common.sh"
@@ -54,13 +65,22 @@ section "install"
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nats-server >/dev/null || missing+=(nats-server)
+[ -x "$RABBITMQ_SERVER" ] || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-echo "redis: $(redis-server --version | cut -d' ' -f1-3)"
-echo "nats:  $(nats-server --version)"
+if ! python3 -c 'import rstream' 2>/dev/null; then
+    echo "installing rstream (pip)"
+    python3 -m pip install -q rstream
+fi
+echo "redis:    $(redis-server --version | cut -d' ' -f1-3)"
+echo "nats:     $(nats-server --version)"
+echo "rabbitmq: $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo unknown)" \
+    "($(basename "$(ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins/osiris-* 2>/dev/null | head -n 1)" 2>/dev/null)," \
+    "erlang $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().')," \
+    "rstream $(python3 -c 'import rstream; print(rstream.__version__)'))"
 
 section "build"
 cargo build --release --bin fjord 2>&1 | tail -n 1
@@ -146,6 +166,58 @@ grep '^{' "$WORK/nats/out.json" | sed -n 1p >"$WORK/nats/produce.json"
 grep '^{' "$WORK/nats/out.json" | sed -n 2p >"$WORK/nats/consume.json"
 printf 'NATS JetStream\tJetStream, fsync every 2 min (default sync_interval; cannot fsync per write in 2.9)\t%s\t%s\n' \
     "$WORK/nats/produce.json" "$WORK/nats/consume.json" >>"$WORK/systems.tsv"
+
+section "rabbitmq streams: $RECORDS x $RECORD_SIZE B, up to $PIPELINE records awaiting confirms"
+RABBIT_DIR="$WORK/rabbitmq"
+mkdir -p "$RABBIT_DIR"
+# Four distinct free loopback ports: AMQP, stream protocol, Erlang
+# distribution, epmd.
+while :; do
+    ports=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
+    [ "$(printf '%s\n' "${ports[@]}" | sort -u | wc -l)" -eq 4 ] && break
+done
+AMQP_PORT=${ports[0]} STREAM_PORT=${ports[1]} DIST_PORT=${ports[2]} EPMD_PORT=${ports[3]}
+cat >"$RABBIT_DIR/rabbitmq.conf" <<EOF
+listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
+stream.listeners.tcp.1 = 127.0.0.1:$STREAM_PORT
+stream.advertised_host = 127.0.0.1
+stream.advertised_port = $STREAM_PORT
+EOF
+echo '[rabbitmq_stream].' >"$RABBIT_DIR/enabled_plugins"
+# Our own epmd on a free port, so the node neither uses nor starts the
+# machine's (the node is told -start_epmd false).
+epmd -address 127.0.0.1 -port "$EPMD_PORT" >"$RABBIT_DIR/epmd.log" 2>&1 &
+EPMD_PID=$!
+track "$EPMD_PID"
+wait_port "$EPMD_PID" "$EPMD_PORT" "$RABBIT_DIR/epmd.log"
+# HOME holds the node's Erlang cookie; the config, env and plugin files
+# named here replace the ones under /etc/rabbitmq.
+env HOME="$RABBIT_DIR" ERL_EPMD_PORT="$EPMD_PORT" ERL_CRASH_DUMP="$RABBIT_DIR/erl_crash.dump" \
+    RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" \
+    RABBITMQ_DIST_PORT="$DIST_PORT" RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log" \
+    RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$RABBIT_DIR/advanced.config" \
+    RABBITMQ_CONF_ENV_FILE="$RABBIT_DIR/rabbitmq-env.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}" \
+    "$RABBITMQ_SERVER" >"$RABBIT_DIR/server.out" 2>&1 &
+# The server script stays as the parent of the Erlang VM and turns SIGTERM
+# into a clean stop of it; track both, the script first.
+RABBIT_PID=$!
+track "$RABBIT_PID"
+wait_port "$RABBIT_PID" "$STREAM_PORT" "$RABBIT_DIR/server.out"
+RABBIT_VM_PID=$(ps -o pid= --ppid "$RABBIT_PID" | head -n 1 | tr -d ' ')
+if [ -n "$RABBIT_VM_PID" ]; then track "$RABBIT_VM_PID"; fi
+echo "rabbitmq-server pid $RABBIT_PID (VM pid ${RABBIT_VM_PID:-?}), stream 127.0.0.1:$STREAM_PORT," \
+    "amqp :$AMQP_PORT, dist :$DIST_PORT; epmd pid $EPMD_PID on :$EPMD_PORT"
+run python3 "$ROOT/scripts/peers/rabbitmq_stream_bench.py" 127.0.0.1 "$STREAM_PORT" "$RECORDS" "$RECORD_SIZE" "$PIPELINE" \
+    | tee "$RABBIT_DIR/out.json"
+echo "data on disk: $(du -sh "$RABBIT_DIR/mnesia/rabbit@localhost/stream" | cut -f1)"
+stop_pid "$RABBIT_PID"
+if [ -n "$RABBIT_VM_PID" ]; then stop_pid "$RABBIT_VM_PID"; fi
+stop_pid "$EPMD_PID"
+grep '^{' "$RABBIT_DIR/out.json" | sed -n 1p >"$RABBIT_DIR/produce.json"
+grep '^{' "$RABBIT_DIR/out.json" | sed -n 2p >"$RABBIT_DIR/consume.json"
+printf 'RabbitMQ streams\tno fsync: confirm once in the page cache, OS writeback (osiris never syncs)\t%s\t%s\n' \
+    "$RABBIT_DIR/produce.json" "$RABBIT_DIR/consume.json" >>"$WORK/systems.tsv"
 
 section "table: $RECORDS x $RECORD_SIZE B records, one topic/stream; MB = 10^6 value bytes; x = ratio to Fjord"
 python3 - "$WORK/systems.tsv" "$WORK/ref.txt" <<'PY'
