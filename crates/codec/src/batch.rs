@@ -26,6 +26,12 @@ pub(crate) fn i64_at(b: &[u8], at: usize) -> i64 {
 /// signed conversion a client makes can never overflow.
 const OFFSET_MAX: u64 = 1 << 62;
 
+/// The sequence number `count` records after `seq`: producer sequences
+/// wrap from `i32::MAX` to 0, as Kafka's do (`storage-format.md` §2.4).
+pub fn sequence_add(seq: i32, count: u32) -> i32 {
+    ((seq as i64 + count as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
 /// The fixed header of a record batch, decoded (`storage-format.md` §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {

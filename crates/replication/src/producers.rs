@@ -37,7 +37,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use fjord_codec::{split_batches, BatchHeader};
+use fjord_codec::{sequence_add, split_batches, BatchHeader};
 use fjord_storage::Log;
 
 use crate::{Error, Result};
@@ -89,18 +89,9 @@ pub(crate) enum Verdict {
     Duplicate { raft_index: u64 },
 }
 
-/// The sequence after `seq`; sequences wrap from `i32::MAX` to 0, as Kafka's do.
-pub fn next_sequence(seq: i32) -> i32 {
-    if seq == i32::MAX {
-        0
-    } else {
-        seq + 1
-    }
-}
-
-/// Sequence of the last record of a batch of `count` records starting at `first`.
-pub fn last_sequence(first: i32, count: u32) -> i32 {
-    ((first as i64 + count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
+/// Sequence of the last record of a batch of `count` (at least 1) records starting at `first`.
+fn last_sequence(first: i32, count: u32) -> i32 {
+    sequence_add(first, count - 1)
 }
 
 /// The idempotent producers of one group, as its leader sees them.
@@ -139,7 +130,7 @@ impl ProducerTable {
         if let Some(b) = p.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
             return Ok(Verdict::Duplicate { raft_index: b.raft_index });
         }
-        let expected = p.batches.back().map_or(first, |b| next_sequence(b.last_seq));
+        let expected = p.batches.back().map_or(first, |b| sequence_add(b.last_seq, 1));
         if first == expected {
             return Ok(Verdict::Append);
         }

@@ -115,7 +115,7 @@ impl Sequences {
     fn take(&mut self, key: &TopicPartition, count: u32) -> (i16, i32) {
         let slot = self.next.entry(key.clone()).or_insert((self.base_epoch, 0));
         let taken = *slot;
-        slot.1 = ((slot.1 as i64 + count as i64) % (i32::MAX as i64 + 1)) as i32;
+        slot.1 = fjord_codec::sequence_add(slot.1, count);
         taken
     }
 
