@@ -15,6 +15,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: the broker and client allocate and
+/// free buffers of hundreds of KiB per request, which glibc serves with
+/// fresh mmaps (page faults and zeroing on every request); mimalloc keeps
+/// and reuses them. Profiles of produce and consume showed 10-15% of the
+/// broker's time in those faults.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_logging(&cli.log_level);
