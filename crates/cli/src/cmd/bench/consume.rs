@@ -8,6 +8,8 @@
 //! the group's committed offsets (the beginning where there are none),
 //! committing every second and when it leaves.
 
+use std::time::Duration;
+
 use anyhow::{bail, Context};
 use fjord_client::{
     AutoOffsetReset, Client, Consumer, ConsumerConfig, GroupConsumer, GroupConsumerConfig, GroupEvent, Seek,
@@ -46,19 +48,7 @@ pub(super) async fn run(client: Client, args: ConsumeArgs) -> anyhow::Result<()>
         }
         last = Instant::now();
     }
-    if let Some(p) = progress {
-        p.finish_and_clear();
-    }
-    let summary = Summary {
-        kind: "consume",
-        records,
-        bytes,
-        elapsed: last - start,
-        rate: None,
-        latency_of: None,
-        latency: None,
-    };
-    print(&summary, args.json);
+    report(progress, records, bytes, last - start, args.json);
     if let Some(n) = args.records.filter(|n| records < *n) {
         bail!("topic {} holds only {records} records below its high watermarks; asked for {n}", args.topic);
     }
@@ -93,18 +83,16 @@ async fn run_in_group(client: Client, group: &str, args: &ConsumeArgs) -> anyhow
         }
     }
     consumer.close().await.context("committing and leaving the group")?;
+    report(progress, records, bytes, last - start.unwrap_or(last), args.json);
+    Ok(())
+}
+
+/// Clears the progress bar and prints what was read.
+fn report(progress: Option<indicatif::ProgressBar>, records: u64, bytes: u64, elapsed: Duration, json: bool) {
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    let summary = Summary {
-        kind: "consume",
-        records,
-        bytes,
-        elapsed: last - start.unwrap_or(last),
-        rate: None,
-        latency_of: None,
-        latency: None,
-    };
-    print(&summary, args.json);
-    Ok(())
+    let summary =
+        Summary { kind: "consume", records, bytes, elapsed, rate: None, latency_of: None, latency: None };
+    print(&summary, json);
 }
