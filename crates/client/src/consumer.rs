@@ -285,6 +285,18 @@ impl Consumer {
         }
     }
 
+    /// The position of a partition all of whose fetched records were handed
+    /// out: past every record read and past the control batches (Raft
+    /// no-ops) that followed them, which no record reports. `None` while
+    /// records of it are buffered or a seek is pending.
+    pub fn drained_position(&self, topic: &str, partition: u32) -> Option<u64> {
+        let state = self.partitions.get(&(topic.to_string(), partition))?;
+        match state.position {
+            Position::Resolved(o) if state.buffered == 0 => Some(o),
+            _ => None,
+        }
+    }
+
     /// Partitions stopped by a non-retriable error until their next [`seek`](Self::seek).
     pub fn failed(&self) -> Vec<(String, u32)> {
         self.partitions.iter().filter(|(_, s)| s.failed).map(|(k, _)| k.clone()).collect()

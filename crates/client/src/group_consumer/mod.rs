@@ -350,7 +350,11 @@ impl GroupConsumer {
     fn uncommitted(&self, tps: &[Tp]) -> Vec<CommittedOffset> {
         tps.iter()
             .filter_map(|tp| {
-                let pos = *self.positions.get(tp)?;
+                // Past trailing Raft no-ops too once everything fetched was
+                // handed out, so a caught-up group shows no lag.
+                let handed_out = *self.positions.get(tp)?;
+                let drained = self.consumer.drained_position(&tp.0, tp.1).unwrap_or(0);
+                let pos = handed_out.max(drained);
                 (self.owned.contains(tp) && self.committed.get(tp) != Some(&pos)).then(|| CommittedOffset {
                     topic: tp.0.clone(),
                     partition: tp.1,
