@@ -138,16 +138,18 @@ pub(crate) fn compress(codec: Compression, records: &[u8]) -> Option<Vec<u8>> {
 /// The same batch with its records region in `to`: the records are
 /// decompressed and compressed again, the header is kept but for the
 /// codec bits and the length, and the CRC is recomputed. A batch already
-/// in `to` comes back as it is. Used by a broker whose topic forces a codec.
+/// in `to` comes back as it is. Used by a broker whose topic forces a codec,
+/// on a batch that passed [`crate::validate_batch`] with header `header`
+/// (so it is not decoded and checked a second time).
 ///
 /// # Errors
-/// Whatever [`crate::validate_batch`] would refuse in `batch`.
-pub fn recompress(batch: &Bytes, to: Compression, len_max: usize) -> Result<Bytes> {
-    let header = crate::validate_batch(batch, len_max)?;
+/// [`Error::TooLarge`] when the records do not fit `len_max` in any codec
+/// (a compressed batch whose records, stored plain, would exceed it).
+pub fn recompress(batch: &Bytes, header: &BatchHeader, to: Compression, len_max: usize) -> Result<Bytes> {
     if Compression::from_attributes(header.attributes)? == to {
         return Ok(batch.clone());
     }
-    let plain = records_region(batch, &header)?;
+    let plain = records_region(batch, header)?;
     let packed = compress(to, &plain).filter(|p| BATCH_HEADER_LEN + p.len() <= len_max);
     // Records that do not shrink enough to fit stay as they are, as a
     // producer's builder would leave them.
@@ -155,6 +157,10 @@ pub fn recompress(batch: &Bytes, to: Compression, len_max: usize) -> Result<Byte
         Some(p) => (to, p),
         None => (Compression::None, &plain),
     };
+    let size = BATCH_HEADER_LEN + region.len();
+    if size > len_max {
+        return Err(Error::TooLarge { what: "recompressed batch", size: size as u64, max: len_max as u64 });
+    }
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + region.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
     out.extend_from_slice(region);

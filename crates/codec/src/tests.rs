@@ -285,7 +285,8 @@ fn recompressed_batches_keep_their_header_and_records() {
     let before = validate_batch(&plain, BATCH_LEN_MAX).unwrap();
     let mut current = plain.clone();
     for to in [Compression::Zstd, Compression::Lz4, Compression::None, Compression::Zstd] {
-        current = crate::recompress(&current, to, BATCH_LEN_MAX).unwrap();
+        let h = validate_batch(&current, BATCH_LEN_MAX).unwrap();
+        current = crate::recompress(&current, &h, to, BATCH_LEN_MAX).unwrap();
         let h = validate_batch(&current, BATCH_LEN_MAX).unwrap();
         assert_eq!(Compression::from_attributes(h.attributes).unwrap(), to);
         assert_eq!(
@@ -303,6 +304,13 @@ fn recompressed_batches_keep_their_header_and_records() {
     }
     assert!(current.len() * 4 < plain.len());
     // A batch already in the codec is returned untouched.
-    let same = crate::recompress(&current, Compression::Zstd, BATCH_LEN_MAX).unwrap();
+    let h = validate_batch(&current, BATCH_LEN_MAX).unwrap();
+    let same = crate::recompress(&current, &h, Compression::Zstd, BATCH_LEN_MAX).unwrap();
     assert_eq!(same, current);
+    // Records that fit the limit only compressed cannot be stored plain under it.
+    let limit = current.len() + 16;
+    assert!(matches!(
+        crate::recompress(&current, &h, Compression::None, limit),
+        Err(Error::TooLarge { what: "recompressed batch", .. })
+    ));
 }

@@ -78,16 +78,13 @@ impl ProducerService {
             }
             let partition = self.broker.partition_in(&topic, pb.partition)?;
             let max = self.broker.config.batch_bytes_max;
-            let header = fjord_codec::validate_batch(&pb.batch, max).map_err(|e| match e {
-                fjord_codec::Error::TooLarge { size, max, .. } => Error::MessageTooLarge { size, max },
-                source => Error::CorruptBatch { partition: pb.partition, source },
-            })?;
+            let refused = |e| batch_refused(pb.partition, e);
+            let header = fjord_codec::validate_batch(&pb.batch, max).map_err(refused)?;
             check_producer_fields(&header, pb.partition)?;
             let batch = match topic.meta.settings.forced_compression() {
                 // CPU-bound but bounded by the batch limit (a 256 KiB batch
                 // takes well under a millisecond with either codec).
-                Some(codec) => fjord_codec::recompress(&pb.batch, codec, max)
-                    .map_err(|source| Error::CorruptBatch { partition: pb.partition, source })?,
+                Some(codec) => fjord_codec::recompress(&pb.batch, &header, codec, max).map_err(refused)?,
                 None => pb.batch.clone(),
             };
             out.push((partition, batch));
@@ -152,6 +149,14 @@ impl ProducerService {
             }
             Ok(pb::ProduceResponse { correlation_id, results, error: None })
         })
+    }
+}
+
+/// A batch the codec refused: too large, or malformed.
+fn batch_refused(partition: u32, e: fjord_codec::Error) -> Error {
+    match e {
+        fjord_codec::Error::TooLarge { size, max, .. } => Error::MessageTooLarge { size, max },
+        source => Error::CorruptBatch { partition, source },
     }
 }
 

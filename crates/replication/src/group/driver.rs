@@ -330,20 +330,13 @@ impl<T: Transport> Driver<T> {
             }
         };
         let idempotent = header.producer_id >= 0 && !header.is_control();
-        if idempotent && self.status.is_serving() && !matches!(self.producers, Producers::Ready(_)) {
-            // Wait for the table rather than bounce the producer.
-            if matches!(self.producers, Producers::Unknown) {
-                self.start_producers_rebuild();
-            }
-            if self.parked.len() < PARKED_PROPOSALS_MAX {
-                self.parked.push((data, ack, reply));
-            } else {
-                let _ = reply.send(Err(Error::NotServing));
-            }
-            return;
-        }
         if idempotent {
-            match self.check_sequence(&header, ack) {
+            let verdict = match &self.producers {
+                _ if !self.status.is_serving() => Err(Error::NotServing),
+                Producers::Ready(table) => table.check(&header),
+                Producers::Unknown | Producers::Building { .. } => return self.park(data, ack, reply),
+            };
+            match verdict.and_then(|v| self.first_copy(v, ack)) {
                 Ok(None) => {}
                 Ok(Some(done)) => {
                     let _ = reply.send(Ok(done));
@@ -367,27 +360,34 @@ impl<T: Transport> Driver<T> {
         debug_assert_eq!(index, before + 1);
         if idempotent {
             let Producers::Ready(table) = &mut self.producers else {
-                unreachable!("check_sequence let an idempotent batch through without a table")
+                unreachable!("an idempotent batch is proposed only once the table is ready")
             };
             table.record(&header, index, now_ms());
         }
         self.pending.insert(index, Pending { term: self.node.raft.term, ack, reply });
     }
 
-    /// Checks an idempotent producer's batch against the sequences in the
-    /// log: `None` to propose it, the first copy's offsets for a retry.
-    fn check_sequence(&mut self, h: &BatchHeader, ack: Ack) -> Result<Option<Committed>> {
-        if !self.status.is_serving() {
-            return Err(Error::NotServing);
+    /// Holds an idempotent proposal, in order, until the producer table is
+    /// built (starting the build if need be), rather than bounce it.
+    fn park(&mut self, data: Bytes, ack: Ack, reply: oneshot::Sender<Result<Committed>>) {
+        if matches!(self.producers, Producers::Unknown) {
+            self.start_producers_rebuild();
         }
-        let log = self.node.store().log().clone();
-        let Producers::Ready(table) = &mut self.producers else {
-            unreachable!("idempotent batches are parked until the producer table is built")
-        };
-        let raft_index = match table.check(h)? {
+        if self.parked.len() < PARKED_PROPOSALS_MAX {
+            self.parked.push((data, ack, reply));
+        } else {
+            let _ = reply.send(Err(Error::NotServing));
+        }
+    }
+
+    /// What a sequence verdict answers: `None` to propose the batch, the
+    /// first copy's offsets for a retry of a stored one.
+    fn first_copy(&self, verdict: Verdict, ack: Ack) -> Result<Option<Committed>> {
+        let raft_index = match verdict {
             Verdict::Append => return Ok(None),
             Verdict::Duplicate { raft_index } => raft_index,
         };
+        let log = self.node.store().log();
         let applied = self.node.raft.raft_log.applied;
         let appended = log.last_raft().is_some_and(|l| l.index >= raft_index);
         if raft_index > applied && !(ack == Ack::Leader && appended) {
