@@ -35,6 +35,10 @@ const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a topic creation waits for its partitions to elect leaders
 /// before it answers anyway (clients retry NOT_LEADER meanwhile).
 const CREATE_WAIT_FOR_LEADERS: Duration = Duration::from_secs(10);
+/// How often a wait for elections (after a create, at start-up) looks
+/// again: elections take tens of milliseconds at the least, and the
+/// checks read only atomics.
+const ELECTION_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// How long an admin change waits for its command to be committed.
 const ADMIN_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long it then waits for this broker to apply it (opening thousands
@@ -328,7 +332,7 @@ impl Broker {
                 leader != 0 && (leader != self.config.broker_id || s.is_serving())
             };
             while !settled(p.group.status()) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(ELECTION_POLL_INTERVAL).await;
             }
         }
         tracing::info!(topic = %req.name, partitions, replication_factor = rf, "created topic");
@@ -489,7 +493,7 @@ impl Broker {
                     .all(|t| t.partitions.iter().flatten().all(|p| p.group.status().is_serving()))
         };
         while !ready() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(ELECTION_POLL_INTERVAL).await;
         }
     }
 
