@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use fjord_proto::http2;
 use fjord_proto::pb::admin_server::AdminServer;
 use fjord_proto::pb::consumer_server::ConsumerServer;
 use fjord_proto::pb::groups_server::GroupsServer;
@@ -92,6 +93,9 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let serve = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(IN_FLIGHT_PER_CONNECTION_MAX)
         .tcp_nodelay(true)
+        .initial_stream_window_size(http2::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(http2::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(http2::FRAME_BYTES_MAX)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use fjord_proto::http2;
 use fjord_proto::internal::raft_client::RaftClient;
 use fjord_proto::internal::raft_server::Raft;
 use fjord_proto::internal::{Faults as FaultsPb, RaftAck, RaftBatch, RaftEnvelope};
@@ -146,7 +147,12 @@ async fn run_peer(
     mut queue: mpsc::Receiver<(u64, Message)>,
 ) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
+        Ok(e) => e
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(http2::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(http2::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(http2::FRAME_BYTES_MAX),
         Err(e) => {
             tracing::error!(peer = to, %addr, error = %e, "bad peer address; no raft traffic to it");
             return;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use fjord_proto::http2;
 use fjord_proto::pb;
 use fjord_proto::pb::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
@@ -57,6 +58,9 @@ impl Cluster {
             .map_err(|e| Error::Config { message: format!("broker address {addr:?}: {e}") })?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
+            .initial_stream_window_size(http2::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(http2::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(http2::FRAME_BYTES_MAX)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let channel = endpoint.connect_lazy();
