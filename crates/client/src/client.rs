@@ -114,6 +114,10 @@ impl Client {
     /// # Errors
     /// [`Error::UnknownTopic`] if the cluster does not know it.
     pub async fn partition_count(&self, topic: &str) -> Result<u32> {
+        // Every send asks: answer from the cache without setting up retries.
+        if let Some(n) = self.cluster.cached_partition_count(topic) {
+            return Ok(n);
+        }
         // A broker that is starting (metadata not loaded yet) is worth the
         // usual retries, as for any other call, rather than failing a send.
         self.with_retry(true, |_| async {

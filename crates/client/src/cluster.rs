@@ -145,6 +145,12 @@ impl Cluster {
     }
 
     /// The number of partitions of `topic`, refreshing metadata once if unknown.
+    /// A topic's partition count from the cache, without a refresh.
+    pub(crate) fn cached_partition_count(&self, topic: &str) -> Option<u32> {
+        let meta = self.metadata.read().expect("metadata lock poisoned");
+        meta.topics.get(topic).map(|t| t.partitions.len() as u32)
+    }
+
     pub(crate) async fn partition_count(&self, topic: &str) -> Result<u32> {
         if let Ok(t) = self.metadata().topic(topic) {
             return Ok(t.partitions.len() as u32);

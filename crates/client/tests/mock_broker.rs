@@ -311,6 +311,31 @@ async fn produce_then_consume_in_order_through_not_leader_retries() {
     assert_eq!(latest.high_watermark, per_partition[&0].len() as u64);
 }
 
+/// The sender takes queued records in bulk on each wake-up; a burst much
+/// larger than one bulk (sends only yield when the queue is full, so on
+/// this single-threaded runtime about 1024 queue up at a time) must come
+/// back whole, each record once, in order per partition.
+#[tokio::test]
+async fn a_burst_of_records_is_delivered_in_full() {
+    let mock = start_mock(0).await;
+    let client = client(&mock).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..5000u32 {
+        let rec = ProducerRecord::new("t", format!("v{i}")).with_partition(i % PARTITIONS);
+        deliveries.push(producer.send(rec).await.unwrap());
+    }
+    let mut next = HashMap::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let meta = d.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
+        let want = next.entry(meta.partition).or_insert(0u64);
+        assert_eq!(meta.offset, *want, "record {i} in partition {}", meta.partition);
+        *want += 1;
+    }
+    assert_eq!(next.values().sum::<u64>(), 5000);
+    producer.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn typed_errors_reach_the_caller() {
     let mock = start_mock(0).await;

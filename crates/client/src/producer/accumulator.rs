@@ -202,48 +202,55 @@ impl Accumulator {
     /// A record the codec refuses fails its delivery at once. Returns the
     /// partition chosen.
     pub(crate) fn append(&mut self, rec: Pending, now: Instant) -> u32 {
-        let partition = match rec.target {
+        // Called once per record: the topic moves into the map key, so a
+        // partition that already has a queue costs no allocation.
+        let Pending { topic, target, partitions, key, value, headers, timestamp, tx } = rec;
+        let partition = match target {
             Target::Partition(p) => p,
             Target::Sticky => {
-                let seed = self.seed.wrapping_add(self.sticky.len() as u64);
-                let entry = self.sticky.entry(rec.topic.clone()).or_insert_with(|| (Sticky::new(seed), 0));
-                entry.1 = rec.partitions;
-                entry.0.partition(rec.partitions)
+                if !self.sticky.contains_key(topic.as_str()) {
+                    let seed = self.seed.wrapping_add(self.sticky.len() as u64);
+                    self.sticky.insert(topic.clone(), (Sticky::new(seed), 0));
+                }
+                let entry = self.sticky.get_mut(topic.as_str()).expect("inserted above");
+                entry.1 = partitions;
+                entry.0.partition(partitions)
             }
         };
-        let key = (rec.topic.clone(), partition);
         let headers: Vec<(&str, Option<&[u8]>)> =
-            rec.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
-        let queue = self.queues.entry(key.clone()).or_default();
-        let mut pushed = false;
-        if let Some(open) = queue.open.as_mut() {
-            if open.builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp).is_ok() {
-                pushed = true;
-            } else {
-                self.close_open(&key);
-            }
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let tp = (topic, partition);
+        if !self.queues.contains_key(&tp) {
+            self.queues.insert(tp.clone(), PartitionQueue::default());
         }
-        if !pushed {
-            // Reserving the whole batch up front means a batch filled to
-            // `batch_bytes` is never reallocated and copied as it grows; the
-            // reservation is what counts against `buffer_bytes`, so the
-            // memory really held stays bounded however many partitions
-            // have a batch open.
-            let mut builder =
-                BatchBuilder::with_capacity(self.batch_bytes, self.batch_bytes).compression(self.compression);
-            if let Err(e) = builder.push(rec.key.as_deref(), rec.value.as_deref(), &headers, rec.timestamp) {
-                let _ = rec.tx.send(Err(Error::InvalidArgument { message: e.to_string() }));
+        let queue = self.queues.get_mut(&tp).expect("inserted above");
+        if let Some(open) = queue.open.as_mut() {
+            if open.builder.push(key.as_deref(), value.as_deref(), &headers, timestamp).is_ok() {
+                open.waiters.push(Waiter { tx, timestamp });
+                if open.builder.len() + RECORD_LEN_MIN > self.batch_bytes {
+                    self.close_open(&tp);
+                }
                 return partition;
             }
-            self.buffered_bytes += self.batch_bytes;
-            let queue = self.queues.get_mut(&key).expect("queue was just created");
-            queue.open = Some(OpenBatch { builder, created: now, waiters: Vec::new() });
+            self.close_open(&tp);
         }
-        let queue = self.queues.get_mut(&key).expect("queue exists");
-        let open = queue.open.as_mut().expect("a batch is open");
-        open.waiters.push(Waiter { tx: rec.tx, timestamp: rec.timestamp });
-        if open.builder.len() + RECORD_LEN_MIN > self.batch_bytes {
-            self.close_open(&key);
+        // Reserving the whole batch up front means a batch filled to
+        // `batch_bytes` is never reallocated and copied as it grows; the
+        // reservation is what counts against `buffered_bytes`, so the
+        // memory really held stays bounded however many partitions
+        // have a batch open.
+        let mut builder =
+            BatchBuilder::with_capacity(self.batch_bytes, self.batch_bytes).compression(self.compression);
+        if let Err(e) = builder.push(key.as_deref(), value.as_deref(), &headers, timestamp) {
+            let _ = tx.send(Err(Error::InvalidArgument { message: e.to_string() }));
+            return partition;
+        }
+        self.buffered_bytes += self.batch_bytes;
+        let full = builder.len() + RECORD_LEN_MIN > self.batch_bytes;
+        let queue = self.queues.get_mut(&tp).expect("queue exists");
+        queue.open = Some(OpenBatch { builder, created: now, waiters: vec![Waiter { tx, timestamp }] });
+        if full {
+            self.close_open(&tp);
         }
         partition
     }

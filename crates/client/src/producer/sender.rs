@@ -33,6 +33,10 @@ const REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// than 4096.
 const REQUEST_BATCHES_MAX: usize = 256;
 const _: () = assert!(REQUEST_BATCHES_MAX <= 4096);
+/// Most queued records taken per wake-up of the loop before it looks for
+/// batches to send again; bounds how long a full batch waits for the
+/// records queued behind it.
+const COMMANDS_PER_WAKE_MAX: usize = 256;
 
 /// Runs until every `Producer` handle is gone and everything buffered has
 /// been acknowledged or has failed.
@@ -78,13 +82,31 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
         let wakeup = acc.next_wakeup();
         let accepting = !closed && acc.buffered_bytes() < config.buffer_bytes;
         tokio::select! {
-            cmd = rx.recv(), if accepting => match cmd {
-                Some(Command::Send(rec)) => {
-                    acc.append(rec, Instant::now());
+            cmd = rx.recv(), if accepting => {
+                // Take what else is queued before draining again: draining,
+                // timers and the select cost per wake-up, not per record.
+                let now = Instant::now();
+                let mut cmd = cmd;
+                for taken in 1.. {
+                    match cmd {
+                        Some(Command::Send(rec)) => {
+                            acc.append(rec, now);
+                        }
+                        Some(Command::Flush(w)) => flush_waiters.push(w),
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                    if taken == COMMANDS_PER_WAKE_MAX || acc.buffered_bytes() >= config.buffer_bytes {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => cmd = Some(next),
+                        Err(_) => break,
+                    }
                 }
-                Some(Command::Flush(w)) => flush_waiters.push(w),
-                None => closed = true,
-            },
+            }
             Some(Sent { done, retry }) = in_flight.next(), if !in_flight.is_empty() => {
                 for (topic, partition, failed) in done {
                     acc.complete(&topic, partition, failed);

@@ -198,18 +198,27 @@ async fn collect(mut rx: mpsc::Receiver<(Delivery, Instant)>, progress: Option<P
                 Some((delivery, due)) => pending.push(delivery.map(move |r| (r, due))),
                 None => open = false,
             },
-            Some((result, due)) = pending.next(), if !pending.is_empty() => {
+            Some(first) = pending.next(), if !pending.is_empty() => {
+                // A batch's records resolve together: one clock read for
+                // all that are ready (the clock was a tenth of the
+                // producer's CPU when read per record). Polling with
+                // `now_or_never` leaves a no-op waker behind, which the
+                // next `select!` round replaces.
                 let now = Instant::now();
-                match result {
-                    Ok(_) => {
-                        sent.acked += 1;
-                        sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
-                        sent.last_ack = Some(now);
-                        if let Some(p) = &progress {
-                            p.inc(1);
+                let mut next = Some(first);
+                while let Some((result, due)) = next {
+                    match result {
+                        Ok(_) => {
+                            sent.acked += 1;
+                            sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
+                            sent.last_ack = Some(now);
+                            if let Some(p) = &progress {
+                                p.inc(1);
+                            }
                         }
+                        Err(e) => sent.fail(anyhow::Error::new(e).context("delivery")),
                     }
-                    Err(e) => sent.fail(anyhow::Error::new(e).context("delivery")),
+                    next = pending.next().now_or_never().flatten();
                 }
             }
             else => return sent,
