@@ -13,6 +13,7 @@
 //! records below the requested offset (a batch is never split) are dropped.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,8 +78,9 @@ impl Default for ConsumerConfig {
 /// One record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
-    /// Topic it was read from.
-    pub topic: String,
+    /// Topic it was read from (shared by every record of the topic: a
+    /// consumer hands out millions of these).
+    pub topic: Arc<str>,
     /// Partition it was read from.
     pub partition: u32,
     /// Its offset.
@@ -93,7 +95,7 @@ pub struct ConsumedRecord {
     pub headers: Vec<Header>,
 }
 
-type TopicPartition = (String, u32);
+type TopicPartition = (Arc<str>, u32);
 
 #[derive(Debug, Clone, Copy)]
 enum Position {
@@ -193,7 +195,7 @@ impl Consumer {
             });
         }
         for p in list {
-            self.partitions.entry((topic.to_string(), p)).or_insert(PartitionState {
+            self.partitions.entry((Arc::from(topic), p)).or_insert(PartitionState {
                 position: Position::Pending(self.config.start),
                 generation: 0,
                 fetching: false,
@@ -208,13 +210,13 @@ impl Consumer {
 
     /// Removes a partition from the assignment and drops its buffered records.
     pub fn unassign(&mut self, topic: &str, partition: u32) {
-        self.partitions.remove(&(topic.to_string(), partition));
-        self.buffer.retain(|r| !(r.partition == partition && r.topic == topic));
+        self.partitions.remove(&(Arc::from(topic), partition));
+        self.buffer.retain(|r| !(r.partition == partition && &*r.topic == topic));
     }
 
     /// The assigned partitions, in order.
     pub fn assignment(&self) -> Vec<(String, u32)> {
-        self.partitions.keys().cloned().collect()
+        self.partitions.keys().map(|(t, p)| (t.to_string(), *p)).collect()
     }
 
     /// Moves a partition's position; buffered records of it are dropped and
@@ -223,7 +225,7 @@ impl Consumer {
     /// # Errors
     /// [`Error::UnknownPartition`] if the partition is not assigned.
     pub fn seek(&mut self, topic: &str, partition: u32, to: Seek) -> Result<()> {
-        let state = self.partitions.get_mut(&(topic.to_string(), partition)).ok_or_else(|| {
+        let state = self.partitions.get_mut(&(Arc::from(topic), partition)).ok_or_else(|| {
             Error::UnknownPartition {
                 message: format!("{topic}/{partition} is not assigned to this consumer"),
             }
@@ -236,7 +238,7 @@ impl Consumer {
         state.fetching = false;
         state.failed = false;
         state.buffered = 0;
-        self.buffer.retain(|r| !(r.partition == partition && r.topic == topic));
+        self.buffer.retain(|r| !(r.partition == partition && &*r.topic == topic));
         Ok(())
     }
 
@@ -254,7 +256,7 @@ impl Consumer {
     /// # Errors
     /// [`Error::UnknownPartition`] if the partition is not assigned.
     pub fn stop_at(&mut self, topic: &str, partition: u32, offset: u64) -> Result<()> {
-        let state = self.partitions.get_mut(&(topic.to_string(), partition)).ok_or_else(|| {
+        let state = self.partitions.get_mut(&(Arc::from(topic), partition)).ok_or_else(|| {
             Error::UnknownPartition {
                 message: format!("{topic}/{partition} is not assigned to this consumer"),
             }
@@ -279,7 +281,7 @@ impl Consumer {
     /// The offset of the next record this consumer will fetch from a
     /// partition, once resolved (`None` while a seek is pending).
     pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
-        match self.partitions.get(&(topic.to_string(), partition))?.position {
+        match self.partitions.get(&(Arc::from(topic), partition))?.position {
             Position::Resolved(o) => Some(o),
             Position::Pending(_) => None,
         }
@@ -290,7 +292,7 @@ impl Consumer {
     /// no-ops) that followed them, which no record reports. `None` while
     /// records of it are buffered or a seek is pending.
     pub fn drained_position(&self, topic: &str, partition: u32) -> Option<u64> {
-        let state = self.partitions.get(&(topic.to_string(), partition))?;
+        let state = self.partitions.get(&(Arc::from(topic), partition))?;
         match state.position {
             Position::Resolved(o) if state.buffered == 0 => Some(o),
             _ => None,
@@ -299,12 +301,12 @@ impl Consumer {
 
     /// Partitions stopped by a non-retriable error until their next [`seek`](Self::seek).
     pub fn failed(&self) -> Vec<(String, u32)> {
-        self.partitions.iter().filter(|(_, s)| s.failed).map(|(k, _)| k.clone()).collect()
+        self.partitions.iter().filter(|(_, s)| s.failed).map(|((t, p), _)| (t.to_string(), *p)).collect()
     }
 
     /// The high watermark the last fetch of a partition reported.
     pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
-        self.partitions.get(&(topic.to_string(), partition))?.high_watermark
+        self.partitions.get(&(Arc::from(topic), partition))?.high_watermark
     }
 
     /// The next record, in offset order per partition; `None` when nothing

@@ -251,7 +251,7 @@ impl GroupConsumer {
                 }
                 rec = self.consumer.next(), if reading => match rec {
                     Some(Ok(r)) => {
-                        self.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
+                        self.positions.insert((r.topic.to_string(), r.partition), r.offset + 1);
                         return Ok(GroupEvent::Record(r));
                     }
                     Some(Err(e)) => self.fetch_failed(e).await?,
