@@ -336,6 +336,42 @@ async fn a_burst_of_records_is_delivered_in_full() {
     producer.close().await.unwrap();
 }
 
+/// `send_with` reports each record once through its callback, in order
+/// per partition, and a record refused at once gets its error from the
+/// call, not from the callback.
+#[tokio::test]
+async fn callbacks_report_every_record_once() {
+    let mock = start_mock(0).await;
+    let client = client(&mock).await;
+    let config = ProducerConfig { batch_bytes: 4096, ..Default::default() };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..2000u32 {
+        let seen = seen.clone();
+        let rec = ProducerRecord::new("t", format!("v{i}")).with_partition(i % PARTITIONS);
+        producer.send_with(rec, move |r| seen.lock().unwrap().push((i, r))).await.unwrap();
+    }
+    let refused_called = Arc::new(Mutex::new(false));
+    let flag = refused_called.clone();
+    let too_big = ProducerRecord::new("t", vec![0u8; 8192]);
+    let refused = producer.send_with(too_big, move |_| *flag.lock().unwrap() = true).await;
+    assert!(matches!(refused, Err(fjord_client::Error::RecordTooLarge { .. })), "{refused:?}");
+    producer.close().await.unwrap();
+
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(seen.len(), 2000, "one call per record");
+    seen.sort_by_key(|(i, _)| *i);
+    let mut next = HashMap::new();
+    for (i, r) in seen {
+        let meta = r.unwrap_or_else(|e| panic!("record {i}: {e}"));
+        assert_eq!(meta.partition, i % PARTITIONS);
+        let want = next.entry(meta.partition).or_insert(0u64);
+        assert_eq!(meta.offset, *want, "record {i}");
+        *want += 1;
+    }
+    assert!(!*refused_called.lock().unwrap(), "the refused record's callback ran");
+}
+
 #[tokio::test]
 async fn typed_errors_reach_the_caller() {
     let mock = start_mock(0).await;

@@ -12,17 +12,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use fjord_codec::format::RECORD_LEN_MIN;
 use fjord_codec::{BatchBuilder, Compression};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Pending, RecordMetadata, Target, MAX_IN_FLIGHT_PER_PARTITION};
+use super::{Notify, Pending, RecordMetadata, Target, MAX_IN_FLIGHT_PER_PARTITION};
 use crate::partitioner::Sticky;
 use crate::{Error, Result};
 
-/// A record's acknowledgement channel and what its metadata will say.
+/// Who hears of a record's outcome, and what its metadata will say.
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    tx: oneshot::Sender<Result<RecordMetadata>>,
+    notify: Notify,
     timestamp: i64,
 }
 
@@ -48,8 +47,7 @@ impl ReadyBatch {
                 }),
                 Err(e) => Err(e.clone()),
             };
-            // The caller may have dropped its Delivery; that is fine.
-            let _ = w.tx.send(outcome);
+            w.notify.resolve(outcome);
         }
     }
 
@@ -204,7 +202,7 @@ impl Accumulator {
     pub(crate) fn append(&mut self, rec: Pending, now: Instant) -> u32 {
         // Called once per record: the topic moves into the map key, so a
         // partition that already has a queue costs no allocation.
-        let Pending { topic, target, partitions, key, value, headers, timestamp, tx } = rec;
+        let Pending { topic, target, partitions, key, value, headers, timestamp, notify } = rec;
         let partition = match target {
             Target::Partition(p) => p,
             Target::Sticky => {
@@ -226,7 +224,7 @@ impl Accumulator {
         let queue = self.queues.get_mut(&tp).expect("inserted above");
         if let Some(open) = queue.open.as_mut() {
             if open.builder.push(key.as_deref(), value.as_deref(), &headers, timestamp).is_ok() {
-                open.waiters.push(Waiter { tx, timestamp });
+                open.waiters.push(Waiter { notify, timestamp });
                 if open.builder.len() + RECORD_LEN_MIN > self.batch_bytes {
                     self.close_open(&tp);
                 }
@@ -242,13 +240,13 @@ impl Accumulator {
         let mut builder =
             BatchBuilder::with_capacity(self.batch_bytes, self.batch_bytes).compression(self.compression);
         if let Err(e) = builder.push(key.as_deref(), value.as_deref(), &headers, timestamp) {
-            let _ = tx.send(Err(Error::InvalidArgument { message: e.to_string() }));
+            notify.resolve(Err(Error::InvalidArgument { message: e.to_string() }));
             return partition;
         }
         self.buffered_bytes += self.batch_bytes;
         let full = builder.len() + RECORD_LEN_MIN > self.batch_bytes;
         let queue = self.queues.get_mut(&tp).expect("queue exists");
-        queue.open = Some(OpenBatch { builder, created: now, waiters: vec![Waiter { tx, timestamp }] });
+        queue.open = Some(OpenBatch { builder, created: now, waiters: vec![Waiter { notify, timestamp }] });
         if full {
             self.close_open(&tp);
         }
@@ -337,6 +335,8 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
 
     const LINGER: Duration = Duration::from_millis(5);
@@ -355,7 +355,7 @@ mod tests {
             value: Some(Bytes::copy_from_slice(value)),
             headers: vec![],
             timestamp: 1000,
-            tx,
+            notify: Notify::delivery(tx),
         };
         (p, rx)
     }

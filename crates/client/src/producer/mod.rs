@@ -234,6 +234,64 @@ impl Future for Delivery {
     }
 }
 
+/// How a record's outcome reaches its sender: the [`Delivery`] of
+/// [`Producer::send`] or the callback of [`Producer::send_with`]. Dropped
+/// unresolved (the producer's task ended), it reports
+/// [`Error::ProducerClosed`], so a callback is always called exactly once.
+pub(crate) struct Notify(Option<NotifyTo>);
+
+enum NotifyTo {
+    Delivery(oneshot::Sender<Result<RecordMetadata>>),
+    Callback(Box<dyn FnOnce(Result<RecordMetadata>) + Send>),
+}
+
+impl Notify {
+    pub(crate) fn delivery(tx: oneshot::Sender<Result<RecordMetadata>>) -> Self {
+        Notify(Some(NotifyTo::Delivery(tx)))
+    }
+
+    fn callback(f: impl FnOnce(Result<RecordMetadata>) + Send + 'static) -> Self {
+        Notify(Some(NotifyTo::Callback(Box::new(f))))
+    }
+
+    /// Reports the record's outcome.
+    pub(crate) fn resolve(mut self, outcome: Result<RecordMetadata>) {
+        match self.0.take() {
+            // The caller may have dropped its Delivery; that is fine.
+            Some(NotifyTo::Delivery(tx)) => {
+                let _ = tx.send(outcome);
+            }
+            Some(NotifyTo::Callback(f)) => f(outcome),
+            None => {}
+        }
+    }
+
+    /// Forgets the record without reporting it: `send_with` returned the
+    /// error instead.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Notify(self.0.take()).resolve(Err(Error::ProducerClosed));
+        }
+    }
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let to = match &self.0 {
+            Some(NotifyTo::Delivery(_)) => "delivery",
+            Some(NotifyTo::Callback(_)) => "callback",
+            None => "resolved",
+        };
+        f.debug_tuple("Notify").field(&to).finish()
+    }
+}
+
 /// Where the partitioner sends a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -253,7 +311,7 @@ pub(crate) struct Pending {
     pub(crate) value: Option<Bytes>,
     pub(crate) headers: Vec<(String, Option<Bytes>)>,
     pub(crate) timestamp: i64,
-    pub(crate) tx: oneshot::Sender<Result<RecordMetadata>>,
+    pub(crate) notify: Notify,
 }
 
 /// What `Producer` handles tell the background task.
@@ -313,6 +371,32 @@ impl Producer {
     /// [`Error::UnknownPartition`], [`Error::ProducerClosed`] after
     /// [`close`](Self::close). Broker failures arrive through the `Delivery`.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(record, Notify::delivery(tx)).await?;
+        Ok(Delivery { rx })
+    }
+
+    /// Queues a record like [`send`](Self::send), but reports its outcome by
+    /// calling `callback` once instead of through a [`Delivery`], as Kafka's
+    /// `send(record, callback)` does: cheaper when millions of records are
+    /// outstanding. The callback runs on the producer's background task
+    /// when the record's batch is acknowledged or fails for good (or with
+    /// [`Error::ProducerClosed`] if the task ends first), so it must be
+    /// quick and must not block.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), at once; `callback` is then not called.
+    pub async fn send_with(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) -> Result<()> {
+        self.submit(record, Notify::callback(callback)).await
+    }
+
+    /// Checks a record against the limits and picks its partition (or
+    /// leaves a keyless one to the sticky partitioner).
+    async fn route(&self, record: &ProducerRecord) -> Result<(Target, u32)> {
         let headers: Vec<(&str, Option<&[u8]>)> =
             record.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
         let size = BATCH_HEADER_LEN
@@ -336,7 +420,17 @@ impl Producer {
             (None, Some(key)) => Target::Partition(partition_for_key(key, partitions)),
             (None, None) => Target::Sticky,
         };
-        let (tx, rx) = oneshot::channel();
+        Ok((target, partitions))
+    }
+
+    async fn submit(&self, record: ProducerRecord, notify: Notify) -> Result<()> {
+        let (target, partitions) = match self.route(&record).await {
+            Ok(routed) => routed,
+            Err(e) => {
+                notify.disarm();
+                return Err(e);
+            }
+        };
         let pending = Pending {
             topic: record.topic,
             target,
@@ -345,10 +439,15 @@ impl Producer {
             value: record.value,
             headers: record.headers,
             timestamp: record.timestamp.unwrap_or_else(now_ms),
-            tx,
+            notify,
         };
-        self.tx.send(Command::Send(pending)).await.map_err(|_| Error::ProducerClosed)?;
-        Ok(Delivery { rx })
+        if let Err(mpsc::error::SendError(cmd)) = self.tx.send(Command::Send(pending)).await {
+            if let Command::Send(p) = cmd {
+                p.notify.disarm();
+            }
+            return Err(Error::ProducerClosed);
+        }
+        Ok(())
     }
 
     /// Sends every buffered batch now, ignoring linger, and waits until all
@@ -373,4 +472,33 @@ impl Producer {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn recorder() -> (Arc<Mutex<Vec<Result<RecordMetadata>>>>, Notify) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let c = calls.clone();
+        (calls, Notify::callback(move |r| c.lock().unwrap().push(r)))
+    }
+
+    #[test]
+    fn a_callback_runs_once_even_when_its_record_is_dropped() {
+        let (calls, notify) = recorder();
+        let meta = RecordMetadata { partition: 1, offset: 7, timestamp: 3 };
+        notify.resolve(Ok(meta));
+        assert!(matches!(calls.lock().unwrap().as_slice(), [Ok(m)] if *m == meta));
+
+        let (calls, notify) = recorder();
+        drop(notify);
+        assert!(matches!(calls.lock().unwrap().as_slice(), [Err(Error::ProducerClosed)]));
+
+        let (calls, notify) = recorder();
+        notify.disarm();
+        assert!(calls.lock().unwrap().is_empty(), "a disarmed callback must not run");
+    }
 }

@@ -128,7 +128,7 @@ async fn fail_all(mut rx: mpsc::Receiver<Command>, e: Error) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Send(rec) => {
-                let _ = rec.tx.send(Err(e.clone()));
+                rec.notify.resolve(Err(e.clone()));
             }
             Command::Flush(w) => {
                 let _ = w.send(());

@@ -2,24 +2,21 @@
 //! each with its own [`Producer`], sending their share of the records on
 //! the [`Schedule`] and timing each record from its due time to its ack.
 //!
-//! Each task sends from one loop and hands every [`Delivery`] to a
-//! collector task of its own, which awaits them all concurrently and reads
-//! the clock the moment each one resolves. Awaiting deliveries in send
-//! order instead would charge a record for the slower partitions sent
-//! before it. What the collector holds is bounded by the producer's
-//! `buffer_bytes` (a `send` waits while that is full) plus
-//! [`DELIVERY_QUEUE_LEN`].
+//! Each task sends from one loop with [`Producer::send_with`]: the
+//! callback reads the clock when the record's acknowledgement arrives and
+//! records the latency, so no future per record is kept or polled (a
+//! `Delivery` per record and a `FuturesUnordered` to await them cost a
+//! sixth of the load generator's CPU, which it shares with the broker on
+//! small machines). Awaiting deliveries in send order instead would charge
+//! a record for the slower partitions sent before it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use fjord_client::{Acks, Client, Delivery, Producer, ProducerConfig, ProducerRecord};
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use fjord_client::{Acks, Client, Producer, ProducerConfig, ProducerRecord};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::payload::Payloads;
@@ -27,9 +24,6 @@ use super::report::{latency_histogram, LATENCY_US_MAX};
 use super::schedule::Schedule;
 use super::LoadArgs;
 use crate::args::AcksArg;
-
-/// Deliveries queued between a sending loop and its collector.
-const DELIVERY_QUEUE_LEN: usize = 4096;
 
 /// The time origin of a run: the same moment on the monotonic clock (for
 /// latencies measured in this process) and on the wall clock (for the due
@@ -139,8 +133,8 @@ struct Job {
 
 impl Job {
     async fn run(self, producer: Producer, progress: Option<ProgressBar>) -> Sent {
-        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE_LEN);
-        let collector = tokio::spawn(collect(rx, progress));
+        // Filled by the callbacks, which run on the producer's own task.
+        let acked = Arc::new(Mutex::new(Sent::empty()));
         let mut refused = Sent::empty();
         for k in 0..self.schedule.share(self.task) {
             let index = self.schedule.index(self.task, k);
@@ -156,73 +150,36 @@ impl Job {
                 None => (Instant::now(), wall_clock_us()),
             };
             let record = ProducerRecord::new(&*self.topic, self.payloads.value(index, due_wall_us));
-            match producer.send(record).await {
-                Ok(delivery) => {
-                    if tx.send((delivery, due)).await.is_err() {
-                        break; // The collector is gone: it panicked, and join reports that.
+            let (acked, progress) = (acked.clone(), progress.clone());
+            let on_ack = move |outcome: fjord_client::Result<_>| {
+                let now = Instant::now();
+                let mut sent = acked.lock().expect("a callback panicked");
+                match outcome {
+                    Ok(_) => {
+                        sent.acked += 1;
+                        sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
+                        sent.last_ack = Some(now);
+                        if let Some(p) = &progress {
+                            p.inc(1);
+                        }
                     }
+                    Err(e) => sent.fail(anyhow::Error::new(e).context("delivery")),
                 }
-                Err(e) => {
-                    // Refused before sending (too large, unknown topic, closed):
-                    // every later record would be refused the same way.
-                    refused.fail(anyhow::Error::new(e).context(format!("sending record {index}")));
-                    break;
-                }
+            };
+            if let Err(e) = producer.send_with(record, on_ack).await {
+                // Refused before sending (too large, unknown topic, closed):
+                // every later record would be refused the same way.
+                refused.fail(anyhow::Error::new(e).context(format!("sending record {index}")));
+                break;
             }
         }
-        drop(tx);
+        // Closing waits for every record's outcome, so every callback has run.
         if let Err(e) = producer.close().await {
             refused.fail(anyhow::Error::new(e).context("closing the producer"));
         }
-        let mut sent = match collector.await {
-            Ok(sent) => sent,
-            Err(e) => {
-                let mut s = Sent::empty();
-                s.fail(anyhow::Error::new(e).context("the delivery collector panicked"));
-                s
-            }
-        };
+        let mut sent = std::mem::replace(&mut *acked.lock().expect("a callback panicked"), Sent::empty());
         sent.merge(refused);
         sent
-    }
-}
-
-/// Awaits deliveries as they resolve and records each one's latency.
-async fn collect(mut rx: mpsc::Receiver<(Delivery, Instant)>, progress: Option<ProgressBar>) -> Sent {
-    let mut sent = Sent::empty();
-    let mut pending = FuturesUnordered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            next = rx.recv(), if open => match next {
-                Some((delivery, due)) => pending.push(delivery.map(move |r| (r, due))),
-                None => open = false,
-            },
-            Some(first) = pending.next(), if !pending.is_empty() => {
-                // A batch's records resolve together: one clock read for
-                // all that are ready (the clock was a tenth of the
-                // producer's CPU when read per record). Polling with
-                // `now_or_never` leaves a no-op waker behind, which the
-                // next `select!` round replaces.
-                let now = Instant::now();
-                let mut next = Some(first);
-                while let Some((result, due)) = next {
-                    match result {
-                        Ok(_) => {
-                            sent.acked += 1;
-                            sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
-                            sent.last_ack = Some(now);
-                            if let Some(p) = &progress {
-                                p.inc(1);
-                            }
-                        }
-                        Err(e) => sent.fail(anyhow::Error::new(e).context("delivery")),
-                    }
-                    next = pending.next().now_or_never().flatten();
-                }
-            }
-            else => return sent,
-        }
     }
 }
 
