@@ -348,39 +348,12 @@ impl Client {
     ) -> Result<Vec<Result<u64>>> {
         let channel = self.cluster.channel(addr)?;
         let partitions: Vec<u32> = batches.iter().map(|(p, _)| *p).collect();
-        let msg = pb::ProduceRequest {
-            correlation_id: 0,
-            topic: topic.to_string(),
-            batches: batches
-                .into_iter()
-                .map(|(partition, batch)| pb::PartitionBatch { partition, batch })
-                .collect(),
-            acks: match acks {
-                Acks::All => pb::Acks::All,
-                Acks::Leader => pb::Acks::Leader,
-            } as i32,
-            timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
-        };
-        let req = request(msg, timeout);
+        let req = request(produce_request(topic, batches, acks, timeout), timeout);
         let resp =
             deadline(timeout, async { Ok(ProducerClient::new(channel).produce(req).await?.into_inner()) })
                 .await
                 .map_err(|e| at_broker(addr, e))?;
-        let mut results: std::collections::HashMap<u32, pb::PartitionResult> =
-            resp.results.into_iter().map(|r| (r.partition, r)).collect();
-        let outcome = |partition: u32| {
-            let result =
-                results.remove(&partition).ok_or_else(|| missing("ProduceResponse.results[partition]"))?;
-            if let Some(detail) = result.error {
-                let code = detail.code;
-                return Err(crate::error::from_detail(detail).unwrap_or(Error::Other {
-                    code: tonic::Code::Unknown,
-                    message: format!("error code {code}"),
-                }));
-            }
-            Ok(result.base_offset)
-        };
-        Ok(partitions.into_iter().map(outcome).collect())
+        produce_results(&partitions, resp)
     }
 
     /// The leader address of a partition from cached metadata, without I/O;
@@ -508,4 +481,50 @@ impl Client {
 
 fn missing(field: &str) -> Error {
     Error::Other { code: tonic::Code::Internal, message: format!("broker response lacks {field}") }
+}
+
+/// A produce request for `batches` of one topic, one per partition.
+pub(crate) fn produce_request(
+    topic: &str,
+    batches: Vec<(u32, Bytes)>,
+    acks: Acks,
+    timeout: Duration,
+) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        correlation_id: 0,
+        topic: topic.to_string(),
+        batches: batches
+            .into_iter()
+            .map(|(partition, batch)| pb::PartitionBatch { partition, batch })
+            .collect(),
+        acks: match acks {
+            Acks::All => pb::Acks::All,
+            Acks::Leader => pb::Acks::Leader,
+        } as i32,
+        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+    }
+}
+
+/// Each partition's base offset or error from a produce response, in the
+/// order of `partitions`; the request-wide error a stream reports in band.
+pub(crate) fn produce_results(partitions: &[u32], resp: pb::ProduceResponse) -> Result<Vec<Result<u64>>> {
+    let from_detail = |detail: pb::ErrorDetail| {
+        let code = detail.code;
+        crate::error::from_detail(detail)
+            .unwrap_or(Error::Other { code: tonic::Code::Unknown, message: format!("error code {code}") })
+    };
+    if let Some(detail) = resp.error {
+        return Err(from_detail(detail));
+    }
+    let mut results: std::collections::HashMap<u32, pb::PartitionResult> =
+        resp.results.into_iter().map(|r| (r.partition, r)).collect();
+    let outcome = |partition: &u32| {
+        let result =
+            results.remove(partition).ok_or_else(|| missing("ProduceResponse.results[partition]"))?;
+        match result.error {
+            Some(detail) => Err(from_detail(detail)),
+            None => Ok(result.base_offset),
+        }
+    };
+    Ok(partitions.iter().map(outcome).collect())
 }

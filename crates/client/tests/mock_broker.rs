@@ -30,6 +30,8 @@ struct State {
     /// Produce calls to fail with NOT_LEADER before accepting.
     not_leader_left: u32,
     produce_calls: u32,
+    /// Produce streams opened.
+    streams: u32,
     /// Metadata calls answered: the 2nd to 4th answer UNAVAILABLE (a
     /// broker starting), and topic "late" exists from the 5th on.
     metadata_calls: u32,
@@ -170,11 +172,31 @@ impl pb::producer_server::Producer for Mock {
 
     type ProduceStreamStream = Stream2<pb::ProduceResponse>;
 
+    /// As the broker does: requests answered in order, request-wide
+    /// errors in band.
     async fn produce_stream(
         &self,
-        _: Request<tonic::Streaming<pb::ProduceRequest>>,
+        req: Request<tonic::Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        Err(Status::unimplemented("mock"))
+        use futures::StreamExt;
+        let mock = self.clone();
+        self.state.lock().unwrap().streams += 1;
+        let answers = req.into_inner().then(move |req| {
+            let mock = mock.clone();
+            async move {
+                let req = req?;
+                let id = req.correlation_id;
+                match pb::producer_server::Producer::produce(&mock, Request::new(req)).await {
+                    Ok(resp) => Ok(resp.into_inner()),
+                    Err(status) => Ok(pb::ProduceResponse {
+                        correlation_id: id,
+                        results: vec![],
+                        error: fjord_proto::decode_status_details(status.details()),
+                    }),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 
@@ -334,6 +356,7 @@ async fn a_burst_of_records_is_delivered_in_full() {
     }
     assert_eq!(next.values().sum::<u64>(), 5000);
     producer.close().await.unwrap();
+    assert!(mock.state.lock().unwrap().streams >= 1, "an idempotent producer sends on a produce stream");
 }
 
 /// `send_with` reports each record once through its callback, in order

@@ -14,7 +14,7 @@ use fjord_codec::format::RECORD_LEN_MIN;
 use fjord_codec::{BatchBuilder, Compression};
 use tokio::time::Instant;
 
-use super::{Notify, Pending, RecordMetadata, Target, MAX_IN_FLIGHT_PER_PARTITION};
+use super::{Notify, Pending, RecordMetadata, Target};
 use crate::partitioner::Sticky;
 use crate::{Error, Result};
 
@@ -31,6 +31,8 @@ pub(crate) struct ReadyBatch {
     pub(crate) topic: String,
     pub(crate) partition: u32,
     pub(crate) bytes: Bytes,
+    /// Drain order: a partition's batches must be appended in this order.
+    pub(crate) order: u64,
     waiters: Vec<Waiter>,
 }
 
@@ -60,7 +62,7 @@ impl ReadyBatch {
     /// batches after the accumulator.
     #[cfg(test)]
     pub(crate) fn for_test(topic: &str, partition: u32, bytes: Bytes) -> Self {
-        ReadyBatch { topic: topic.into(), partition, bytes, waiters: Vec::new() }
+        ReadyBatch { topic: topic.into(), partition, bytes, order: 0, waiters: Vec::new() }
     }
 }
 
@@ -84,7 +86,16 @@ struct ClosedBatch {
 struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<ClosedBatch>,
-    in_flight: bool,
+    /// Batches drained and not yet completed.
+    in_flight: usize,
+    /// Set while the sender resends failed batches in order: nothing new
+    /// goes out meanwhile.
+    recovering: bool,
+    /// A batch was acknowledged since the queue was created or last
+    /// recovered. Until then one batch at a time goes: a leader that does
+    /// not know the producer accepts any first sequence, so a second batch
+    /// in flight could be appended although the first one failed.
+    warm: bool,
 }
 
 /// An idempotent producer's id and, per partition, the epoch and the
@@ -129,9 +140,6 @@ impl Sequences {
 
 type TopicPartition = (String, u32);
 
-// `PartitionQueue::in_flight` is a bool: one batch per partition in flight.
-const _: () = assert!(MAX_IN_FLIGHT_PER_PARTITION == 1);
-
 /// Open and closed batches of every partition the producer writes to.
 #[derive(Debug)]
 pub(crate) struct Accumulator {
@@ -155,12 +163,24 @@ pub(crate) struct Accumulator {
     compression: Compression,
     /// Set for an idempotent producer.
     sequences: Option<Sequences>,
+    /// Batches of one partition that may be in flight at once.
+    max_in_flight: usize,
+    /// Batches drained so far, which numbers them (`ReadyBatch::order`).
+    drained: u64,
 }
 
 impl Accumulator {
     /// Stamps the batches it sends with `sequences` (an idempotent producer).
     pub(crate) fn with_sequences(mut self, sequences: Sequences) -> Self {
         self.sequences = Some(sequences);
+        self
+    }
+
+    /// Lets up to `n` batches of one partition be in flight at once (the
+    /// default is one). Only for a producer whose requests reach the broker
+    /// in order, see [`super::stream`].
+    pub(crate) fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
         self
     }
 
@@ -182,6 +202,8 @@ impl Accumulator {
             seed,
             compression: Compression::None,
             sequences: None,
+            max_in_flight: 1,
+            drained: 0,
         }
     }
 
@@ -192,7 +214,7 @@ impl Accumulator {
 
     /// Whether nothing is buffered or in flight.
     pub(crate) fn is_empty(&self) -> bool {
-        self.queues.values().all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
+        self.queues.values().all(|q| q.open.is_none() && q.ready.is_empty() && q.in_flight == 0)
     }
 
     /// Adds a record to its partition's open batch, closing that batch first
@@ -264,17 +286,19 @@ impl Accumulator {
         }
     }
 
-    /// Takes up to `max` batches to send now, at most one per partition and
-    /// none from a partition with a batch in flight: a closed batch first,
+    /// Takes up to `max` batches to send now, at most one per partition (a
+    /// request holds one batch per partition) and none from a partition
+    /// with its most batches in flight or recovering: a closed batch first,
     /// else an open one whose linger has passed (or any open one if
-    /// `flushing`). The partitions taken are marked in flight.
+    /// `flushing`). The batches taken count as in flight until completed.
     ///
     /// The scan is round-robin: it starts after the partition the previous
     /// call took last and wraps around, so a partition that is ready waits
     /// at most one rotation for a free slot.
     pub(crate) fn drain(&mut self, now: Instant, max: usize, flushing: bool) -> Vec<ReadyBatch> {
         let sendable = |q: &PartitionQueue| {
-            !q.in_flight
+            q.in_flight < if q.warm { self.max_in_flight } else { 1 }
+                && !q.recovering
                 && (!q.ready.is_empty()
                     || q.open.as_ref().is_some_and(|o| flushing || now >= o.created + self.linger))
         };
@@ -294,12 +318,20 @@ impl Accumulator {
             }
             let queue = self.queues.get_mut(&key).expect("key from map");
             let ClosedBatch { mut builder, waiters } = queue.ready.pop_front().expect("a batch is ready");
-            queue.in_flight = true;
+            queue.in_flight += 1;
             if let Some(seq) = &mut self.sequences {
                 let (epoch, first) = seq.take(&key, builder.record_count());
                 builder.set_producer(seq.producer_id, epoch, first);
             }
-            out.push(ReadyBatch { topic: key.0.clone(), partition: key.1, bytes: builder.finish(), waiters });
+            self.drained += 1;
+            let order = self.drained;
+            out.push(ReadyBatch {
+                topic: key.0.clone(),
+                partition: key.1,
+                bytes: builder.finish(),
+                order,
+                waiters,
+            });
             self.drain_after = Some(key);
         }
         out
@@ -313,10 +345,29 @@ impl Accumulator {
             seq.restart(&key);
         }
         if let Some(q) = self.queues.get_mut(&key) {
-            assert!(q.in_flight, "completing {topic}/{partition} which has no batch in flight");
-            q.in_flight = false;
+            assert!(q.in_flight > 0, "completing {topic}/{partition} which has no batch in flight");
+            q.in_flight -= 1;
+            q.warm |= !failed;
             self.buffered_bytes -= self.batch_bytes;
-            if q.open.is_none() && q.ready.is_empty() {
+            if q.open.is_none() && q.ready.is_empty() && q.in_flight == 0 && !q.recovering {
+                self.queues.remove(&key);
+            }
+        }
+    }
+
+    /// Batches of a partition drained and not yet completed.
+    pub(crate) fn in_flight(&self, topic: &str, partition: u32) -> usize {
+        self.queues.get(&(topic.to_string(), partition)).map_or(0, |q| q.in_flight)
+    }
+
+    /// Stops (or resumes) draining a partition while its failed batches
+    /// are resent in order.
+    pub(crate) fn set_recovering(&mut self, topic: &str, partition: u32, on: bool) {
+        let key = (topic.to_string(), partition);
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.recovering = on;
+            q.warm &= !on;
+            if !on && q.open.is_none() && q.ready.is_empty() && q.in_flight == 0 {
                 self.queues.remove(&key);
             }
         }
@@ -327,7 +378,8 @@ impl Accumulator {
     pub(crate) fn next_wakeup(&self) -> Option<Instant> {
         self.queues
             .values()
-            .filter(|q| !q.in_flight && q.ready.is_empty())
+            .filter(|q| q.in_flight < if q.warm { self.max_in_flight } else { 1 })
+            .filter(|q| !q.recovering && q.ready.is_empty())
             .filter_map(|q| q.open.as_ref().map(|o| o.created + self.linger))
             .min()
     }
@@ -381,6 +433,40 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].record_count(), 2);
         assert_eq!(acc.next_wakeup(), None);
+    }
+
+    /// A partition pipelines only once a batch of it was acknowledged, and
+    /// stops while it recovers; recovering makes it start cold again.
+    #[tokio::test(start_paused = true)]
+    async fn batches_pipeline_once_acknowledged_and_stop_while_recovering() {
+        let mut acc = Accumulator::new(batch_for_records(1, 100), LINGER, 1).with_max_in_flight(3);
+        let now = Instant::now();
+        let mut rxs = Vec::new();
+        for _ in 0..8 {
+            let (p, rx) = pending("t", Target::Partition(0), &[7; 100]);
+            acc.append(p, now);
+            rxs.push(rx);
+        }
+        let first = acc.drain(now, 10, false);
+        assert_eq!(first.len(), 1);
+        assert!(acc.drain(now, 10, false).is_empty(), "cold: one batch until one is acknowledged");
+        first.into_iter().for_each(|b| b.complete(Ok(0)));
+        acc.complete("t", 0, false);
+        let mut orders = Vec::new();
+        for _ in 0..5 {
+            orders.extend(acc.drain(now, 10, false).into_iter().map(|b| b.order));
+        }
+        assert_eq!(orders, [2, 3, 4], "warm: up to 3 in flight, in drain order");
+        assert_eq!(acc.in_flight("t", 0), 3);
+
+        acc.set_recovering("t", 0, true);
+        acc.complete("t", 0, true);
+        assert!(acc.drain(now, 10, false).is_empty(), "nothing goes while recovering");
+        acc.complete("t", 0, true);
+        acc.complete("t", 0, true);
+        acc.set_recovering("t", 0, false);
+        assert_eq!(acc.drain(now, 10, false).len(), 1);
+        assert!(acc.drain(now, 10, false).is_empty(), "after failures it starts cold again");
     }
 
     #[tokio::test(start_paused = true)]

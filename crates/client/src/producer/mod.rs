@@ -7,16 +7,23 @@
 //! partition's open batch in the [`accumulator`]; a batch is sent when it
 //! is full or its linger time has passed.
 //!
-//! **Ordering.** At most one batch per partition is in flight. A batch that
-//! fails with a retriable error is retried (same bytes, with backoff) while
-//! the partition's later batches wait behind it, so batches are appended in
-//! the order their records were sent. Batches of different partitions are
-//! in flight concurrently, up to `max_in_flight_requests` requests; ready
-//! batches of one topic whose partitions share a leader go in one request,
-//! and each partition's result in it is handled (and retried) on its own.
-//! One batch per partition in flight keeps order without relying on the
-//! broker's sequence checks, and costs little here: batches of many
-//! partitions share each request, and the broker pipelines requests.
+//! **Ordering.** An idempotent producer (the default) keeps up to
+//! [`MAX_IN_FLIGHT_PER_PARTITION`] batches of a partition in flight, all on
+//! one ordered produce stream to one broker, so the broker sees their
+//! sequences in order and the partition's Raft group folds the batches
+//! that arrive during one fsync into the next (one partition: 269 -> 511
+//! MB/s in `fjord bench produce`, 1 KiB records, fsync per batch). It does
+//! so only after a batch of the partition was acknowledged: a leader that
+//! does not know the producer accepts any first sequence. A
+//! non-idempotent producer keeps one batch per partition in flight on
+//! unary requests. Either way a failed batch is held, the partition sends
+//! nothing new until its other batches in flight have come back, and then
+//! the held batches are resent one at a time in their original order
+//! (same bytes, retries with backoff): batches are appended in the order
+//! their records were sent. Batches of different partitions are in flight
+//! concurrently, up to `max_in_flight_requests` requests; ready batches of
+//! one topic whose partitions share a leader go in one request, and each
+//! partition's result in it is handled on its own.
 //!
 //! **Delivery.** Exactly once into the log by default (idempotent, see
 //! [`ProducerConfig::idempotent`]): a batch whose request timed out is
@@ -32,6 +39,7 @@
 
 pub(crate) mod accumulator;
 mod sender;
+mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,8 +61,11 @@ pub const LINGER_DEFAULT: Duration = Duration::from_millis(5);
 pub const BATCH_BYTES_DEFAULT: usize = 256 * 1024;
 /// Default bound on produce requests in flight across all partitions.
 pub const MAX_IN_FLIGHT_REQUESTS_DEFAULT: usize = 5;
-/// Batches of one partition in flight at once; see the module doc on ordering.
-pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 1;
+/// Batches of one partition an idempotent producer keeps in flight at
+/// once, as Kafka's `max.in.flight.requests.per.connection` (5) with
+/// idempotence; a non-idempotent producer keeps one. See the module doc on
+/// ordering.
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
 /// Default bound on bytes held in batches not yet acknowledged: 32 MiB, 128
 /// full default batches. When reached, `send` waits.
 pub const BUFFER_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
@@ -89,9 +100,9 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Produce requests in flight across partitions, each carrying the
     /// batches of one topic for one broker. Default
-    /// [`MAX_IN_FLIGHT_REQUESTS_DEFAULT`] (5). Per partition it is always
-    /// [`MAX_IN_FLIGHT_PER_PARTITION`]. The partitions of a request that
-    /// failed are retried one request each, all in that request's slot.
+    /// [`MAX_IN_FLIGHT_REQUESTS_DEFAULT`] (5). Per partition at most
+    /// [`MAX_IN_FLIGHT_PER_PARTITION`] batches (idempotent) or one. A
+    /// partition's in-order resend of failed batches takes one slot.
     pub max_in_flight_requests: usize,
     /// Bytes buffered before `send` waits. Default [`BUFFER_BYTES_DEFAULT`]
     /// (32 MiB). Each batch counts as `batch_bytes` from the moment it

@@ -1,11 +1,23 @@
 //! The producer's background task: feeds records into the accumulator,
-//! sends ready batches, retries them in place, and resolves deliveries.
+//! sends ready batches, retries them in order, and resolves deliveries.
 //!
-//! Ready batches of one topic whose partitions the cached metadata says
-//! share a leader go to it in one produce request. Each partition's
-//! result is handled on its own: one that failed is retried alone, with
-//! backoff and the leader hint of its own error, while the partitions that
-//! succeeded are released at once.
+//! Ready batches of one topic whose partitions share a leader go to it in
+//! one produce request. An idempotent producer sends them on the leader's
+//! ordered produce stream (see [`super::stream`]) and keeps up to
+//! [`MAX_IN_FLIGHT_PER_PARTITION`] batches of a partition in flight, all to
+//! the same broker; others send unary requests, one batch per partition in
+//! flight. Each partition's result is handled on its own.
+//!
+//! **Failures.** A batch that fails is held, and its partition stops
+//! sending ("recovering") until every other batch of it in flight has come
+//! back; then the held batches are resent one at a time, in the order they
+//! were drained, each with retries and backoff and the same bytes. So a
+//! partition's batches are appended in order even when several were in
+//! flight when its leader changed: a later one refused as out of sequence
+//! (its predecessor never arrived) simply goes again after it. If a batch
+//! fails for good, the held batches after it fail with it: they carry
+//! sequences that can no longer follow, and the partition starts over with
+//! a new epoch.
 //!
 //! One loop owns the accumulator, so no lock guards it. The loop stops
 //! reading new records while `buffer_bytes` are held, which makes the
@@ -15,14 +27,18 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::accumulator::{Accumulator, ReadyBatch, Sequences};
-use super::{Command, ProducerConfig};
+use super::stream::Streams;
+use super::{Command, ProducerConfig, MAX_IN_FLIGHT_PER_PARTITION};
+use crate::client::{produce_request, produce_results};
+use crate::cluster::{at_broker, deadline};
 use crate::{Client, Error, Result};
 
 /// Most batch bytes grouped into one produce request: 64 default batches,
@@ -49,29 +65,36 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
         match client.init_producer().await {
             Ok((id, epoch)) => {
                 tracing::debug!(producer_id = id, "idempotent producer");
-                acc = acc.with_sequences(Sequences::new(id, epoch));
+                acc = acc
+                    .with_sequences(Sequences::new(id, epoch))
+                    .with_max_in_flight(MAX_IN_FLIGHT_PER_PARTITION);
             }
             Err(e) => return fail_all(rx, e).await,
         }
     }
-    let mut in_flight = FuturesUnordered::new();
+    let mut out = Outgoing {
+        client: client.clone(),
+        config: config.clone(),
+        streams: config.idempotent.then(Streams::default),
+        routes: HashMap::new(),
+        held: HashMap::new(),
+        in_flight: FuturesUnordered::new(),
+    };
     let mut flush_waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut closed = false;
     loop {
         let flushing = closed || !flush_waiters.is_empty();
         // Grouping may fill fewer slots than batches were taken: drain again.
         loop {
-            let room = config.max_in_flight_requests.saturating_sub(in_flight.len());
+            let room = config.max_in_flight_requests.saturating_sub(out.in_flight.len());
             let batches = acc.drain(Instant::now(), room, flushing);
             if batches.is_empty() {
                 break;
             }
-            let leader = |b: &ReadyBatch| client.cached_leader(&b.topic, b.partition);
-            for work in group_by_leader(batches, leader) {
-                in_flight.push(do_work(client.clone(), config.clone(), work));
-            }
+            out.send(&mut acc, batches);
         }
-        if acc.is_empty() && in_flight.is_empty() {
+        out.resend_held(&mut acc);
+        if acc.is_empty() && out.in_flight.is_empty() {
             flush_waiters.drain(..).for_each(|w| {
                 let _ = w.send(());
             });
@@ -107,15 +130,141 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
                     }
                 }
             }
-            Some(Sent { done, retry }) = in_flight.next(), if !in_flight.is_empty() => {
-                for (topic, partition, failed) in done {
-                    acc.complete(&topic, partition, failed);
-                }
-                if !retry.is_empty() {
-                    in_flight.push(do_work(client.clone(), config.clone(), Work::Each(retry)));
+            Some(sent) = out.in_flight.next(), if !out.in_flight.is_empty() => out.settle(&mut acc, sent),
+            _ = sleep_until(wakeup), if wakeup.is_some() && !flushing => {}
+        }
+    }
+}
+
+type TopicPartition = (String, u32);
+
+/// Everything between the accumulator and the brokers: requests in flight,
+/// where each partition's in-flight batches went, and failed batches held
+/// for an in-order resend.
+struct Outgoing {
+    client: Client,
+    config: ProducerConfig,
+    /// Produce streams of an idempotent producer; `None`: unary requests.
+    streams: Option<Streams>,
+    /// Broker address and count of each partition's batches in flight on a
+    /// stream: later batches follow them there, whatever the metadata now
+    /// says, so that they are appended after them.
+    routes: HashMap<TopicPartition, (String, usize)>,
+    /// Failed batches waiting for their partition's other batches in flight.
+    held: HashMap<TopicPartition, Vec<(ReadyBatch, Error)>>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Sent>>,
+}
+
+impl Outgoing {
+    /// Starts requests for drained batches.
+    fn send(&mut self, acc: &mut Accumulator, batches: Vec<ReadyBatch>) {
+        let routes = &self.routes;
+        let client = &self.client;
+        let leader = |b: &ReadyBatch| match routes.get(&(b.topic.clone(), b.partition)) {
+            Some((addr, n)) if *n > 0 => Some(addr.clone()),
+            _ => client.cached_leader(&b.topic, b.partition),
+        };
+        for work in group_by_leader(batches, leader) {
+            match work {
+                Work::Group { addr, batches } => self.start(addr, batches),
+                // Finding the leader is part of the first (in-order) attempt.
+                Work::Each(unknown) => {
+                    for (b, _) in unknown {
+                        let e = Error::NotLeader { leader_id: None, leader_address: None };
+                        self.hold(acc, b, e);
+                    }
                 }
             }
-            _ = sleep_until(wakeup), if wakeup.is_some() && !flushing => {}
+        }
+    }
+
+    /// Sends one request: on the broker's produce stream (queued now, so
+    /// requests go out in the order this is called) or unary.
+    fn start(&mut self, addr: String, batches: Vec<ReadyBatch>) {
+        let (acks, timeout) = (self.config.acks, self.config.request_timeout);
+        let topic = batches[0].topic.clone();
+        debug_assert!(batches.iter().all(|b| b.topic == topic));
+        let parts: Vec<(u32, Bytes)> = batches.iter().map(|b| (b.partition, b.bytes.clone())).collect();
+        let partitions: Vec<u32> = parts.iter().map(|(p, _)| *p).collect();
+        let Some(streams) = &mut self.streams else {
+            let client = self.client.clone();
+            self.in_flight.push(
+                async move {
+                    let results = client.produce_to(&addr, &topic, parts, acks, timeout).await;
+                    settle_request(batches, results, None)
+                }
+                .boxed(),
+            );
+            return;
+        };
+        for p in &partitions {
+            let route = self.routes.entry((topic.clone(), *p)).or_insert_with(|| (addr.clone(), 0));
+            route.0.clone_from(&addr);
+            route.1 += 1;
+        }
+        let answer = streams.send(&self.client, &addr, produce_request(&topic, parts, acks, timeout));
+        self.in_flight.push(
+            async move {
+                let results = match answer {
+                    Ok(rx) => deadline(timeout, async {
+                        let resp = rx.await.map_err(|_| Error::Unavailable {
+                            message: format!("broker {addr}: produce stream closed"),
+                        })??;
+                        produce_results(&partitions, resp)
+                    })
+                    .await
+                    .map_err(|e| at_broker(&addr, e)),
+                    Err(e) => Err(e),
+                };
+                // A stream that let a request time out is replaced.
+                let broken = matches!(results, Err(Error::Timeout { .. })).then(|| addr.clone());
+                settle_request(batches, results, broken)
+            }
+            .boxed(),
+        );
+    }
+
+    /// Takes in what a request or a resend came to.
+    fn settle(&mut self, acc: &mut Accumulator, sent: Sent) {
+        if let (Some(addr), Some(streams)) = (&sent.broken_stream, &mut self.streams) {
+            streams.close(addr);
+        }
+        for (topic, partition) in &sent.on_stream {
+            if let Some(route) = self.routes.get_mut(&(topic.clone(), *partition)) {
+                route.1 -= 1;
+            }
+        }
+        for (topic, partition, failed) in sent.done {
+            acc.complete(&topic, partition, failed);
+        }
+        for (batch, error) in sent.failed {
+            self.hold(acc, batch, error);
+        }
+        for (topic, partition) in sent.recovered {
+            acc.set_recovering(&topic, partition, false);
+        }
+        self.routes.retain(|_, (_, n)| *n > 0);
+    }
+
+    fn hold(&mut self, acc: &mut Accumulator, batch: ReadyBatch, error: Error) {
+        acc.set_recovering(&batch.topic, batch.partition, true);
+        self.held.entry((batch.topic.clone(), batch.partition)).or_default().push((batch, error));
+    }
+
+    /// Resends the held batches of every partition that has nothing else in
+    /// flight, in drain order. Each resend takes a request slot.
+    fn resend_held(&mut self, acc: &mut Accumulator) {
+        let ready: Vec<TopicPartition> = self
+            .held
+            .iter()
+            .filter(|((topic, partition), batches)| acc.in_flight(topic, *partition) == batches.len())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in ready {
+            let mut batches = self.held.remove(&key).expect("listed above");
+            batches.sort_by_key(|(b, _)| b.order);
+            let (client, config) = (self.client.clone(), self.config.clone());
+            self.in_flight.push(resend_in_order(client, config, key, batches).boxed());
         }
     }
 }
@@ -144,22 +293,87 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Produce work for one in-flight slot.
+/// Drained batches grouped for sending.
 #[derive(Debug)]
 enum Work {
     /// Batches of one topic for the broker at `addr`, in one request.
     Group { addr: String, batches: Vec<ReadyBatch> },
-    /// Batches sent one request each and retried, concurrently; each with
-    /// the error of an attempt already made, if any, so it counts as one.
+    /// Batches whose leader is not known; the error is unused here.
     Each(Vec<(ReadyBatch, Option<Error>)>),
 }
 
-/// What one slot's work came to.
+/// What one request or resend came to.
+#[derive(Default)]
 struct Sent {
     /// Partitions whose batch was acknowledged (false) or failed for good (true).
     done: Vec<(String, u32, bool)>,
-    /// Batches of a group that failed, to retry one by one.
-    retry: Vec<(ReadyBatch, Option<Error>)>,
+    /// Batches that failed and are to be resent in order.
+    failed: Vec<(ReadyBatch, Error)>,
+    /// Partitions of a stream request, whose routes count down.
+    on_stream: Vec<(String, u32)>,
+    /// A partition whose in-order resend is over.
+    recovered: Vec<(String, u32)>,
+    /// The address of a stream to replace.
+    broken_stream: Option<String>,
+}
+
+/// Resolves a request's batches: those acknowledged are done, the others
+/// (all of them if the request failed as a whole) failed.
+fn settle_request(
+    batches: Vec<ReadyBatch>,
+    results: Result<Vec<Result<u64>>>,
+    broken: Option<String>,
+) -> Sent {
+    // `on_stream` counts only where a route was recorded (stream requests).
+    let on_stream = batches.iter().map(|b| (b.topic.clone(), b.partition)).collect();
+    let mut sent = Sent { broken_stream: broken, on_stream, ..Sent::default() };
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            sent.failed = batches.into_iter().map(|b| (b, e.clone())).collect();
+            return sent;
+        }
+    };
+    for (batch, result) in batches.into_iter().zip(results) {
+        match result {
+            Ok(base) => {
+                sent.done.push((batch.topic.clone(), batch.partition, false));
+                batch.complete(Ok(base));
+            }
+            Err(e) => sent.failed.push((batch, e)),
+        }
+    }
+    sent
+}
+
+/// Resends a partition's failed batches one at a time in drain order, each
+/// with retries, and resolves their deliveries. After one fails for good,
+/// the rest fail with its error unsent: their sequences follow a batch the
+/// log does not hold.
+async fn resend_in_order(
+    client: Client,
+    config: ProducerConfig,
+    (topic, partition): TopicPartition,
+    batches: Vec<(ReadyBatch, Error)>,
+) -> Sent {
+    if let Some((_, e)) = batches.first() {
+        client.refresh_after(e).await;
+    }
+    let mut sent = Sent { recovered: vec![(topic.clone(), partition)], ..Sent::default() };
+    let mut gave_up: Option<Error> = None;
+    for (batch, _) in batches {
+        let result = match &gave_up {
+            Some(e) => Err(e.clone()),
+            None => send_batch(&client, &config, &topic, partition, batch.bytes.clone()).await,
+        };
+        if let Err(e) = &result {
+            tracing::warn!(%topic, partition, records = batch.record_count(), error = %e, "batch failed");
+            gave_up.get_or_insert_with(|| e.clone());
+        }
+        sent.done.push((topic.clone(), partition, result.is_err()));
+        batch.complete(result);
+    }
+    sent
 }
 
 /// Splits drained batches into requests: one per topic and `leader`
@@ -196,84 +410,22 @@ fn group_by_leader(batches: Vec<ReadyBatch>, leader: impl Fn(&ReadyBatch) -> Opt
     works
 }
 
-/// Does one slot's work and resolves the deliveries of every batch that
-/// is done.
-async fn do_work(client: Client, config: ProducerConfig, work: Work) -> Sent {
-    let (acks, timeout) = (config.acks, config.request_timeout);
-    let mut sent = Sent { done: Vec::new(), retry: Vec::new() };
-    match work {
-        Work::Group { addr, batches } => {
-            let topic = batches[0].topic.clone();
-            debug_assert!(batches.iter().all(|b| b.topic == topic));
-            let parts = batches.iter().map(|b| (b.partition, b.bytes.clone())).collect();
-            let results = match client.produce_to(&addr, &topic, parts, acks, timeout).await {
-                Ok(results) => results,
-                Err(e) => {
-                    // A leader hint in a request-wide error is about one
-                    // partition; the others find theirs in fresh metadata.
-                    let e = match e {
-                        Error::NotLeader { leader_id, .. } if batches.len() > 1 => {
-                            Error::NotLeader { leader_id, leader_address: None }
-                        }
-                        e => e,
-                    };
-                    sent.retry = batches.into_iter().map(|b| (b, Some(e.clone()))).collect();
-                    return sent;
-                }
-            };
-            for (batch, result) in batches.into_iter().zip(results) {
-                match result {
-                    Ok(base) => {
-                        sent.done.push((batch.topic.clone(), batch.partition, false));
-                        batch.complete(Ok(base));
-                    }
-                    Err(e) => sent.retry.push((batch, Some(e))),
-                }
-            }
-        }
-        Work::Each(batches) => {
-            let sends =
-                batches.into_iter().map(|(b, first)| send_batch(client.clone(), config.clone(), b, first));
-            sent.done = join_all(sends).await;
-        }
-    }
-    sent
-}
-
-/// Sends one batch, retrying retriable failures with backoff (same bytes,
-/// so a retry is byte-identical), then resolves its records' deliveries.
-/// `first` is the error of an attempt already made as part of a group.
-/// Returns the partition and whether the batch failed for good, so the
-/// loop can let its next batch go.
+/// Sends one batch alone (unary), retrying retriable failures with
+/// backoff; the same bytes each time, so a retry is byte-identical.
 async fn send_batch(
-    client: Client,
-    config: ProducerConfig,
-    batch: ReadyBatch,
-    first: Option<Error>,
-) -> (String, u32, bool) {
-    let (topic, partition, bytes) = (batch.topic.clone(), batch.partition, batch.bytes.clone());
+    client: &Client,
+    config: &ProducerConfig,
+    topic: &str,
+    partition: u32,
+    bytes: Bytes,
+) -> Result<u64> {
     let (acks, timeout) = (config.acks, config.request_timeout);
-    let mut first = first;
-    let result: Result<u64> = client
+    client
         .with_retry(true, |attempt| {
-            let client = &client;
-            let (topic, bytes) = (&topic, bytes.clone());
-            let hint = attempt.hint;
-            let first = first.take();
-            async move {
-                match first {
-                    Some(e) => Err(e),
-                    None => client.produce_once(topic, partition, bytes, acks, hint, timeout).await,
-                }
-            }
+            let bytes = bytes.clone();
+            async move { client.produce_once(topic, partition, bytes, acks, attempt.hint, timeout).await }
         })
-        .await;
-    if let Err(e) = &result {
-        tracing::warn!(%topic, partition, records = batch.record_count(), error = %e, "batch failed");
-    }
-    let failed = result.is_err();
-    batch.complete(result);
-    (topic, partition, failed)
+        .await
 }
 
 #[cfg(test)]
