@@ -165,3 +165,53 @@ async fn retries_are_recognised_after_a_restart_and_bad_sequences_are_refused() 
     assert_eq!(values, ["a", "b", "c"]);
     broker.terminate();
 }
+
+/// A batch the broker refuses for good (here: larger than the broker's
+/// batch limit) fails alone. The batches pipelined behind it, which the
+/// broker refused as out of sequence, move to the producer's next epoch
+/// and are stored, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_alone_and_the_batches_behind_it_are_restamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &["--batch-bytes-max", "65536"]);
+    let client = connect(&broker.addr).await;
+    client.create_topic("refused", 1, 1, Default::default()).await.unwrap();
+    // Batches close only when full (256 KiB) until the flush: the first
+    // holds the 60 small records before the big one (under the broker's
+    // 64 KiB), the second the big one and the small ones that fit after it
+    // (refused), the third the rest (under 64 KiB again).
+    let config = ProducerConfig { linger: Duration::from_secs(60), ..ProducerConfig::default() };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let small = |i: usize| format!("{i:04}{}", "s".repeat(1020));
+    let mut deliveries = Vec::new();
+    for i in 0..60 {
+        deliveries
+            .push((small(i), producer.send(fjord_client::ProducerRecord::new("refused", small(i))).await));
+    }
+    let big = format!("big{}", "b".repeat(200 * 1024));
+    deliveries.push((big.clone(), producer.send(fjord_client::ProducerRecord::new("refused", big)).await));
+    for i in 60..160 {
+        deliveries
+            .push((small(i), producer.send(fjord_client::ProducerRecord::new("refused", small(i))).await));
+    }
+    producer.flush().await;
+    let (mut stored, mut refused) = (Vec::new(), Vec::new());
+    for (value, d) in deliveries {
+        match d.unwrap().await {
+            Ok(meta) => stored.push((meta.offset, value)),
+            Err(fjord_client::Error::MessageTooLarge { .. }) => refused.push(value),
+            Err(e) => panic!("record {}: {e}", &value[..4]),
+        }
+    }
+    producer.close().await.unwrap();
+    assert!(refused.iter().any(|v| v.starts_with("big")), "the big record's batch was refused");
+    assert!(stored.len() > 60 && stored.last().unwrap().1.starts_with("0159"), "later batches were stored");
+    assert!(refused.len() < 100, "only the refused batch failed: {} records", refused.len());
+    // Acknowledged offsets are consecutive (after the leader's no-op), and
+    // the log is exactly them.
+    let offsets: Vec<u64> = stored.iter().map(|(o, _)| *o).collect();
+    let first = offsets[0];
+    assert_eq!(offsets, (first..first + stored.len() as u64).collect::<Vec<_>>());
+    let got = read_all(&broker.addr, "refused").await;
+    assert_eq!(got[&0], stored);
+}

@@ -32,6 +32,10 @@ struct State {
     produce_calls: u32,
     /// Produce streams opened.
     streams: u32,
+    /// The first produce stream answers this many requests, then takes in
+    /// nothing more and answers nothing (a broker that stopped on a live
+    /// connection); later streams are served.
+    first_stream_hangs_after: Option<u32>,
     /// Metadata calls answered: the 2nd to 4th answer UNAVAILABLE (a
     /// broker starting), and topic "late" exists from the 5th on.
     metadata_calls: u32,
@@ -180,10 +184,26 @@ impl pb::producer_server::Producer for Mock {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         use futures::StreamExt;
         let mock = self.clone();
-        self.state.lock().unwrap().streams += 1;
+        let hang_after = {
+            let mut st = self.state.lock().unwrap();
+            st.streams += 1;
+            if st.streams == 1 {
+                st.first_stream_hangs_after
+            } else {
+                None
+            }
+        };
+        let mut answered = 0;
         let answers = req.into_inner().then(move |req| {
             let mock = mock.clone();
+            answered += 1;
+            let hang = hang_after.is_some_and(|n| answered > n);
             async move {
+                if hang {
+                    // Requests are taken one at a time: this stalls the
+                    // stream for good, and nothing after it is written.
+                    std::future::pending::<()>().await;
+                }
                 let req = req?;
                 let id = req.correlation_id;
                 match pb::producer_server::Producer::produce(&mock, Request::new(req)).await {
@@ -381,18 +401,74 @@ async fn callbacks_report_every_record_once() {
     assert!(matches!(refused, Err(fjord_client::Error::RecordTooLarge { .. })), "{refused:?}");
     producer.close().await.unwrap();
 
-    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    // In the order the callbacks ran: per partition that is send order.
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(seen.len(), 2000, "one call per record");
-    seen.sort_by_key(|(i, _)| *i);
     let mut next = HashMap::new();
     for (i, r) in seen {
         let meta = r.unwrap_or_else(|e| panic!("record {i}: {e}"));
         assert_eq!(meta.partition, i % PARTITIONS);
         let want = next.entry(meta.partition).or_insert(0u64);
-        assert_eq!(meta.offset, *want, "record {i}");
+        assert_eq!(meta.offset, *want, "record {i}: callbacks out of order");
         *want += 1;
     }
     assert!(!*refused_called.lock().unwrap(), "the refused record's callback ran");
+}
+
+/// A broker that stops answering on a live stream: the requests on it go
+/// unanswered past the deadline, the stream is replaced, and the stalled
+/// batches are resent. Partition 1 has a batch stalled on the old stream
+/// when partition 0's timeout replaces it, and sends another right after:
+/// that one must not overtake the stalled one (a new stream would append
+/// it first), so the log holds every record once, in send order. (Routed
+/// to the new stream, partition 1's records come out 0, 2, 1.)
+#[tokio::test]
+async fn batches_stalled_on_a_dead_stream_are_not_overtaken() {
+    let mock = start_mock(0).await;
+    mock.state.lock().unwrap().first_stream_hangs_after = Some(1);
+    let client = client(&mock).await;
+    let config = ProducerConfig {
+        batch_bytes: 1024,
+        // A small record's batch waits a second; a big one fills a batch.
+        linger: Duration::from_secs(1),
+        request_timeout: Duration::from_millis(300),
+        max_in_flight_requests: 20,
+        ..Default::default()
+    };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let big =
+        |p: u32, i: u32| ProducerRecord::new("t", format!("p{p}-{i}-{}", "x".repeat(900))).with_partition(p);
+    let small = |p: u32, i: u32| ProducerRecord::new("t", format!("p{p}-{i}")).with_partition(p);
+    let mut deliveries = Vec::new();
+    // Partition 1's first batch is acknowledged (the one request the
+    // stream answers) while its next batch is open, so it may pipeline.
+    let first = producer.send(big(1, 0)).await.unwrap();
+    deliveries.push(producer.send(small(1, 1)).await.unwrap());
+    first.await.unwrap();
+    // Partition 0 stalls on the stream; it times out 1.3 s from now and
+    // the stream is replaced. Partition 1's open batch goes at 1 s and
+    // stalls too (it times out at 2.3 s).
+    deliveries.push(producer.send(big(0, 0)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    deliveries.push(producer.send(big(1, 2)).await.unwrap());
+    producer.flush().await;
+    for (i, d) in deliveries.into_iter().enumerate() {
+        d.await.unwrap_or_else(|e| panic!("delivery {i}: {e}"));
+    }
+    producer.close().await.unwrap();
+
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    consumer.assign("t", None).await.unwrap();
+    consumer.seek_all(Seek::Beginning);
+    consumer.stop_at_high_watermark().await.unwrap();
+    let mut read: HashMap<u32, Vec<String>> = HashMap::new();
+    while let Some(rec) = consumer.next().await {
+        let rec = rec.unwrap();
+        let value = String::from_utf8(rec.value.unwrap().to_vec()).unwrap();
+        read.entry(rec.partition).or_default().push(value.chars().take(6).collect());
+    }
+    assert_eq!(read[&0], ["p0-0-x"]);
+    assert_eq!(read[&1], ["p1-0-x", "p1-1", "p1-2-x"]);
 }
 
 #[tokio::test]

@@ -242,6 +242,24 @@ pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_inde
     batch[..STAMP_END].copy_from_slice(&p);
 }
 
+/// Rewrites the idempotent-producer fields (§2) of a finished batch and
+/// recomputes its CRC: a producer that gave up on an earlier batch of the
+/// partition moves the batches it still holds to its new epoch and
+/// sequences, as Kafka's producer does, instead of failing them too.
+///
+/// # Panics
+/// If `batch` is shorter than its header says: only for batches this
+/// process built.
+pub fn restamp_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    let len = u32_at(batch, BATCH_LEN_AT) as usize;
+    assert!(len >= BATCH_HEADER_LEN && batch.len() >= len, "restamping a batch that was not built here");
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_le_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_le_bytes());
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_le_bytes());
+    let crc = crc32fast::hash(&batch[CRC_START..len]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Bytes a [`BatchBuilder::new`] reserves: a header and 1 KiB of records,
 /// enough for a handful of small records (control batches, tests, tools)
 /// without reserving `len_max`, which may be up to [`BATCH_LEN_MAX`].

@@ -21,8 +21,8 @@ pub mod format;
 mod record;
 
 pub use batch::{
-    sequence_add, split_batches, stamp_batch, stamped_prefix, validate_batch, verify_crc, BatchBuilder,
-    BatchHeader, BatchIter,
+    restamp_producer, sequence_add, split_batches, stamp_batch, stamped_prefix, validate_batch, verify_crc,
+    BatchBuilder, BatchHeader, BatchIter,
 };
 pub use compression::{recompress, Compression, ZSTD_LEVEL};
 pub use error::{Error, Result};

@@ -41,6 +41,18 @@ fn round_trip_keeps_every_field() {
 }
 
 #[test]
+fn restamping_moves_a_batch_to_a_new_epoch_and_keeps_it_valid() {
+    let mut batch = sample().to_vec();
+    restamp_producer(&mut batch, 7, 3, 0);
+    let h = validate_batch(&batch, BATCH_LEN_MAX).expect("restamping keeps the CRC valid");
+    assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (7, 3, 0));
+    assert_eq!(h.record_count, 3);
+    let before: Vec<Record> = records(&sample()).unwrap().map(Result::unwrap).collect();
+    let after: Vec<Record> = records(&Bytes::from(batch)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(before, after, "records are untouched");
+}
+
+#[test]
 fn builder_refuses_to_exceed_its_limit_and_stays_usable() {
     let mut b = BatchBuilder::new(BATCH_HEADER_LEN + 2 * (RECORD_LEN_MIN + 10));
     b.push(None, Some(&[1; 10]), &[], 0).unwrap();

@@ -25,6 +25,19 @@ pub(crate) struct Waiter {
     timestamp: i64,
 }
 
+/// How a drained batch ended, for the accumulator's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The broker acknowledged it.
+    Acked,
+    /// It failed for good: its partition starts over with a new epoch,
+    /// since the batch may or may not have been written.
+    GaveUp,
+    /// It failed unsent, with the error of an earlier batch of its
+    /// partition that gave up (which already started the partition over).
+    Abandoned,
+}
+
 /// A closed batch, ready to send.
 #[derive(Debug)]
 pub(crate) struct ReadyBatch {
@@ -44,7 +57,9 @@ impl ReadyBatch {
             let outcome = match &result {
                 Ok(base) => Ok(RecordMetadata {
                     partition: self.partition,
-                    offset: base + i as u64,
+                    // A broker's base offset is below 2^63 (§2); saturating
+                    // keeps a bad answer from panicking a debug build.
+                    offset: base.saturating_add(i as u64),
                     timestamp: w.timestamp,
                 }),
                 Err(e) => Err(e.clone()),
@@ -63,6 +78,19 @@ impl ReadyBatch {
     #[cfg(test)]
     pub(crate) fn for_test(topic: &str, partition: u32, bytes: Bytes) -> Self {
         ReadyBatch { topic: topic.into(), partition, bytes, order: 0, waiters: Vec::new() }
+    }
+
+    /// A batch of one record whose outcome goes to `notify`, for tests of
+    /// the order outcomes reach callers in.
+    #[cfg(test)]
+    pub(crate) fn for_test_with(
+        topic: &str,
+        partition: u32,
+        order: u64,
+        notify: Box<dyn FnOnce(Result<RecordMetadata>) + Send>,
+    ) -> Self {
+        let waiter = Waiter { notify: Notify::callback(notify), timestamp: 0 };
+        ReadyBatch { topic: topic.into(), partition, bytes: Bytes::new(), order, waiters: vec![waiter] }
     }
 }
 
@@ -91,10 +119,11 @@ struct PartitionQueue {
     /// Set while the sender resends failed batches in order: nothing new
     /// goes out meanwhile.
     recovering: bool,
-    /// A batch was acknowledged since the queue was created or last
-    /// recovered. Until then one batch at a time goes: a leader that does
-    /// not know the producer accepts any first sequence, so a second batch
-    /// in flight could be appended although the first one failed.
+    /// A batch was acknowledged since the queue was created, last
+    /// recovered or last moved to another stream ([`Accumulator::set_cold`]).
+    /// Until then one batch at a time goes: a leader that does not know the
+    /// producer accepts any first sequence, so a second batch in flight
+    /// could be appended although the first one failed.
     warm: bool,
 }
 
@@ -337,21 +366,44 @@ impl Accumulator {
         out
     }
 
-    /// Marks a partition's in-flight batch as done (acknowledged, or
-    /// `failed` for good) so its next batch may go.
-    pub(crate) fn complete(&mut self, topic: &str, partition: u32, failed: bool) {
+    /// Marks a partition's in-flight batch as done so its next batch may go.
+    pub(crate) fn complete(&mut self, topic: &str, partition: u32, outcome: Outcome) {
         let key = (topic.to_string(), partition);
-        if let (true, Some(seq)) = (failed, &mut self.sequences) {
+        if let (Outcome::GaveUp, Some(seq)) = (outcome, &mut self.sequences) {
             seq.restart(&key);
         }
         if let Some(q) = self.queues.get_mut(&key) {
             assert!(q.in_flight > 0, "completing {topic}/{partition} which has no batch in flight");
             q.in_flight -= 1;
-            q.warm |= !failed;
+            // An acknowledgement during recovery proves nothing about the
+            // leader the resent batches will meet: the partition restarts cold.
+            q.warm |= outcome == Outcome::Acked && !q.recovering;
             self.buffered_bytes -= self.batch_bytes;
             if q.open.is_none() && q.ready.is_empty() && q.in_flight == 0 && !q.recovering {
                 self.queues.remove(&key);
             }
+        }
+    }
+
+    /// Stamps a held batch with the partition's next epoch and sequence, for
+    /// a batch that still has to go after an earlier one gave up (which
+    /// started the partition over). A producer without sequences leaves it.
+    pub(crate) fn restamp(&mut self, batch: &mut ReadyBatch) {
+        let Some(seq) = &mut self.sequences else { return };
+        let key = (batch.topic.clone(), batch.partition);
+        let (epoch, first) = seq.take(&key, batch.waiters.len() as u32);
+        let mut bytes = batch.bytes.to_vec();
+        fjord_codec::restamp_producer(&mut bytes, seq.producer_id, epoch, first);
+        batch.bytes = Bytes::from(bytes);
+    }
+
+    /// Lets only one batch of the partition be in flight until one is
+    /// acknowledged again: its batches are about to go to a stream no
+    /// batch of it was acknowledged on (a new leader, or a new stream to
+    /// the same broker, which may have restarted).
+    pub(crate) fn set_cold(&mut self, topic: &str, partition: u32) {
+        if let Some(q) = self.queues.get_mut(&(topic.to_string(), partition)) {
+            q.warm = false;
         }
     }
 
@@ -436,13 +488,15 @@ mod tests {
     }
 
     /// A partition pipelines only once a batch of it was acknowledged, and
-    /// stops while it recovers; recovering makes it start cold again.
+    /// stops while it recovers; recovering makes it start cold again, even
+    /// if a batch sent before the failure is acknowledged meanwhile, and so
+    /// does moving to another stream.
     #[tokio::test(start_paused = true)]
     async fn batches_pipeline_once_acknowledged_and_stop_while_recovering() {
         let mut acc = Accumulator::new(batch_for_records(1, 100), LINGER, 1).with_max_in_flight(3);
         let now = Instant::now();
         let mut rxs = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..12 {
             let (p, rx) = pending("t", Target::Partition(0), &[7; 100]);
             acc.append(p, now);
             rxs.push(rx);
@@ -451,7 +505,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert!(acc.drain(now, 10, false).is_empty(), "cold: one batch until one is acknowledged");
         first.into_iter().for_each(|b| b.complete(Ok(0)));
-        acc.complete("t", 0, false);
+        acc.complete("t", 0, Outcome::Acked);
         let mut orders = Vec::new();
         for _ in 0..5 {
             orders.extend(acc.drain(now, 10, false).into_iter().map(|b| b.order));
@@ -460,13 +514,47 @@ mod tests {
         assert_eq!(acc.in_flight("t", 0), 3);
 
         acc.set_recovering("t", 0, true);
-        acc.complete("t", 0, true);
+        acc.complete("t", 0, Outcome::GaveUp);
         assert!(acc.drain(now, 10, false).is_empty(), "nothing goes while recovering");
-        acc.complete("t", 0, true);
-        acc.complete("t", 0, true);
+        acc.complete("t", 0, Outcome::Acked);
+        acc.complete("t", 0, Outcome::Abandoned);
         acc.set_recovering("t", 0, false);
         assert_eq!(acc.drain(now, 10, false).len(), 1);
         assert!(acc.drain(now, 10, false).is_empty(), "after failures it starts cold again");
+
+        acc.complete("t", 0, Outcome::Acked);
+        assert_eq!(acc.drain(now, 10, false).len(), 1, "warm again");
+        acc.set_cold("t", 0);
+        assert!(acc.drain(now, 10, false).is_empty(), "a new stream: cold until acknowledged there");
+    }
+
+    /// A batch held behind one that gave up moves to the new epoch, right
+    /// after the sequences already taken there.
+    #[tokio::test(start_paused = true)]
+    async fn a_restamped_batch_follows_the_new_epoch() {
+        let mut acc = Accumulator::new(batch_for_records(2, 1), LINGER, 1)
+            .with_sequences(Sequences::new(42, 0))
+            .with_max_in_flight(5);
+        let now = Instant::now();
+        let mut rxs = Vec::new();
+        for _ in 0..6 {
+            let (p, rx) = pending("t", Target::Partition(0), b"x");
+            acc.append(p, now);
+            rxs.push(rx);
+        }
+        let header = |b: &ReadyBatch| {
+            let h = fjord_codec::validate_batch(&b.bytes, 1 << 20).unwrap();
+            (h.producer_epoch, h.base_sequence)
+        };
+        let first = acc.drain(now, 1, false).pop().unwrap();
+        acc.complete("t", 0, Outcome::Acked);
+        let second = acc.drain(now, 1, false).pop().unwrap();
+        let mut third = acc.drain(now, 1, false).pop().unwrap();
+        assert_eq!([header(&first), header(&second), header(&third)], [(0, 0), (0, 2), (0, 4)]);
+        acc.complete("t", 0, Outcome::GaveUp);
+        acc.restamp(&mut third);
+        assert_eq!(header(&third), (1, 0));
+        assert_eq!(third.record_count(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -485,11 +573,11 @@ mod tests {
         assert_eq!(sent[0].record_count(), 3);
         assert!(acc.drain(now, 10, true).is_empty(), "one batch in flight per partition");
         sent.into_iter().for_each(|b| b.complete(Ok(10)));
-        acc.complete("t", 1, false);
+        acc.complete("t", 1, Outcome::Acked);
         let sent = acc.drain(now, 10, true);
         assert_eq!(sent.len(), 1, "flush sends the partial batch");
         sent.into_iter().for_each(|b| b.complete(Ok(13)));
-        acc.complete("t", 1, false);
+        acc.complete("t", 1, Outcome::Acked);
         assert!(acc.is_empty());
         assert_eq!(acc.buffered_bytes(), 0);
         let offsets: Vec<u64> =
@@ -515,7 +603,7 @@ mod tests {
         for b in first.into_iter().chain(second) {
             let (t, p) = (b.topic.clone(), b.partition);
             b.complete(Err(Error::Timeout { message: "x".into() }));
-            acc.complete(&t, p, true);
+            acc.complete(&t, p, Outcome::GaveUp);
         }
         for mut rx in rxs {
             assert!(matches!(rx.try_recv().unwrap(), Err(Error::Timeout { .. })));
@@ -540,7 +628,7 @@ mod tests {
         let sent = acc.drain(now, 1, true);
         assert_eq!(acc.buffered_bytes(), 2 * BATCH_BYTES, "in flight, still held");
         for b in sent {
-            acc.complete(&b.topic, b.partition, false);
+            acc.complete(&b.topic, b.partition, Outcome::Acked);
         }
         assert_eq!(acc.buffered_bytes(), BATCH_BYTES);
     }
@@ -568,7 +656,7 @@ mod tests {
         let mut drains = 1;
         while !in_flight.is_empty() {
             let done = in_flight.pop_front().expect("not empty");
-            acc.complete(&done.topic, done.partition, false);
+            acc.complete(&done.topic, done.partition, Outcome::Acked);
             done.complete(Ok(0));
             for b in acc.drain(now, SLOTS - in_flight.len(), false) {
                 sent[b.partition as usize] += 1;
@@ -617,15 +705,15 @@ mod tests {
             (h.producer_id, h.producer_epoch, h.base_sequence)
         };
         assert_eq!(send(&mut acc, 0, 3), (42, 0, 0));
-        acc.complete("t", 0, false);
+        acc.complete("t", 0, Outcome::Acked);
         assert_eq!(send(&mut acc, 0, 2), (42, 0, 3));
         // Other partitions count on their own.
         assert_eq!(send(&mut acc, 1, 1), (42, 0, 0));
-        acc.complete("t", 1, false);
+        acc.complete("t", 1, Outcome::Acked);
         // The batch at sequence 3 is given up on: a new epoch from 0.
-        acc.complete("t", 0, true);
+        acc.complete("t", 0, Outcome::GaveUp);
         assert_eq!(send(&mut acc, 0, 1), (42, 1, 0));
-        acc.complete("t", 0, false);
+        acc.complete("t", 0, Outcome::Acked);
         assert_eq!(send(&mut acc, 0, 1), (42, 1, 1));
     }
 }

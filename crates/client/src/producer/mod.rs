@@ -20,10 +20,14 @@
 //! nothing new until its other batches in flight have come back, and then
 //! the held batches are resent one at a time in their original order
 //! (same bytes, retries with backoff): batches are appended in the order
-//! their records were sent. Batches of different partitions are in flight
+//! their records were sent. A partition whose batches are in flight on a
+//! stream that was replaced (a request went unanswered) sends nothing on
+//! the new one until they are back, and pipelines again only after an
+//! acknowledgement there. Batches of different partitions are in flight
 //! concurrently, up to `max_in_flight_requests` requests; ready batches of
 //! one topic whose partitions share a leader go in one request, and each
-//! partition's result in it is handled on its own.
+//! partition's result in it is handled on its own. Deliveries and
+//! callbacks of one partition complete in the order the records were sent.
 //!
 //! **Delivery.** Exactly once into the log by default (idempotent, see
 //! [`ProducerConfig::idempotent`]): a batch whose request timed out is
@@ -35,7 +39,9 @@
 //! good fails each of its records' [`Delivery`]; later batches of the
 //! partition are still sent (an idempotent producer starts that
 //! partition's sequence over with a new epoch, since the failed batch may
-//! or may not have been written).
+//! or may not have been written, and restamps the batches it held behind
+//! it), except when it failed because the cluster did not take it within
+//! the retries: then the batches held behind it fail with it.
 
 pub(crate) mod accumulator;
 mod sender;
@@ -261,7 +267,7 @@ impl Notify {
         Notify(Some(NotifyTo::Delivery(tx)))
     }
 
-    fn callback(f: impl FnOnce(Result<RecordMetadata>) + Send + 'static) -> Self {
+    pub(crate) fn callback(f: impl FnOnce(Result<RecordMetadata>) + Send + 'static) -> Self {
         Notify(Some(NotifyTo::Callback(Box::new(f))))
     }
 

@@ -4,8 +4,8 @@
 //! Ready batches of one topic whose partitions share a leader go to it in
 //! one produce request. An idempotent producer sends them on the leader's
 //! ordered produce stream (see [`super::stream`]) and keeps up to
-//! [`MAX_IN_FLIGHT_PER_PARTITION`] batches of a partition in flight, all to
-//! the same broker; others send unary requests, one batch per partition in
+//! [`MAX_IN_FLIGHT_PER_PARTITION`] batches of a partition in flight, all on
+//! the same stream; others send unary requests, one batch per partition in
 //! flight. Each partition's result is handled on its own.
 //!
 //! **Failures.** A batch that fails is held, and its partition stops
@@ -14,18 +14,25 @@
 //! were drained, each with retries and backoff and the same bytes. So a
 //! partition's batches are appended in order even when several were in
 //! flight when its leader changed: a later one refused as out of sequence
-//! (its predecessor never arrived) simply goes again after it. If a batch
-//! fails for good, the held batches after it fail with it: they carry
-//! sequences that can no longer follow, and the partition starts over with
-//! a new epoch.
+//! (its predecessor never arrived) simply goes again after it. A batch
+//! whose first answer was a refusal no retry can change (too large, bad
+//! request) is not resent. If a batch fails for good, its partition starts
+//! over with a new epoch; the held batches after it are restamped into
+//! that epoch and go on, unless it failed because the cluster did not take
+//! it within the retries, in which case they fail with it.
+//!
+//! **Completion order.** Callers hear of a partition's batches in the
+//! order they were sent, as Kafka promises for callbacks: an outcome that
+//! arrives before an earlier batch's (a batch acknowledged while the one
+//! before it waits to be resent) waits for it.
 //!
 //! One loop owns the accumulator, so no lock guards it. The loop stops
 //! reading new records while `buffer_bytes` are held, which makes the
 //! bounded command channel fill and `send` wait: backpressure reaches the
 //! caller instead of memory growing.
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
@@ -34,11 +41,11 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::accumulator::{Accumulator, ReadyBatch, Sequences};
+use super::accumulator::{Accumulator, Outcome, ReadyBatch, Sequences};
 use super::stream::Streams;
 use super::{Command, ProducerConfig, MAX_IN_FLIGHT_PER_PARTITION};
 use crate::client::{produce_request, produce_results};
-use crate::cluster::{at_broker, deadline};
+use crate::cluster::at_broker;
 use crate::{Client, Error, Result};
 
 /// Most batch bytes grouped into one produce request: 64 default batches,
@@ -53,6 +60,13 @@ const _: () = assert!(REQUEST_BATCHES_MAX <= 4096);
 /// batches to send again; bounds how long a full batch waits for the
 /// records queued behind it.
 const COMMANDS_PER_WAKE_MAX: usize = 256;
+/// How much longer than `request_timeout` a request on a produce stream
+/// may go unanswered before the producer gives up on the stream. The
+/// broker answers a request that outlived its `timeout_ms` in band, and it
+/// starts that clock only when it reads the request, after the ones queued
+/// before it on the stream; the producer's own deadline is the backstop
+/// for a broker that answers nothing at all.
+const STREAM_DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs until every `Producer` handle is gone and everything buffered has
 /// been acknowledged or has failed.
@@ -77,7 +91,9 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
         config: config.clone(),
         streams: config.idempotent.then(Streams::default),
         routes: HashMap::new(),
+        acked_on: HashMap::new(),
         held: HashMap::new(),
+        completions: Completions::default(),
         in_flight: FuturesUnordered::new(),
     };
     let mut flush_waiters: Vec<oneshot::Sender<()>> = Vec::new();
@@ -138,40 +154,83 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
 
 type TopicPartition = (String, u32);
 
+/// Where a partition's batches in flight on a produce stream went.
+struct Route {
+    addr: String,
+    /// The stream's generation ([`Streams::live`]).
+    generation: u64,
+    /// Batches of the partition in flight on it.
+    count: usize,
+}
+
 /// Everything between the accumulator and the brokers: requests in flight,
-/// where each partition's in-flight batches went, and failed batches held
-/// for an in-order resend.
+/// where each partition's in-flight batches went, failed batches held for
+/// an in-order resend, and outcomes waiting for earlier ones.
 struct Outgoing {
     client: Client,
     config: ProducerConfig,
     /// Produce streams of an idempotent producer; `None`: unary requests.
     streams: Option<Streams>,
-    /// Broker address and count of each partition's batches in flight on a
-    /// stream: later batches follow them there, whatever the metadata now
-    /// says, so that they are appended after them.
-    routes: HashMap<TopicPartition, (String, usize)>,
+    /// Partitions with batches in flight on a stream: later batches follow
+    /// them on that stream, whatever the metadata now says, so that they
+    /// are appended after them; or wait, if that stream was replaced.
+    routes: HashMap<TopicPartition, Route>,
+    /// The stream (address and generation) that last acknowledged a batch
+    /// of each partition: pipelining to any other stream starts cold.
+    acked_on: HashMap<TopicPartition, (String, u64)>,
     /// Failed batches waiting for their partition's other batches in flight.
     held: HashMap<TopicPartition, Vec<(ReadyBatch, Error)>>,
+    completions: Completions,
     in_flight: FuturesUnordered<BoxFuture<'static, Sent>>,
 }
 
 impl Outgoing {
-    /// Starts requests for drained batches.
+    /// Starts requests for drained batches (at most one per partition).
     fn send(&mut self, acc: &mut Accumulator, batches: Vec<ReadyBatch>) {
-        let routes = &self.routes;
-        let client = &self.client;
-        let leader = |b: &ReadyBatch| match routes.get(&(b.topic.clone(), b.partition)) {
-            Some((addr, n)) if *n > 0 => Some(addr.clone()),
-            _ => client.cached_leader(&b.topic, b.partition),
-        };
-        for work in group_by_leader(batches, leader) {
+        let mut addrs: HashMap<TopicPartition, String> = HashMap::new();
+        let mut routed = Vec::with_capacity(batches.len());
+        for b in batches {
+            self.completions.track(&b);
+            let key = (b.topic.clone(), b.partition);
+            let live = |streams: &Option<Streams>, addr: &str| streams.as_ref().and_then(|s| s.live(addr));
+            let addr = match self.routes.get(&key) {
+                Some(r) if live(&self.streams, &r.addr) == Some(r.generation) => r.addr.clone(),
+                Some(r) => {
+                    // Its predecessors are on a stream that was replaced: a
+                    // new stream could overtake them. It goes after them.
+                    let message = format!(
+                        "broker {}: an earlier batch of {}/{} is in flight on a replaced produce stream",
+                        r.addr, b.topic, b.partition
+                    );
+                    self.hold(acc, b, Error::Unavailable { message });
+                    continue;
+                }
+                None => match self.client.cached_leader(&b.topic, b.partition) {
+                    Some(addr) => {
+                        let acked_here = live(&self.streams, &addr)
+                            .is_some_and(|g| self.acked_on.get(&key) == Some(&(addr.clone(), g)));
+                        if !acked_here {
+                            acc.set_cold(&b.topic, b.partition);
+                        }
+                        addr
+                    }
+                    None => {
+                        // Finding the leader is part of the first (in-order) attempt.
+                        self.hold(acc, b, Error::NotLeader { leader_id: None, leader_address: None });
+                        continue;
+                    }
+                },
+            };
+            addrs.insert(key, addr);
+            routed.push(b);
+        }
+        let leader = |b: &ReadyBatch| addrs.get(&(b.topic.clone(), b.partition)).cloned();
+        for work in group_by_leader(routed, leader) {
             match work {
                 Work::Group { addr, batches } => self.start(addr, batches),
-                // Finding the leader is part of the first (in-order) attempt.
                 Work::Each(unknown) => {
                     for (b, _) in unknown {
-                        let e = Error::NotLeader { leader_id: None, leader_address: None };
-                        self.hold(acc, b, e);
+                        self.hold(acc, b, Error::NotLeader { leader_id: None, leader_address: None });
                     }
                 }
             }
@@ -197,28 +256,41 @@ impl Outgoing {
             );
             return;
         };
+        let (generation, answer) =
+            match streams.send(&self.client, &addr, produce_request(&topic, parts, acks, timeout)) {
+                Ok((generation, rx)) => (generation, Ok(rx)),
+                // No stream has generation 0, so nothing follows these.
+                Err(e) => (0, Err(e)),
+            };
         for p in &partitions {
-            let route = self.routes.entry((topic.clone(), *p)).or_insert_with(|| (addr.clone(), 0));
-            route.0.clone_from(&addr);
-            route.1 += 1;
+            let route = self.routes.entry((topic.clone(), *p)).or_insert_with(|| Route {
+                addr: addr.clone(),
+                generation,
+                count: 0,
+            });
+            debug_assert!(route.count == 0 || (route.addr == addr && route.generation == generation));
+            route.addr.clone_from(&addr);
+            route.generation = generation;
+            route.count += 1;
         }
-        let answer = streams.send(&self.client, &addr, produce_request(&topic, parts, acks, timeout));
         self.in_flight.push(
             async move {
+                let mut timed_out = false;
                 let results = match answer {
-                    Ok(rx) => deadline(timeout, async {
-                        let resp = rx.await.map_err(|_| Error::Unavailable {
-                            message: format!("broker {addr}: produce stream closed"),
-                        })??;
-                        produce_results(&partitions, resp)
-                    })
-                    .await
-                    .map_err(|e| at_broker(&addr, e)),
+                    Ok(rx) => match tokio::time::timeout(timeout + STREAM_DEADLINE_GRACE, rx).await {
+                        Ok(Ok(resp)) => resp.and_then(|resp| produce_results(&partitions, resp)),
+                        Ok(Err(_)) => Err(Error::Unavailable { message: "produce stream closed".into() }),
+                        Err(_) => {
+                            timed_out = true;
+                            let waited = timeout + STREAM_DEADLINE_GRACE;
+                            Err(Error::Timeout { message: format!("no answer within {waited:?}") })
+                        }
+                    },
                     Err(e) => Err(e),
-                };
-                // A stream that let a request time out is replaced.
-                let broken = matches!(results, Err(Error::Timeout { .. })).then(|| addr.clone());
-                settle_request(batches, results, broken)
+                }
+                .map_err(|e| at_broker(&addr, e));
+                let stream = OnStream { addr, generation, timed_out };
+                settle_request(batches, results, Some(stream))
             }
             .boxed(),
         );
@@ -226,24 +298,40 @@ impl Outgoing {
 
     /// Takes in what a request or a resend came to.
     fn settle(&mut self, acc: &mut Accumulator, sent: Sent) {
-        if let (Some(addr), Some(streams)) = (&sent.broken_stream, &mut self.streams) {
-            streams.close(addr);
-        }
-        for (topic, partition) in &sent.on_stream {
-            if let Some(route) = self.routes.get_mut(&(topic.clone(), *partition)) {
-                route.1 -= 1;
+        if let Some(on) = &sent.stream {
+            if let (true, Some(streams)) = (on.timed_out, &mut self.streams) {
+                // A stream that let a request go unanswered is replaced.
+                streams.close(&on.addr, on.generation);
+            }
+            for key in &sent.on_stream {
+                if let Some(route) = self.routes.get_mut(key) {
+                    route.count -= 1;
+                }
             }
         }
-        for (topic, partition, failed) in sent.done {
-            acc.complete(&topic, partition, failed);
+        for (batch, result, outcome) in sent.done {
+            acc.complete(&batch.topic, batch.partition, outcome);
+            if let (Outcome::Acked, Some(on)) = (outcome, &sent.stream) {
+                let key = (batch.topic.clone(), batch.partition);
+                self.acked_on.insert(key, (on.addr.clone(), on.generation));
+            }
+            self.completions.finish(batch, result);
         }
         for (batch, error) in sent.failed {
             self.hold(acc, batch, error);
         }
-        for (topic, partition) in sent.recovered {
-            acc.set_recovering(&topic, partition, false);
+        // Done with the batch that gave up (which started the partition
+        // over) before these take its new epoch's sequences.
+        for (mut batch, error) in sent.again {
+            acc.restamp(&mut batch);
+            self.held.entry((batch.topic.clone(), batch.partition)).or_default().push((batch, error));
         }
-        self.routes.retain(|_, (_, n)| *n > 0);
+        if let Some((topic, partition)) = sent.recovered {
+            if !self.held.contains_key(&(topic.clone(), partition)) {
+                acc.set_recovering(&topic, partition, false);
+            }
+        }
+        self.routes.retain(|_, r| r.count > 0);
     }
 
     fn hold(&mut self, acc: &mut Accumulator, batch: ReadyBatch, error: Error) {
@@ -265,6 +353,48 @@ impl Outgoing {
             batches.sort_by_key(|(b, _)| b.order);
             let (client, config) = (self.client.clone(), self.config.clone());
             self.in_flight.push(resend_in_order(client, config, key, batches).boxed());
+        }
+    }
+}
+
+/// Each partition's batches whose outcome is known but may not reach the
+/// caller yet, because a batch drained before them has none yet.
+#[derive(Default)]
+struct Completions {
+    by_partition: HashMap<TopicPartition, InOrder>,
+}
+
+#[derive(Default)]
+struct InOrder {
+    /// Drain order of the batches the caller has not heard of.
+    outstanding: BTreeSet<u64>,
+    /// Outcomes known, by drain order.
+    known: BTreeMap<u64, (ReadyBatch, Result<u64>)>,
+}
+
+impl Completions {
+    /// Notes a batch just drained.
+    fn track(&mut self, batch: &ReadyBatch) {
+        let key = (batch.topic.clone(), batch.partition);
+        self.by_partition.entry(key).or_default().outstanding.insert(batch.order);
+    }
+
+    /// Takes a batch's outcome and tells the caller of every outcome of
+    /// its partition that no earlier batch now holds back.
+    fn finish(&mut self, batch: ReadyBatch, result: Result<u64>) {
+        let key = (batch.topic.clone(), batch.partition);
+        let Some(p) = self.by_partition.get_mut(&key).filter(|p| p.outstanding.contains(&batch.order)) else {
+            debug_assert!(false, "outcome of a batch that was not tracked");
+            return batch.complete(result);
+        };
+        p.known.insert(batch.order, (batch, result));
+        while let Some(first) = p.outstanding.first().copied() {
+            let Some((batch, result)) = p.known.remove(&first) else { break };
+            p.outstanding.remove(&first);
+            batch.complete(result);
+        }
+        if p.outstanding.is_empty() {
+            self.by_partition.remove(&key);
         }
     }
 }
@@ -302,31 +432,45 @@ enum Work {
     Each(Vec<(ReadyBatch, Option<Error>)>),
 }
 
+/// The produce stream a request went out on.
+struct OnStream {
+    addr: String,
+    generation: u64,
+    /// It went unanswered past its deadline: the stream is replaced.
+    timed_out: bool,
+}
+
 /// What one request or resend came to.
 #[derive(Default)]
 struct Sent {
-    /// Partitions whose batch was acknowledged (false) or failed for good (true).
-    done: Vec<(String, u32, bool)>,
+    /// Batches with an outcome, for the caller and the accumulator.
+    done: Vec<(ReadyBatch, Result<u64>, Outcome)>,
     /// Batches that failed and are to be resent in order.
     failed: Vec<(ReadyBatch, Error)>,
+    /// Batches of a resend to go again, restamped, after an earlier one
+    /// of their partition gave up; their partition stays recovering.
+    again: Vec<(ReadyBatch, Error)>,
+    /// The stream a request went on, if it did.
+    stream: Option<OnStream>,
     /// Partitions of a stream request, whose routes count down.
-    on_stream: Vec<(String, u32)>,
+    on_stream: Vec<TopicPartition>,
     /// A partition whose in-order resend is over.
-    recovered: Vec<(String, u32)>,
-    /// The address of a stream to replace.
-    broken_stream: Option<String>,
+    recovered: Option<TopicPartition>,
 }
 
-/// Resolves a request's batches: those acknowledged are done, the others
+/// Sorts a request's batches: those acknowledged are done, the others
 /// (all of them if the request failed as a whole) failed.
 fn settle_request(
     batches: Vec<ReadyBatch>,
     results: Result<Vec<Result<u64>>>,
-    broken: Option<String>,
+    stream: Option<OnStream>,
 ) -> Sent {
-    // `on_stream` counts only where a route was recorded (stream requests).
-    let on_stream = batches.iter().map(|b| (b.topic.clone(), b.partition)).collect();
-    let mut sent = Sent { broken_stream: broken, on_stream, ..Sent::default() };
+    let on_stream = if stream.is_some() {
+        batches.iter().map(|b| (b.topic.clone(), b.partition)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut sent = Sent { stream, on_stream, ..Sent::default() };
     let results = match results {
         Ok(results) => results,
         Err(e) => {
@@ -336,20 +480,26 @@ fn settle_request(
     };
     for (batch, result) in batches.into_iter().zip(results) {
         match result {
-            Ok(base) => {
-                sent.done.push((batch.topic.clone(), batch.partition, false));
-                batch.complete(Ok(base));
-            }
+            Ok(base) => sent.done.push((batch, Ok(base), Outcome::Acked)),
             Err(e) => sent.failed.push((batch, e)),
         }
     }
     sent
 }
 
+/// Whether a batch whose send failed with `e` goes again. Out of sequence
+/// is what a pipelined batch meets when the one before it did not arrive;
+/// in order, it may well be taken. Other refusals (too large, malformed,
+/// fenced) would only be refused again.
+fn worth_resending(e: &Error) -> bool {
+    e.is_retriable() || matches!(e, Error::OutOfOrderSequence { .. })
+}
+
 /// Resends a partition's failed batches one at a time in drain order, each
-/// with retries, and resolves their deliveries. After one fails for good,
-/// the rest fail with its error unsent: their sequences follow a batch the
-/// log does not hold.
+/// with retries. When one fails for good the rest go again restamped
+/// (see [`Sent::again`]), unless the cluster did not take it within the
+/// retries, which they would wait out as well: then they fail with it,
+/// unsent.
 async fn resend_in_order(
     client: Client,
     config: ProducerConfig,
@@ -359,19 +509,29 @@ async fn resend_in_order(
     if let Some((_, e)) = batches.first() {
         client.refresh_after(e).await;
     }
-    let mut sent = Sent { recovered: vec![(topic.clone(), partition)], ..Sent::default() };
-    let mut gave_up: Option<Error> = None;
-    for (batch, _) in batches {
-        let result = match &gave_up {
-            Some(e) => Err(e.clone()),
-            None => send_batch(&client, &config, &topic, partition, batch.bytes.clone()).await,
+    let mut sent = Sent { recovered: Some((topic.clone(), partition)), ..Sent::default() };
+    let mut batches = batches.into_iter();
+    while let Some((batch, first_error)) = batches.next() {
+        let result = if worth_resending(&first_error) {
+            send_batch(&client, &config, &topic, partition, batch.bytes.clone()).await
+        } else {
+            Err(first_error)
         };
-        if let Err(e) = &result {
-            tracing::warn!(%topic, partition, records = batch.record_count(), error = %e, "batch failed");
-            gave_up.get_or_insert_with(|| e.clone());
+        let e = match result {
+            Ok(base) => {
+                sent.done.push((batch, Ok(base), Outcome::Acked));
+                continue;
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(%topic, partition, records = batch.record_count(), error = %e, "batch failed");
+        sent.done.push((batch, Err(e.clone()), Outcome::GaveUp));
+        if e.is_retriable() {
+            sent.done.extend(batches.map(|(b, _)| (b, Err(e.clone()), Outcome::Abandoned)));
+        } else {
+            sent.again = batches.collect();
         }
-        sent.done.push((topic.clone(), partition, result.is_err()));
-        batch.complete(result);
+        break;
     }
     sent
 }
@@ -450,6 +610,37 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    /// An outcome that arrives before an earlier batch's waits for it;
+    /// partitions do not wait for each other.
+    #[test]
+    fn outcomes_reach_the_caller_in_drain_order_per_partition() {
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let batch = |p: u32, order: u64| {
+            let heard = heard.clone();
+            ReadyBatch::for_test_with(
+                "t",
+                p,
+                order,
+                Box::new(move |r: Result<super::super::RecordMetadata>| {
+                    heard.lock().unwrap().push((p, order, r.is_ok()))
+                }),
+            )
+        };
+        let mut c = Completions::default();
+        let (a1, a2, a3, b4) = (batch(0, 1), batch(0, 2), batch(0, 3), batch(1, 4));
+        for b in [&a1, &a2, &a3, &b4] {
+            c.track(b);
+        }
+        c.finish(a3, Ok(20));
+        c.finish(a2, Ok(10));
+        assert!(heard.lock().unwrap().is_empty(), "batch 1 has no outcome yet");
+        c.finish(b4, Ok(0));
+        assert_eq!(*heard.lock().unwrap(), [(1, 4, true)], "another partition does not wait");
+        c.finish(a1, Err(Error::Timeout { message: "x".into() }));
+        assert_eq!(*heard.lock().unwrap(), [(1, 4, true), (0, 1, false), (0, 2, true), (0, 3, true)]);
+        assert!(c.by_partition.is_empty(), "nothing left behind");
     }
 
     #[test]

@@ -9,8 +9,12 @@
 //! that arrive during one fsync into the next.
 //!
 //! One stream per broker address, opened on first use and replaced when it
-//! breaks. Requests wait in a FIFO for their answers; when the stream
-//! ends, every request still waiting fails with the reason, and the
+//! breaks or lets a request time out. Each stream has a generation, so the
+//! producer can tell whether the stream a partition's batches went out on
+//! is still the one new requests would take (only then may more of that
+//! partition follow them), and so that replacing a stream never closes
+//! its successor. Requests wait in a FIFO for their answers; when the
+//! stream ends, every request still waiting fails with the reason, and the
 //! producer retries those batches in order.
 
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +42,13 @@ struct Stream {
     requests: mpsc::UnboundedSender<pb::ProduceRequest>,
     waiting: Arc<Mutex<Waiting>>,
     next_id: u64,
+    generation: u64,
+}
+
+impl Stream {
+    fn is_open(&self) -> bool {
+        !self.waiting.lock().expect("poisoned").closed
+    }
 }
 
 /// The producer's streams, one per broker address. Owned by the producer's
@@ -45,12 +56,15 @@ struct Stream {
 #[derive(Default)]
 pub(crate) struct Streams {
     by_addr: HashMap<String, Stream>,
+    /// Streams opened so far, which numbers them.
+    opened: u64,
 }
 
 impl Streams {
     /// Queues `req` on the stream to `addr` (opening one if there is none
-    /// or it has ended) and returns where its answer will arrive. The
-    /// request goes out after every request queued to `addr` before it.
+    /// or it has ended) and returns the stream's generation and where the
+    /// answer will arrive. The request goes out after every request queued
+    /// on that stream before it.
     ///
     /// # Errors
     /// A bad address.
@@ -59,10 +73,10 @@ impl Streams {
         client: &Client,
         addr: &str,
         mut req: pb::ProduceRequest,
-    ) -> Result<oneshot::Receiver<Result<pb::ProduceResponse>>> {
-        let open = self.by_addr.get(addr).is_some_and(|s| !s.waiting.lock().expect("poisoned").closed);
-        if !open {
-            self.by_addr.insert(addr.to_string(), Stream::open(client, addr)?);
+    ) -> Result<(u64, oneshot::Receiver<Result<pb::ProduceResponse>>)> {
+        if self.live(addr).is_none() {
+            self.opened += 1;
+            self.by_addr.insert(addr.to_string(), Stream::open(client, addr, self.opened)?);
         }
         let stream = self.by_addr.get_mut(addr).expect("inserted above");
         stream.next_id += 1;
@@ -77,25 +91,33 @@ impl Streams {
         } else {
             waiting.queue.push_back((stream.next_id, tx));
         }
-        Ok(rx)
+        Ok((stream.generation, rx))
     }
-}
 
-impl Streams {
-    /// Stops sending on the stream to `addr` (its requests in flight are
-    /// still answered); the next request opens a new one.
-    pub(crate) fn close(&mut self, addr: &str) {
-        self.by_addr.remove(addr);
+    /// The generation of the open stream to `addr`, the one the next
+    /// request to `addr` would take; `None` if a request would open one.
+    pub(crate) fn live(&self, addr: &str) -> Option<u64> {
+        self.by_addr.get(addr).filter(|s| s.is_open()).map(|s| s.generation)
+    }
+
+    /// Stops sending on stream `generation` to `addr` (its requests in
+    /// flight are still answered), so that the next request opens a new
+    /// one. A stream that was already replaced is left alone: its
+    /// successor is not the one that failed.
+    pub(crate) fn close(&mut self, addr: &str, generation: u64) {
+        if self.by_addr.get(addr).is_some_and(|s| s.generation == generation) {
+            self.by_addr.remove(addr);
+        }
     }
 }
 
 impl Stream {
-    fn open(client: &Client, addr: &str) -> Result<Stream> {
+    fn open(client: &Client, addr: &str, generation: u64) -> Result<Stream> {
         let channel = client.cluster.channel(addr)?;
         let (requests, rx) = mpsc::unbounded_channel();
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(run(addr.to_string(), channel, rx, waiting.clone()));
-        Ok(Stream { requests, waiting, next_id: 0 })
+        Ok(Stream { requests, waiting, next_id: 0, generation })
     }
 }
 
