@@ -349,7 +349,15 @@ impl<T: Transport> Driver<T> {
             }
         }
         let before = self.node.raft.raft_log.last_index();
-        if let Err(e) = self.node.propose(Vec::new(), data.to_vec()) {
+        // What `RawNode::propose` does, minus its `Vec<u8>` argument: the
+        // entry takes the request's bytes as they are, where `propose`
+        // would copy every produced byte once more.
+        let entry = Entry { data, ..Default::default() };
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgPropose);
+        msg.from = self.node.raft.id;
+        msg.set_entries(vec![entry].into());
+        if let Err(e) = self.node.raft.step(msg) {
             let _ = reply.send(Err(match e {
                 raft::Error::ProposalDropped => Error::NotLeader { leader: self.node.raft.leader_id },
                 e => Error::Raft(e.to_string()),
