@@ -431,7 +431,7 @@ async fn batches_stalled_on_a_dead_stream_are_not_overtaken() {
         batch_bytes: 1024,
         // A small record's batch waits a second; a big one fills a batch.
         linger: Duration::from_secs(1),
-        request_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(1500),
         max_in_flight_requests: 20,
         ..Default::default()
     };
@@ -445,11 +445,11 @@ async fn batches_stalled_on_a_dead_stream_are_not_overtaken() {
     let first = producer.send(big(1, 0)).await.unwrap();
     deliveries.push(producer.send(small(1, 1)).await.unwrap());
     first.await.unwrap();
-    // Partition 0 stalls on the stream; it times out 1.3 s from now and
+    // Partition 0 stalls on the stream; it times out 1.5 s from now and
     // the stream is replaced. Partition 1's open batch goes at 1 s and
-    // stalls too (it times out at 2.3 s).
+    // stalls too (it times out at 2.5 s); its next batch goes at 1.7 s.
     deliveries.push(producer.send(big(0, 0)).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     deliveries.push(producer.send(big(1, 2)).await.unwrap());
     producer.flush().await;
     for (i, d) in deliveries.into_iter().enumerate() {

@@ -60,13 +60,17 @@ const _: () = assert!(REQUEST_BATCHES_MAX <= 4096);
 /// batches to send again; bounds how long a full batch waits for the
 /// records queued behind it.
 const COMMANDS_PER_WAKE_MAX: usize = 256;
-/// How much longer than `request_timeout` a request on a produce stream
-/// may go unanswered before the producer gives up on the stream. The
-/// broker answers a request that outlived its `timeout_ms` in band, and it
-/// starts that clock only when it reads the request, after the ones queued
-/// before it on the stream; the producer's own deadline is the backstop
-/// for a broker that answers nothing at all.
-const STREAM_DEADLINE_GRACE: Duration = Duration::from_secs(1);
+/// The broker is asked to answer a stream request this much sooner than
+/// the producer's own deadline (`request_timeout`): a tenth of it, at most
+/// a second. A commit that takes too long then comes back as the broker's
+/// in-band timeout, answered in order on the stream, rather than as the
+/// producer giving up on the stream, which replaces it; the producer's
+/// deadline stays the one the caller configured.
+fn broker_timeout(request_timeout: Duration) -> Duration {
+    let margin = (request_timeout / 10).min(Duration::from_secs(1));
+    // At least 1 ms: the broker reads 0 as "its default".
+    request_timeout.saturating_sub(margin).max(Duration::from_millis(1))
+}
 
 /// Runs until every `Producer` handle is gone and everything buffered has
 /// been acknowledged or has failed.
@@ -256,12 +260,12 @@ impl Outgoing {
             );
             return;
         };
-        let (generation, answer) =
-            match streams.send(&self.client, &addr, produce_request(&topic, parts, acks, timeout)) {
-                Ok((generation, rx)) => (generation, Ok(rx)),
-                // No stream has generation 0, so nothing follows these.
-                Err(e) => (0, Err(e)),
-            };
+        let request = produce_request(&topic, parts, acks, broker_timeout(timeout));
+        let (generation, answer) = match streams.send(&self.client, &addr, request) {
+            Ok((generation, rx)) => (generation, Ok(rx)),
+            // No stream has generation 0, so nothing follows these.
+            Err(e) => (0, Err(e)),
+        };
         for p in &partitions {
             let route = self.routes.entry((topic.clone(), *p)).or_insert_with(|| Route {
                 addr: addr.clone(),
@@ -277,13 +281,12 @@ impl Outgoing {
             async move {
                 let mut timed_out = false;
                 let results = match answer {
-                    Ok(rx) => match tokio::time::timeout(timeout + STREAM_DEADLINE_GRACE, rx).await {
+                    Ok(rx) => match tokio::time::timeout(timeout, rx).await {
                         Ok(Ok(resp)) => resp.and_then(|resp| produce_results(&partitions, resp)),
                         Ok(Err(_)) => Err(Error::Unavailable { message: "produce stream closed".into() }),
                         Err(_) => {
                             timed_out = true;
-                            let waited = timeout + STREAM_DEADLINE_GRACE;
-                            Err(Error::Timeout { message: format!("no answer within {waited:?}") })
+                            Err(Error::Timeout { message: format!("no answer within {timeout:?}") })
                         }
                     },
                     Err(e) => Err(e),
@@ -610,6 +613,14 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn the_broker_is_asked_to_answer_before_the_producer_gives_up() {
+        let ms = Duration::from_millis;
+        assert_eq!(broker_timeout(Duration::from_secs(30)), Duration::from_secs(29));
+        assert_eq!(broker_timeout(ms(800)), ms(720));
+        assert_eq!(broker_timeout(ms(1)), ms(1), "never 0, which the broker reads as its default");
     }
 
     /// An outcome that arrives before an earlier batch's waits for it;
