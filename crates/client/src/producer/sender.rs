@@ -260,11 +260,21 @@ impl Outgoing {
             );
             return;
         };
+        // Partitions with batches in flight here follow them on the same
+        // stream; if it ended since `send` looked, nothing goes out on a
+        // new one ahead of them.
+        let expected = partitions.iter().find_map(|p| {
+            self.routes.get(&(topic.clone(), *p)).filter(|r| r.count > 0).map(|r| r.generation)
+        });
         let request = produce_request(&topic, parts, acks, broker_timeout(timeout));
-        let (generation, answer) = match streams.send(&self.client, &addr, request) {
-            Ok((generation, rx)) => (generation, Ok(rx)),
-            // No stream has generation 0, so nothing follows these.
-            Err(e) => (0, Err(e)),
+        let (generation, answer) = match streams.send(&self.client, &addr, request, expected) {
+            Ok(sent) => sent,
+            Err(e) => {
+                // Nothing went out: the batches are held and resent in order.
+                let e = at_broker(&addr, e);
+                self.in_flight.push(async move { settle_request(batches, Err(e), None) }.boxed());
+                return;
+            }
         };
         for p in &partitions {
             let route = self.routes.entry((topic.clone(), *p)).or_insert_with(|| Route {
@@ -280,16 +290,13 @@ impl Outgoing {
         self.in_flight.push(
             async move {
                 let mut timed_out = false;
-                let results = match answer {
-                    Ok(rx) => match tokio::time::timeout(timeout, rx).await {
-                        Ok(Ok(resp)) => resp.and_then(|resp| produce_results(&partitions, resp)),
-                        Ok(Err(_)) => Err(Error::Unavailable { message: "produce stream closed".into() }),
-                        Err(_) => {
-                            timed_out = true;
-                            Err(Error::Timeout { message: format!("no answer within {timeout:?}") })
-                        }
-                    },
-                    Err(e) => Err(e),
+                let results = match tokio::time::timeout(timeout, answer).await {
+                    Ok(Ok(resp)) => resp.and_then(|resp| produce_results(&partitions, resp)),
+                    Ok(Err(_)) => Err(Error::Unavailable { message: "produce stream closed".into() }),
+                    Err(_) => {
+                        timed_out = true;
+                        Err(Error::Timeout { message: format!("no answer within {timeout:?}") })
+                    }
                 }
                 .map_err(|e| at_broker(&addr, e));
                 let stream = OnStream { addr, generation, timed_out };
@@ -390,6 +397,10 @@ impl Completions {
             debug_assert!(false, "outcome of a batch that was not tracked");
             return batch.complete(result);
         };
+        // Only its waiters matter now: the bytes go (the accumulator has
+        // already stopped counting them against the buffer).
+        let mut batch = batch;
+        batch.bytes = Bytes::new();
         p.known.insert(batch.order, (batch, result));
         while let Some(first) = p.outstanding.first().copied() {
             let Some((batch, result)) = p.known.remove(&first) else { break };
@@ -490,12 +501,21 @@ fn settle_request(
     sent
 }
 
-/// Whether a batch whose send failed with `e` goes again. Out of sequence
-/// is what a pipelined batch meets when the one before it did not arrive;
-/// in order, it may well be taken. Other refusals (too large, malformed,
-/// fenced) would only be refused again.
+/// Whether a batch whose send failed with `e` goes again: all but the
+/// broker's refusals of the batch itself (too large, malformed, invalid),
+/// which a resend of the same bytes would only meet again. An error that
+/// ended a whole stream or request (a reset, a missing result) says
+/// nothing about the batch, and out of sequence is what a pipelined batch
+/// meets when the one before it did not arrive: in order, it may well be
+/// taken.
 fn worth_resending(e: &Error) -> bool {
-    e.is_retriable() || matches!(e, Error::OutOfOrderSequence { .. })
+    !matches!(
+        e,
+        Error::MessageTooLarge { .. }
+            | Error::RecordTooLarge { .. }
+            | Error::CorruptBatch { .. }
+            | Error::InvalidArgument { .. }
+    )
 }
 
 /// Resends a partition's failed batches one at a time in drain order, each
@@ -532,7 +552,13 @@ async fn resend_in_order(
         if e.is_retriable() {
             sent.done.extend(batches.map(|(b, _)| (b, Err(e.clone()), Outcome::Abandoned)));
         } else {
-            sent.again = batches.collect();
+            // Nothing has refused them in the new epoch they move to.
+            let restamped = || Error::Unavailable {
+                message: format!(
+                    "resent in a new epoch after an earlier batch of {topic}/{partition} failed"
+                ),
+            };
+            sent.again = batches.map(|(b, _)| (b, restamped())).collect();
         }
         break;
     }
@@ -613,6 +639,29 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    /// Only the broker's refusals of the batch itself stop a resend; an
+    /// error that ended a whole stream says nothing about the batch.
+    #[test]
+    fn only_refusals_of_the_batch_are_not_resent() {
+        let m = || "x".to_string();
+        for e in [
+            Error::MessageTooLarge { message: m() },
+            Error::CorruptBatch { message: m() },
+            Error::InvalidArgument { message: m() },
+        ] {
+            assert!(!worth_resending(&e), "{e}");
+        }
+        for e in [
+            Error::Other { code: tonic::Code::Internal, message: m() },
+            Error::Other { code: tonic::Code::Unimplemented, message: m() },
+            Error::OutOfOrderSequence { message: m() },
+            Error::Unavailable { message: m() },
+            Error::Timeout { message: m() },
+        ] {
+            assert!(worth_resending(&e), "{e}");
+        }
     }
 
     #[test]

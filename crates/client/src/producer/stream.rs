@@ -61,20 +61,26 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
-    /// Queues `req` on the stream to `addr` (opening one if there is none
-    /// or it has ended) and returns the stream's generation and where the
-    /// answer will arrive. The request goes out after every request queued
-    /// on that stream before it.
+    /// Queues `req` on the stream to `addr` and returns the stream's
+    /// generation and where the answer will arrive. The request goes out
+    /// after every request queued on that stream before it. With
+    /// `expected`, only on that generation; without, on the open stream,
+    /// opening one if there is none or it has ended.
     ///
     /// # Errors
-    /// A bad address.
+    /// A bad address; `Unavailable` if stream `expected` has ended.
     pub(crate) fn send(
         &mut self,
         client: &Client,
         addr: &str,
         mut req: pb::ProduceRequest,
+        expected: Option<u64>,
     ) -> Result<(u64, oneshot::Receiver<Result<pb::ProduceResponse>>)> {
-        if self.live(addr).is_none() {
+        let live = self.live(addr);
+        if let Some(g) = expected.filter(|g| live != Some(*g)) {
+            return Err(Error::Unavailable { message: format!("produce stream {g} was replaced") });
+        }
+        if live.is_none() {
             self.opened += 1;
             self.by_addr.insert(addr.to_string(), Stream::open(client, addr, self.opened)?);
         }
