@@ -91,7 +91,15 @@ fn report(progress: Option<indicatif::ProgressBar>, records: u64, bytes: u64, el
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    let summary =
-        Summary { kind: "consume", records, bytes, elapsed, rate: None, latency_of: None, latency: None };
+    let summary = Summary {
+        kind: "consume",
+        records,
+        bytes,
+        elapsed,
+        rate: None,
+        latency_of: None,
+        latency: None,
+        warmup: Duration::ZERO,
+    };
     print(&summary, json);
 }

@@ -40,8 +40,10 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
     }
     let progress = progress_bar(args.records, "received");
     let count = Arc::new(AtomicU64::new(0));
-    let reader = tokio::spawn(receive(consumer, args.records, count.clone(), progress.clone()));
     let origin = Origin::now();
+    let measure_from_us = origin.wall_us + args.warmup.as_micros() as u64;
+    let reader =
+        tokio::spawn(receive(consumer, args.records, measure_from_us, count.clone(), progress.clone()));
     let sent = load::run(&client, &args, timeout, origin, None).await?;
     if sent.failed > 0 {
         reader.abort();
@@ -67,15 +69,18 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         rate: args.rate,
         latency_of: Some(if args.rate.is_some() { "due to receipt" } else { "send to receipt" }),
         latency: Percentiles::of(&received.latency),
+        warmup: args.warmup,
     };
     print(&summary, args.json);
     Ok(())
 }
 
-/// Reads until `want` records have arrived, timing each from its stamp.
+/// Reads until `want` records have arrived, timing each from its stamp
+/// unless it was due before `measure_from_us` (wall clock, µs).
 async fn receive(
     mut consumer: Consumer,
     want: u64,
+    measure_from_us: u64,
     count: Arc<AtomicU64>,
     progress: Option<ProgressBar>,
 ) -> anyhow::Result<Received> {
@@ -95,7 +100,9 @@ async fn receive(
         let Some((due_us, _index)) = read_stamp(&value) else {
             bail!("record {}/{} is not a bench record: {} bytes", rec.partition, rec.offset, value.len());
         };
-        got.latency.saturating_record(micros(Duration::from_micros(now_us.saturating_sub(due_us))));
+        if due_us >= measure_from_us {
+            got.latency.saturating_record(micros(Duration::from_micros(now_us.saturating_sub(due_us))));
+        }
         got.records += 1;
         got.bytes += value.len() as u64;
         got.last = Some(Instant::now());

@@ -112,7 +112,14 @@ pub(crate) async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..schedule.producers {
         let producer = Producer::new(client.clone(), producer_config(args, timeout)).context("producer")?;
-        let job = Job { schedule, task, origin, payloads: payloads.clone(), topic: topic.clone() };
+        let job = Job {
+            schedule,
+            task,
+            origin,
+            measure_from: origin.at + args.warmup,
+            payloads: payloads.clone(),
+            topic: topic.clone(),
+        };
         tasks.spawn(job.run(producer, progress.clone()));
     }
     let mut sent = Sent::empty();
@@ -127,6 +134,8 @@ struct Job {
     schedule: Schedule,
     task: u64,
     origin: Origin,
+    /// Records due before this are sent but not timed (`--warmup`).
+    measure_from: Instant,
     payloads: Payloads,
     topic: Arc<str>,
 }
@@ -150,14 +159,16 @@ impl Job {
                 None => (Instant::now(), wall_clock_us()),
             };
             let record = ProducerRecord::new(&*self.topic, self.payloads.value(index, due_wall_us));
-            let (acked, progress) = (acked.clone(), progress.clone());
+            let (acked, progress, measure_from) = (acked.clone(), progress.clone(), self.measure_from);
             let on_ack = move |outcome: fjord_client::Result<_>| {
                 let now = Instant::now();
                 let mut sent = acked.lock().expect("a callback panicked");
                 match outcome {
                     Ok(_) => {
                         sent.acked += 1;
-                        sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
+                        if due >= measure_from {
+                            sent.latency.saturating_record(micros(now.saturating_duration_since(due)));
+                        }
                         sent.last_ack = Some(now);
                         if let Some(p) = &progress {
                             p.inc(1);

@@ -85,6 +85,12 @@ pub(crate) struct LoadArgs {
     /// Send without producer ids and sequences (at-least-once retries).
     #[arg(long)]
     pub(crate) no_idempotence: bool,
+    /// Leave records due in the first DURATION of the run out of the
+    /// latency figures; they are still sent, received and counted in the
+    /// throughput. A run's first moments include creating the topic,
+    /// electing its leaders and obtaining a producer id (humantime: 2s).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
     /// Partitions of the topic if it is created.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) partitions: u32,
@@ -210,6 +216,7 @@ mod tests {
         assert_eq!((a.topic.as_str(), a.records, a.record_size, a.producers), ("t", 10, 1024, 1));
         assert_eq!((a.rate, a.acks, a.linger_ms, a.partitions), (None, AcksArg::All, 5, 8));
         assert_eq!((a.batch_bytes, a.replication_factor, a.json), (256 * 1024, None, false));
+        assert_eq!(a.warmup, Duration::ZERO);
         let BenchCommand::E2e(a) = parse(&[
             "e2e",
             "--topic",
@@ -232,6 +239,8 @@ mod tests {
             "3",
             "--replication-factor",
             "1",
+            "--warmup",
+            "1500ms",
             "--json",
         ])
         .unwrap() else {
@@ -240,6 +249,7 @@ mod tests {
         assert_eq!((a.record_size, a.rate, a.producers, a.acks), (100, Some(2500.5), 4, AcksArg::Leader));
         assert_eq!((a.batch_bytes, a.linger_ms, a.partitions, a.replication_factor), (65536, 0, 3, Some(1)));
         assert!(a.json);
+        assert_eq!(a.warmup, Duration::from_millis(1500));
         assert_eq!(a.schedule(), Schedule { records: 1000, producers: 4, rate: Some(2500.5) });
     }
 
@@ -259,6 +269,7 @@ mod tests {
             &["--producers", "257"],
             &["--partitions", "0"],
             &["--acks", "none"],
+            &["--warmup", "soon"],
         ] {
             assert!(with(bad).is_err(), "{bad:?} was accepted");
         }

@@ -25,6 +25,7 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         rate: args.rate,
         latency_of: Some(if args.rate.is_some() { "due to ack" } else { "send to ack" }),
         latency: Percentiles::of(&sent.latency),
+        warmup: args.warmup,
     };
     print(&summary, args.json);
     failures(sent.failed, args.records, sent.first_error)

@@ -39,6 +39,8 @@ pub(crate) struct Summary {
     pub(crate) latency_of: Option<&'static str>,
     /// Latency percentiles in µs.
     pub(crate) latency: Option<Percentiles>,
+    /// Records due in this first part of the run are not in `latency`.
+    pub(crate) warmup: Duration,
 }
 
 /// Latency percentiles of one run, µs.
@@ -94,8 +96,13 @@ impl Summary {
             out.push_str(&format!(" (target {rate:.0} records/s)"));
         }
         if let (Some(of), Some(p)) = (self.latency_of, self.latency) {
+            let after = if self.warmup.is_zero() {
+                String::new()
+            } else {
+                format!(", after a {} warm-up: {} records", humantime::format_duration(self.warmup), p.count)
+            };
             out.push_str(&format!(
-                "\n{}: latency ({of}), ms: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
+                "\n{}: latency ({of}{after}), ms: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}",
                 self.kind,
                 ms(p.p50),
                 ms(p.p90),
@@ -131,6 +138,7 @@ impl Summary {
             "records_per_sec": self.records_per_sec(),
             "mb_per_sec": self.mb_per_sec(),
             "target_rate": self.rate,
+            "warmup_s": self.warmup.as_secs_f64(),
             "latency": latency,
         })
     }
@@ -171,6 +179,7 @@ mod tests {
                 p999: 10_007,
                 max: 12_345_678,
             }),
+            warmup: Duration::ZERO,
         }
     }
 
@@ -217,6 +226,12 @@ mod tests {
         assert_eq!(consume.render_text().lines().count(), 1);
         let paced = Summary { rate: Some(50_000.0), ..summary() };
         assert!(paced.render_text().lines().next().unwrap().ends_with("(target 50000 records/s)"));
+        let warmed = Summary { warmup: Duration::from_secs(2), ..summary() };
+        let latency = warmed.render_text().lines().nth(1).unwrap().to_string();
+        assert!(
+            latency.starts_with("produce: latency (send to ack, after a 2s warm-up: 1000000 records), ms:"),
+            "{latency}"
+        );
     }
 
     #[test]
@@ -226,6 +241,7 @@ mod tests {
         assert_eq!(j["records"], 1_000_000);
         assert_eq!(j["mb_per_sec"], 128.0);
         assert_eq!(j["target_rate"], Value::Null);
+        assert_eq!(j["warmup_s"], 0.0);
         assert_eq!(j["latency"]["of"], "send to ack");
         assert_eq!(j["latency"]["p50_us"], 5_000);
         assert_eq!(j["latency"]["max_us"], 12_345_678);

@@ -1,0 +1,63 @@
+//! `fjord bench` against a real broker, as someone measuring Fjord runs it:
+//! produce, consume and e2e report what they sent and read, and
+//! `--warmup` leaves the start of a paced run out of the latency figures.
+
+mod common;
+
+use common::{fjord, fjord_ok, Broker};
+use serde_json::Value;
+
+/// The JSON summary a bench command prints last.
+fn summary(out: &str) -> Value {
+    serde_json::from_str(out.lines().last().expect("some output")).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn produce_consume_and_e2e_report_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    let addr = &broker.addr;
+
+    let args = ["bench", "produce", "--topic", "p", "--records", "3000", "--record-size", "100", "--json"];
+    let produced = summary(&fjord_ok(addr, &args, b""));
+    assert_eq!((produced["kind"].as_str(), produced["records"].as_u64()), (Some("produce"), Some(3000)));
+    assert_eq!(produced["bytes"], 300_000);
+    assert_eq!(produced["latency"]["count"], 3000, "every ack is timed: {produced}");
+    assert_eq!(produced["warmup_s"], 0.0);
+
+    let consumed = summary(&fjord_ok(addr, &["bench", "consume", "--topic", "p", "--json"], b""));
+    assert_eq!((consumed["kind"].as_str(), consumed["records"].as_u64()), (Some("consume"), Some(3000)));
+
+    // Paced over one second with the first half as warm-up: every record
+    // arrives, about half are timed.
+    let args = [
+        "bench",
+        "e2e",
+        "--topic",
+        "e",
+        "--records",
+        "3000",
+        "--record-size",
+        "64",
+        "--rate",
+        "3000",
+        "--warmup",
+        "500ms",
+        "--json",
+    ];
+    let e2e = summary(&fjord_ok(addr, &args, b""));
+    assert_eq!((e2e["kind"].as_str(), e2e["records"].as_u64()), (Some("e2e"), Some(3000)), "{e2e}");
+    assert_eq!(e2e["warmup_s"], 0.5);
+    let timed = e2e["latency"]["count"].as_u64().unwrap();
+    assert!((1200..=1800).contains(&timed), "records timed after a 0.5 s warm-up of a 1 s run: {timed}");
+    assert_eq!(e2e["latency"]["of"], "due to receipt");
+
+    // The text form says what was left out.
+    let args = ["bench", "e2e", "--topic", "e", "--records", "200", "--rate", "1000", "--warmup", "100ms"];
+    let text = fjord_ok(addr, &args, b"");
+    assert!(text.contains("after a 100ms warm-up"), "{text}");
+
+    let bad = fjord(addr, &["bench", "e2e", "--topic", "e", "--records", "10", "--warmup", "soon"], b"");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--warmup"), "{bad:?}");
+}
