@@ -10,7 +10,8 @@
 #   4. `fjord bench produce` of 1 KiB records with acks=all (the broker's
 #      default flush policy fsyncs each batch before acknowledging),
 #      `fjord bench consume` of all of them, and `fjord bench e2e` paced
-#      at half the produce rate.
+#      at half the produce rate, its latency over the records due after a
+#      2 s warm-up (topic creation, leader elections, the producer id).
 #
 # Usage: scripts/bench.sh   (honours CARGO_TARGET_DIR). Scale with:
 #   FJORD_BENCH_RECORDS     records of the produce run        (1000000)
@@ -85,7 +86,7 @@ HALF=$((RATE / 2))
 E2E_RECORDS=$((HALF * E2E_SECONDS))
 section "e2e: $E2E_RECORDS x $RECORD_SIZE B at $HALF records/s (half the produce rate), acks=all"
 run "$FJORD" bench e2e --topic bench-e2e --records "$E2E_RECORDS" --record-size "$RECORD_SIZE" \
-    --rate "$HALF" --acks all --producers "$PRODUCERS" --partitions 8
+    --rate "$HALF" --acks all --producers "$PRODUCERS" --partitions 8 --warmup 2s
 
 section "after"
 echo "data on disk: $(du -sh "$WORK/data" | cut -f1)"
