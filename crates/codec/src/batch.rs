@@ -242,10 +242,11 @@ pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_inde
     batch[..STAMP_END].copy_from_slice(&p);
 }
 
-/// Rewrites the idempotent-producer fields (§2) of a finished batch and
-/// recomputes its CRC: a producer that gave up on an earlier batch of the
-/// partition moves the batches it still holds to its new epoch and
-/// sequences, as Kafka's producer does, instead of failing them too.
+/// Writes the idempotent-producer fields (§2) of a batch whose length is
+/// set and recomputes its CRC: how [`BatchBuilder::finish`] ends, and how
+/// a producer that gave up on an earlier batch of the partition moves the
+/// batches it still holds to its new epoch and sequences, as Kafka's
+/// producer does, instead of failing them too.
 ///
 /// # Panics
 /// If `batch` is shorter than its header says: only for batches this
@@ -446,11 +447,8 @@ impl BatchBuilder {
         b[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
         b[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&self.first_timestamp.to_le_bytes());
         b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&self.max_timestamp.to_le_bytes());
-        b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&self.producer_id.to_le_bytes());
-        b[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&self.producer_epoch.to_le_bytes());
-        b[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&self.base_sequence.to_le_bytes());
-        let crc = crc32fast::hash(&b[CRC_START..]);
-        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        // The producer fields and the CRC over everything.
+        restamp_producer(b, self.producer_id, self.producer_epoch, self.base_sequence);
         self.buf.freeze()
     }
 

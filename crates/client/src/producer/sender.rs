@@ -60,6 +60,11 @@ const _: () = assert!(REQUEST_BATCHES_MAX <= 4096);
 /// batches to send again; bounds how long a full batch waits for the
 /// records queued behind it.
 const COMMANDS_PER_WAKE_MAX: usize = 256;
+/// The broker's timeout is shorter than the producer's by this share of
+/// it ([`broker_timeout`])...
+const BROKER_TIMEOUT_MARGIN_DIVISOR: u32 = 10;
+/// ...and by at most this much.
+const BROKER_TIMEOUT_MARGIN_MAX: Duration = Duration::from_secs(1);
 /// The broker is asked to answer a stream request this much sooner than
 /// the producer's own deadline (`request_timeout`): a tenth of it, at most
 /// a second. A commit that takes too long then comes back as the broker's
@@ -67,7 +72,7 @@ const COMMANDS_PER_WAKE_MAX: usize = 256;
 /// producer giving up on the stream, which replaces it; the producer's
 /// deadline stays the one the caller configured.
 fn broker_timeout(request_timeout: Duration) -> Duration {
-    let margin = (request_timeout / 10).min(Duration::from_secs(1));
+    let margin = (request_timeout / BROKER_TIMEOUT_MARGIN_DIVISOR).min(BROKER_TIMEOUT_MARGIN_MAX);
     // At least 1 ms: the broker reads 0 as "its default".
     request_timeout.saturating_sub(margin).max(Duration::from_millis(1))
 }
@@ -95,7 +100,6 @@ pub(super) async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Re
         config: config.clone(),
         streams: config.idempotent.then(Streams::default),
         routes: HashMap::new(),
-        acked_on: HashMap::new(),
         held: HashMap::new(),
         completions: Completions::default(),
         in_flight: FuturesUnordered::new(),
@@ -175,13 +179,12 @@ struct Outgoing {
     config: ProducerConfig,
     /// Produce streams of an idempotent producer; `None`: unary requests.
     streams: Option<Streams>,
-    /// Partitions with batches in flight on a stream: later batches follow
-    /// them on that stream, whatever the metadata now says, so that they
-    /// are appended after them; or wait, if that stream was replaced.
+    /// The stream each partition's batches last went out on. While some
+    /// are in flight there, later batches follow them on that stream,
+    /// whatever the metadata now says, so that they are appended after
+    /// them; or wait, if that stream was replaced. One entry per partition
+    /// written, like the accumulator's sequences.
     routes: HashMap<TopicPartition, Route>,
-    /// The stream (address and generation) that last acknowledged a batch
-    /// of each partition: pipelining to any other stream starts cold.
-    acked_on: HashMap<TopicPartition, (String, u64)>,
     /// Failed batches waiting for their partition's other batches in flight.
     held: HashMap<TopicPartition, Vec<(ReadyBatch, Error)>>,
     completions: Completions,
@@ -191,15 +194,16 @@ struct Outgoing {
 impl Outgoing {
     /// Starts requests for drained batches (at most one per partition).
     fn send(&mut self, acc: &mut Accumulator, batches: Vec<ReadyBatch>) {
-        let mut addrs: HashMap<TopicPartition, String> = HashMap::new();
+        let live = |streams: &Option<Streams>, addr: &str| streams.as_ref().and_then(|s| s.live(addr));
         let mut routed = Vec::with_capacity(batches.len());
         for b in batches {
             self.completions.track(&b);
-            let key = (b.topic.clone(), b.partition);
-            let live = |streams: &Option<Streams>, addr: &str| streams.as_ref().and_then(|s| s.live(addr));
-            let addr = match self.routes.get(&key) {
-                Some(r) if live(&self.streams, &r.addr) == Some(r.generation) => r.addr.clone(),
-                Some(r) => {
+            let route = self.routes.get(&(b.topic.clone(), b.partition));
+            let leader = match route {
+                Some(r) if r.count > 0 && live(&self.streams, &r.addr) == Some(r.generation) => {
+                    Some(r.addr.clone())
+                }
+                Some(r) if r.count > 0 => {
                     // Its predecessors are on a stream that was replaced: a
                     // new stream could overtake them. It goes after them.
                     let message = format!(
@@ -209,31 +213,28 @@ impl Outgoing {
                     self.hold(acc, b, Error::Unavailable { message });
                     continue;
                 }
-                None => match self.client.cached_leader(&b.topic, b.partition) {
-                    Some(addr) => {
-                        let acked_here = live(&self.streams, &addr)
-                            .is_some_and(|g| self.acked_on.get(&key) == Some(&(addr.clone(), g)));
-                        if !acked_here {
-                            acc.set_cold(&b.topic, b.partition);
-                        }
-                        addr
+                _ => {
+                    let leader = self.client.cached_leader(&b.topic, b.partition);
+                    // The route is where its last batches went, and a batch
+                    // acknowledged since recovery made it warm: pipelining
+                    // on any other stream starts cold.
+                    let same_stream = |a: &String| {
+                        route.is_some_and(|r| r.addr == *a && live(&self.streams, a) == Some(r.generation))
+                    };
+                    if !leader.as_ref().is_some_and(same_stream) {
+                        acc.set_cold(&b.topic, b.partition);
                     }
-                    None => {
-                        // Finding the leader is part of the first (in-order) attempt.
-                        self.hold(acc, b, Error::NotLeader { leader_id: None, leader_address: None });
-                        continue;
-                    }
-                },
+                    leader
+                }
             };
-            addrs.insert(key, addr);
-            routed.push(b);
+            routed.push((b, leader));
         }
-        let leader = |b: &ReadyBatch| addrs.get(&(b.topic.clone(), b.partition)).cloned();
-        for work in group_by_leader(routed, leader) {
+        for work in group_by_leader(routed) {
             match work {
                 Work::Group { addr, batches } => self.start(addr, batches),
+                // Finding the leader is part of the first (in-order) attempt.
                 Work::Each(unknown) => {
-                    for (b, _) in unknown {
+                    for b in unknown {
                         self.hold(acc, b, Error::NotLeader { leader_id: None, leader_address: None });
                     }
                 }
@@ -313,18 +314,16 @@ impl Outgoing {
                 // A stream that let a request go unanswered is replaced.
                 streams.close(&on.addr, on.generation);
             }
-            for key in &sent.on_stream {
-                if let Some(route) = self.routes.get_mut(key) {
+            // Every batch of a stream request came back, one way or the other.
+            let batches = sent.done.iter().map(|(b, ..)| b).chain(sent.failed.iter().map(|(b, _)| b));
+            for b in batches {
+                if let Some(route) = self.routes.get_mut(&(b.topic.clone(), b.partition)) {
                     route.count -= 1;
                 }
             }
         }
         for (batch, result, outcome) in sent.done {
             acc.complete(&batch.topic, batch.partition, outcome);
-            if let (Outcome::Acked, Some(on)) = (outcome, &sent.stream) {
-                let key = (batch.topic.clone(), batch.partition);
-                self.acked_on.insert(key, (on.addr.clone(), on.generation));
-            }
             self.completions.finish(batch, result);
         }
         for (batch, error) in sent.failed {
@@ -341,7 +340,6 @@ impl Outgoing {
                 acc.set_recovering(&topic, partition, false);
             }
         }
-        self.routes.retain(|_, r| r.count > 0);
     }
 
     fn hold(&mut self, acc: &mut Accumulator, batch: ReadyBatch, error: Error) {
@@ -442,8 +440,8 @@ async fn sleep_until(at: Option<Instant>) {
 enum Work {
     /// Batches of one topic for the broker at `addr`, in one request.
     Group { addr: String, batches: Vec<ReadyBatch> },
-    /// Batches whose leader is not known; the error is unused here.
-    Each(Vec<(ReadyBatch, Option<Error>)>),
+    /// Batches whose leader is not known.
+    Each(Vec<ReadyBatch>),
 }
 
 /// The produce stream a request went out on.
@@ -464,10 +462,9 @@ struct Sent {
     /// Batches of a resend to go again, restamped, after an earlier one
     /// of their partition gave up; their partition stays recovering.
     again: Vec<(ReadyBatch, Error)>,
-    /// The stream a request went on, if it did.
+    /// The stream a request went on, if it did: its batches' routes
+    /// count down.
     stream: Option<OnStream>,
-    /// Partitions of a stream request, whose routes count down.
-    on_stream: Vec<TopicPartition>,
     /// A partition whose in-order resend is over.
     recovered: Option<TopicPartition>,
 }
@@ -479,12 +476,7 @@ fn settle_request(
     results: Result<Vec<Result<u64>>>,
     stream: Option<OnStream>,
 ) -> Sent {
-    let on_stream = if stream.is_some() {
-        batches.iter().map(|b| (b.topic.clone(), b.partition)).collect()
-    } else {
-        Vec::new()
-    };
-    let mut sent = Sent { stream, on_stream, ..Sent::default() };
+    let mut sent = Sent { stream, ..Sent::default() };
     let results = match results {
         Ok(results) => results,
         Err(e) => {
@@ -565,16 +557,16 @@ async fn resend_in_order(
     sent
 }
 
-/// Splits drained batches into requests: one per topic and `leader`
-/// (the cached one), bounded by [`REQUEST_BATCHES_MAX`] and
-/// [`REQUEST_BYTES_MAX`]. Batches whose leader is not cached go one by one
-/// (finding the leader is then part of their first attempt).
-fn group_by_leader(batches: Vec<ReadyBatch>, leader: impl Fn(&ReadyBatch) -> Option<String>) -> Vec<Work> {
+/// Splits drained batches, each with the broker it goes to, into
+/// requests: one per topic and broker, bounded by [`REQUEST_BATCHES_MAX`]
+/// and [`REQUEST_BYTES_MAX`]. Batches whose leader is not known go one by
+/// one (finding the leader is then part of their first attempt).
+fn group_by_leader(batches: Vec<(ReadyBatch, Option<String>)>) -> Vec<Work> {
     let mut unknown = Vec::new();
     let mut groups: HashMap<(String, String), Vec<Vec<ReadyBatch>>> = HashMap::new();
-    for batch in batches {
-        let Some(addr) = leader(&batch) else {
-            unknown.push((batch, None));
+    for (batch, leader) in batches {
+        let Some(addr) = leader else {
+            unknown.push(batch);
             continue;
         };
         let requests = groups.entry((addr, batch.topic.clone())).or_default();
@@ -633,12 +625,26 @@ mod tests {
                     (addr.clone(), batches[0].topic.clone(), batches.iter().map(|b| b.partition).collect())
                 }
                 Work::Each(batches) => {
-                    ("?".into(), String::new(), batches.iter().map(|(b, _)| b.partition).collect())
+                    ("?".into(), String::new(), batches.iter().map(|b| b.partition).collect())
                 }
             })
             .collect();
         out.sort();
         out
+    }
+
+    /// Pairs each batch with the broker `leader` names for it.
+    fn led(
+        batches: Vec<ReadyBatch>,
+        leader: impl Fn(&ReadyBatch) -> Option<String>,
+    ) -> Vec<(ReadyBatch, Option<String>)> {
+        batches
+            .into_iter()
+            .map(|b| {
+                let l = leader(&b);
+                (b, l)
+            })
+            .collect()
     }
 
     /// Only the broker's refusals of the batch itself stop a resend; an
@@ -715,7 +721,7 @@ mod tests {
             vec![small("t", 0), small("t", 1), small("t", 2), small("t", 3), small("u", 0), small("u", 4)];
         let s = |x: &str| x.to_string();
         assert_eq!(
-            shape(&group_by_leader(batches, leaders)),
+            shape(&group_by_leader(led(batches, leaders))),
             [
                 (s("?"), s(""), vec![3, 4]),
                 (s("a:1"), s("t"), vec![0, 1]),
@@ -727,13 +733,13 @@ mod tests {
         // Bounded by bytes: two batches of just over half the limit cannot share a request.
         let big = |p: u32| ReadyBatch::for_test("t", p, Bytes::from(vec![0; REQUEST_BYTES_MAX / 2 + 1]));
         let one = |_: &ReadyBatch| Some("a:1".to_string());
-        let shapes = shape(&group_by_leader(vec![big(0), big(1), small("t", 2)], one));
+        let shapes = shape(&group_by_leader(led(vec![big(0), big(1), small("t", 2)], one)));
         assert_eq!(shapes, [(s("a:1"), s("t"), vec![0]), (s("a:1"), s("t"), vec![1, 2])]);
 
         // And by count.
         let many = (0..REQUEST_BATCHES_MAX as u32 + 1).map(|p| small("t", p)).collect();
         let sizes: Vec<usize> =
-            shape(&group_by_leader(many, one)).iter().map(|(_, _, ps)| ps.len()).collect();
+            shape(&group_by_leader(led(many, one))).iter().map(|(_, _, ps)| ps.len()).collect();
         assert_eq!(sizes, [REQUEST_BATCHES_MAX, 1]);
     }
 }
