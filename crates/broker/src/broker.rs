@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +56,9 @@ pub(crate) struct Topic {
     pub(crate) meta: TopicMeta,
     /// `None` where this broker holds no replica of the partition.
     pub(crate) partitions: Vec<Option<Arc<Partition>>>,
+    /// Where record-level publishes put their next keyless records
+    /// (round-robin over requests).
+    pub(crate) next_keyless: AtomicU32,
 }
 
 /// The state shared by every service.
@@ -397,7 +401,8 @@ impl Broker {
                         groups.insert(meta.first_group + p.id as u64, p.group.clone());
                     }
                 }
-                let topic = Arc::new(Topic { meta: meta.clone(), partitions });
+                let topic =
+                    Arc::new(Topic { meta: meta.clone(), partitions, next_keyless: AtomicU32::new(0) });
                 self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), topic);
             }
             Change::Deleted(meta) => {

@@ -30,6 +30,29 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// One record of a record-level publish is larger than a batch may be.
+    #[error("records[{index}]: record of {size} bytes exceeds the limit of {max} bytes (batch_bytes_max less the batch header)")]
+    RecordTooLarge {
+        /// Its index in the request.
+        index: usize,
+        /// Its encoded size (key, value, headers and framing).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Stored data failed its check when read: it is not served.
+    #[error("{topic}/{partition}: stored batch at offset {offset} is corrupt: {source}")]
+    CorruptData {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Base offset of the batch (or where reading started).
+        offset: u64,
+        /// What is wrong.
+        #[source]
+        source: fjord_codec::Error,
+    },
     /// A batch's bytes are malformed.
     #[error("corrupt batch for partition {partition}: {source}")]
     CorruptBatch {
@@ -181,7 +204,10 @@ impl Error {
             Error::UnknownTopic(_) => (Code::NotFound, ErrorCode::UnknownTopic),
             Error::UnknownPartition { .. } => (Code::NotFound, ErrorCode::UnknownPartition),
             Error::InvalidArgument(_) => (Code::InvalidArgument, ErrorCode::InvalidRequest),
-            Error::MessageTooLarge { .. } => (Code::InvalidArgument, ErrorCode::MessageTooLarge),
+            Error::MessageTooLarge { .. } | Error::RecordTooLarge { .. } => {
+                (Code::InvalidArgument, ErrorCode::MessageTooLarge)
+            }
+            Error::CorruptData { .. } => (Code::DataLoss, ErrorCode::CorruptData),
             Error::CorruptBatch { .. } => (Code::InvalidArgument, ErrorCode::CorruptBatch),
             Error::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
@@ -232,7 +258,7 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let (code, _) = e.code();
         let detail = e.detail();
-        if matches!(code, Code::Internal) {
+        if matches!(code, Code::Internal | Code::DataLoss) {
             tracing::error!(error = %e, "request failed");
         }
         Status::with_details(

@@ -71,11 +71,16 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     health.set_serving::<ConsumerServer<ConsumerService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<GroupsServer<GroupsService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(fjord_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Unavailable(format!("reflection service: {e}")))?;
+    // Reflection in both versions: grpcurl 1.8, Python's grpcio-reflection
+    // and most GUI tools speak only v1alpha, newer tools v1.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fjord_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| Error::Unavailable(format!("reflection service: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
     let upkeep = tokio::spawn(upkeep(broker.clone(), stop_rx.clone()));
     let coordinator = crate::groups::Coordinator::new(broker.clone());
@@ -97,7 +102,8 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .initial_connection_window_size(http2::CONNECTION_WINDOW_BYTES)
         .max_frame_size(http2::FRAME_BYTES_MAX)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             ProducerServer::new(producer)
                 .max_decoding_message_size(REQUEST_BYTES_MAX)

@@ -85,6 +85,13 @@ pub enum Error {
         /// The explanation.
         message: String,
     },
+    /// Data the broker stored failed its check when read; the broker does
+    /// not serve it (another replica may hold a good copy).
+    #[error("corrupt data on the broker: {message}")]
+    CorruptData {
+        /// Which partition and offset, and what failed.
+        message: String,
+    },
     /// The request did not complete within its timeout.
     #[error("request timed out: {message}")]
     Timeout {
@@ -265,6 +272,7 @@ pub(crate) fn from_detail(d: pb::ErrorDetail) -> Option<Error> {
         },
         C::TopicAlreadyExists => Error::TopicAlreadyExists { message },
         C::StorageFailed => Error::StorageFailed { message },
+        C::CorruptData => Error::CorruptData { message },
         C::Timeout => Error::Timeout { message },
         C::Busy => Error::Busy { message },
         C::Unavailable => Error::Unavailable { message },

@@ -48,12 +48,12 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use fjord_codec::Header;
+pub use fjord_codec::{murmur2, partition_for_key};
 pub use group_consumer::{
     AutoOffsetReset, GroupConsumer, GroupConsumerConfig, GroupEvent, AUTO_COMMIT_INTERVAL_DEFAULT,
     SESSION_TIMEOUT_DEFAULT,
 };
 pub use groups::{CommittedOffset, GroupDescription, GroupMember, GroupPartition, OffsetReset};
-pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     Acks, Compression, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     BATCH_BYTES_DEFAULT, BUFFER_BYTES_DEFAULT, LINGER_DEFAULT, LINGER_MAX, MAX_IN_FLIGHT_PER_PARTITION,

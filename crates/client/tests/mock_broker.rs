@@ -218,10 +218,37 @@ impl pb::producer_server::Producer for Mock {
         });
         Ok(Response::new(Box::pin(answers)))
     }
+
+    // The Rust client never calls the record-level API.
+    async fn publish(&self, _: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        Err(Status::unimplemented("the mock serves the batch-level API only"))
+    }
+
+    type PublishStreamStream = Stream2<pb::PublishResponse>;
+
+    async fn publish_stream(
+        &self,
+        _: Request<tonic::Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        Err(Status::unimplemented("the mock serves the batch-level API only"))
+    }
 }
 
 #[tonic::async_trait]
 impl pb::consumer_server::Consumer for Mock {
+    async fn read(&self, _: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        Err(Status::unimplemented("the mock serves the batch-level API only"))
+    }
+
+    type ReadStreamStream = Stream2<pb::ReadResponse>;
+
+    async fn read_stream(
+        &self,
+        _: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStreamStream>, Status> {
+        Err(Status::unimplemented("the mock serves the batch-level API only"))
+    }
+
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         let req = req.into_inner();
         let (log, end) = {

@@ -7,6 +7,9 @@
 //! log stores the bytes, the producer's part unchanged, and a consumer
 //! walks them with [`records`]. Nothing is ever re-encoded on the way.
 //!
+//! Keyed records are placed on partitions by [`partition_for_key`], Kafka's
+//! murmur2 partitioner, here so that the client and the broker agree.
+//!
 //! Every byte layout Fjord writes (batches here, and the storage crate's
 //! index and hard-state files) is defined in [`format`], which mirrors
 //! `storage-format.md` at the repository root.
@@ -18,6 +21,7 @@ mod batch;
 mod compression;
 mod error;
 pub mod format;
+mod partition;
 mod record;
 
 pub use batch::{
@@ -26,6 +30,7 @@ pub use batch::{
 };
 pub use compression::{recompress, Compression, ZSTD_LEVEL};
 pub use error::{Error, Result};
+pub use partition::{murmur2, partition_for_key};
 pub use record::{records, Header, Record, RecordIter};
 
 #[cfg(test)]

@@ -40,6 +40,24 @@ pub fn decode_status_details(details: &[u8]) -> Option<pb::ErrorDetail> {
     pb::ErrorDetail::decode(any.value.as_slice()).ok()
 }
 
+/// Limits of the public API that clients and brokers must agree on, named
+/// once here (the proto comments quote them).
+pub mod limits {
+    /// Most records in one `Publish` request. A request is decoded whole
+    /// before it is validated, and each record costs about 100 bytes of
+    /// bookkeeping beyond its bytes, so this bounds that overhead at about
+    /// 10 MB per request; larger loads belong in more requests (or on
+    /// `PublishStream`, which keeps many in flight).
+    pub const PUBLISH_RECORDS_MAX: usize = 100_000;
+    /// Records a `Read` answers when the request gives no `max_records`:
+    /// Kafka's `max.poll.records`.
+    pub const READ_RECORDS_DEFAULT: u32 = 500;
+    /// Most records one `Read` response holds: with the 16 MiB bound on the
+    /// bytes read it caps the per-record work (and response entries) of
+    /// one call when records are tiny.
+    pub const READ_RECORDS_MAX: u32 = 10_000;
+}
+
 /// HTTP/2 settings every Fjord endpoint (broker server, client channels,
 /// broker-to-broker Raft channels) uses, so both ends of a connection agree.
 ///

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::broker::Broker;
 use crate::config::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, SUBSCRIBE_BUFFER};
 use crate::partition::Partition;
+use crate::service::read::{long_poll_records, ReadParams};
 use crate::{Error, Result};
 
 /// The consumer service.
@@ -26,6 +27,7 @@ pub(crate) struct ConsumerService {
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::FetchResponse, Status>> + Send>>;
+type RecordStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ReadResponse, Status>> + Send>>;
 
 /// A fetch's parameters, checked and clamped.
 struct FetchParams {
@@ -61,7 +63,7 @@ impl ConsumerService {
 
 /// Reads committed batches at `offset`, checking the offset against the
 /// range a consumer may read: `[log start, high watermark]`.
-fn read(p: &Partition, offset: u64, max_bytes: usize) -> Result<pb::FetchResponse> {
+pub(crate) fn read(p: &Partition, offset: u64, max_bytes: usize) -> Result<pb::FetchResponse> {
     p.check_serving()?;
     let hw = p.high_watermark();
     let start = p.log.log_start_offset();
@@ -110,6 +112,29 @@ async fn long_poll(
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+fn bad_spec(spec: i32) -> Error {
+    Error::InvalidArgument(format!("spec must be EARLIEST, LATEST or TIMESTAMP, got {spec}"))
+}
+
+/// The offset an [`pb::OffsetSpec`] names in `p`: the log start, the high
+/// watermark, or the first record at or after `timestamp_ms` (the high
+/// watermark if none is).
+pub(crate) async fn resolve_spec(p: &Partition, spec: pb::OffsetSpec, timestamp_ms: i64) -> Result<u64> {
+    p.check_serving()?;
+    let hw = p.high_watermark();
+    match spec {
+        pb::OffsetSpec::Earliest => Ok(p.log.log_start_offset()),
+        pb::OffsetSpec::Latest => Ok(hw),
+        pb::OffsetSpec::Timestamp => {
+            let log = p.log.clone();
+            Ok(crate::broker::blocking(move || Ok(log.offset_for_timestamp(timestamp_ms, hw)?))
+                .await?
+                .unwrap_or(hw))
+        }
+        pb::OffsetSpec::Unspecified => Err(bad_spec(spec as i32)),
     }
 }
 
@@ -177,24 +202,62 @@ impl Consumer for ConsumerService {
         let req = request.into_inner();
         let p = self.broker.partition(&req.topic, req.partition)?;
         p.check_serving()?;
-        let hw = p.high_watermark();
-        let start = p.log.log_start_offset();
-        let offset = match pb::OffsetSpec::try_from(req.spec) {
-            Ok(pb::OffsetSpec::Earliest) => start,
-            Ok(pb::OffsetSpec::Latest) => hw,
-            Ok(pb::OffsetSpec::Timestamp) => {
-                let ts = req.timestamp_ms;
-                let log = p.log.clone();
-                crate::broker::blocking(move || Ok(log.offset_for_timestamp(ts, hw)?)).await?.unwrap_or(hw)
-            }
-            Ok(pb::OffsetSpec::Unspecified) | Err(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "spec must be EARLIEST, LATEST or TIMESTAMP, got {}",
-                    req.spec
-                ))
-                .into())
-            }
-        };
+        let spec = pb::OffsetSpec::try_from(req.spec).map_err(|_| bad_spec(req.spec))?;
+        let offset = resolve_spec(&p, spec, req.timestamp_ms).await?;
+        let (hw, start) = (p.high_watermark(), p.log.log_start_offset());
         Ok(Response::new(pb::ListOffsetsResponse { offset, log_start_offset: start, high_watermark: hw }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> std::result::Result<Response<pb::ReadResponse>, Status> {
+        let req = request.into_inner();
+        let f = ReadParams::new(&self.broker, &req).await?;
+        let mut shutdown = self.shutdown.clone();
+        Ok(Response::new(long_poll_records(&f, f.offset, &mut shutdown).await?))
+    }
+
+    type ReadStreamStream = RecordStream;
+
+    async fn read_stream(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> std::result::Result<Response<Self::ReadStreamStream>, Status> {
+        let req = request.into_inner();
+        let mut f = ReadParams::new(&self.broker, &req).await?;
+        // Each response waits for a first record, but a wait is bounded so
+        // that a stream whose client went away is noticed.
+        f.max_wait = Duration::from_millis(FETCH_WAIT_MS_MAX as u64);
+        read(&f.partition, f.offset, 0)?; // an offset out of range fails the call, not the stream
+        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut offset = f.offset;
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let resp = match long_poll_records(&f, offset, &mut shutdown).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                offset = resp.next_offset;
+                if resp.records.is_empty() {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    sent = tx.send(Ok(resp)) => if sent.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

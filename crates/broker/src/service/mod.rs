@@ -5,3 +5,5 @@ pub(crate) mod admin;
 pub(crate) mod consumer;
 pub(crate) mod groups;
 pub(crate) mod producer;
+pub(crate) mod publish;
+pub(crate) mod read;

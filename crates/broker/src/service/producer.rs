@@ -28,15 +28,39 @@ pub(crate) struct ProducerService {
 }
 
 /// A produce request that passed validation.
-struct Validated {
+pub(crate) struct Validated {
     /// Each target partition with its batch, in request order.
-    batches: Vec<(Arc<Partition>, bytes::Bytes)>,
+    pub(crate) batches: Vec<(Arc<Partition>, bytes::Bytes)>,
     /// acks=all: respond after commit, not after append.
-    wait_commit: bool,
-    timeout: Duration,
+    pub(crate) wait_commit: bool,
+    pub(crate) timeout: Duration,
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::ProduceResponse, Status>> + Send>>;
+/// Whether `acks` asks to wait for the commit (quorum) rather than the
+/// leader's append.
+pub(crate) fn wait_commit(acks: i32) -> Result<bool> {
+    match pb::Acks::try_from(acks) {
+        Ok(pb::Acks::Unspecified | pb::Acks::All) => Ok(true),
+        Ok(pb::Acks::Leader) => Ok(false),
+        Err(_) => Err(Error::InvalidArgument(format!("acks: unknown value {acks}"))),
+    }
+}
+
+/// The request's `timeout_ms`, defaulted and bounded.
+pub(crate) fn produce_timeout(timeout_ms: u32) -> Result<Duration> {
+    let ms = match timeout_ms {
+        0 => PRODUCE_TIMEOUT_MS_DEFAULT,
+        t if t > PRODUCE_TIMEOUT_MS_MAX => {
+            return Err(Error::InvalidArgument(format!(
+                "timeout_ms {t} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}"
+            )))
+        }
+        t => t,
+    };
+    Ok(Duration::from_millis(ms as u64))
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
 impl ProducerService {
     /// Validates the whole request before anything is written: one bad
@@ -51,20 +75,8 @@ impl ProducerService {
                 req.batches.len()
             )));
         }
-        let wait_commit = match pb::Acks::try_from(req.acks) {
-            Ok(pb::Acks::Unspecified | pb::Acks::All) => true,
-            Ok(pb::Acks::Leader) => false,
-            Err(_) => return Err(Error::InvalidArgument(format!("unknown acks value {}", req.acks))),
-        };
-        let timeout_ms = match req.timeout_ms {
-            0 => PRODUCE_TIMEOUT_MS_DEFAULT,
-            t if t > PRODUCE_TIMEOUT_MS_MAX => {
-                return Err(Error::InvalidArgument(format!(
-                    "timeout_ms {t} exceeds the limit of {PRODUCE_TIMEOUT_MS_MAX}"
-                )))
-            }
-            t => t,
-        };
+        let wait_commit = wait_commit(req.acks)?;
+        let timeout = produce_timeout(req.timeout_ms)?;
         crate::topics::check_user_topic(&req.topic)?;
         let topic = self.broker.topic(&req.topic)?;
         let mut seen = HashSet::new();
@@ -89,27 +101,40 @@ impl ProducerService {
             };
             out.push((partition, batch));
         }
-        Ok(Validated { batches: out, wait_commit, timeout: Duration::from_millis(timeout_ms as u64) })
+        Ok(Validated { batches: out, wait_commit, timeout })
     }
 
-    /// Submits every batch of a request to its partition's Raft group, in
-    /// request order, and returns a future that waits for their
-    /// acknowledgements and yields the response. Submission happens before
-    /// this returns, so requests on one stream are ordered in the log as
-    /// they arrived, while their commits (fsyncs, replication) overlap.
+    /// Validates a produce request and submits its batches; the returned
+    /// future yields the response once they are acknowledged.
     async fn append(
         &self,
         req: pb::ProduceRequest,
     ) -> Result<impl std::future::Future<Output = Result<pb::ProduceResponse>> + Send + 'static> {
-        let Validated { batches, wait_commit, timeout } = self.validate(&req)?;
+        let validated = self.validate(&req)?;
+        let acked = self.submit(validated, req.topic).await;
+        let correlation_id = req.correlation_id;
+        Ok(async move { Ok(pb::ProduceResponse { correlation_id, results: acked.await?, error: None }) })
+    }
+
+    /// Submits every batch to its partition's Raft group, in order, and
+    /// returns a future that waits for their acknowledgements and yields
+    /// one result per batch, in the same order. Submission happens before
+    /// this returns, so requests on one stream are ordered in the log as
+    /// they arrived, while their commits (fsyncs, replication) overlap.
+    /// Batch-level and record-level produce share it.
+    pub(crate) async fn submit(
+        &self,
+        validated: Validated,
+        topic: String,
+    ) -> impl std::future::Future<Output = Result<Vec<pb::PartitionResult>>> + Send + 'static {
+        let Validated { batches, wait_commit, timeout } = validated;
         let ack = if wait_commit { Ack::Quorum } else { Ack::Leader };
         let mut submitted = Vec::with_capacity(batches.len());
         for (p, batch) in batches {
             submitted.push((p.id, p.submit(batch, ack).await));
         }
-        let (topic, correlation_id) = (req.topic, req.correlation_id);
         let ack_delay = self.broker.faults.ack_delay();
-        Ok(async move {
+        async move {
             let acks = submitted.into_iter().map(|(partition, submitted)| async move {
                 let acked = match submitted {
                     Ok(pending) => pending.await,
@@ -147,8 +172,8 @@ impl ProducerService {
             if !ack_delay.is_zero() {
                 tokio::time::sleep(ack_delay).await;
             }
-            Ok(pb::ProduceResponse { correlation_id, results, error: None })
-        })
+            Ok(results)
+        }
     }
 }
 
@@ -204,51 +229,106 @@ impl Producer for ProducerService {
         Ok(Response::new(pb::InitProducerResponse { producer_id, producer_epoch: 0 }))
     }
 
-    type ProduceStreamStream = ResponseStream;
+    type ProduceStreamStream = ResponseStream<pb::ProduceResponse>;
 
     async fn produce_stream(
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> std::result::Result<Response<Self::ProduceStreamStream>, Status> {
-        let mut requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
         let svc = self.clone();
-        tokio::spawn(async move {
-            // Appends run in arrival order; commits overlap, and responses
-            // are sent in request order. At most STREAM_IN_FLIGHT_MAX
-            // requests wait for commit before the stream is read further.
-            let mut pending = FuturesOrdered::new();
-            loop {
-                tokio::select! {
-                    req = requests.next(), if pending.len() < STREAM_IN_FLIGHT_MAX => match req {
-                        Some(Ok(req)) => {
-                            let id = req.correlation_id;
-                            match svc.append(req).await {
-                                Ok(commit) => pending.push_back(Box::pin(async move {
-                                    commit.await.unwrap_or_else(|e| failed(id, e))
-                                }) as Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>),
-                                Err(e) => pending.push_back(Box::pin(std::future::ready(failed(id, e)))),
-                            }
-                        }
-                        Some(Err(status)) => {
-                            let _ = tx.send(Err(status)).await;
-                            return;
-                        }
-                        None => break,
-                    },
-                    Some(resp) = pending.next(), if !pending.is_empty() => {
-                        if tx.send(Ok(resp)).await.is_err() {
-                            return;
-                        }
+        let stream = serve_ordered(request.into_inner(), move |req: pb::ProduceRequest| {
+            let svc = svc.clone();
+            Box::pin(async move {
+                let id = req.correlation_id;
+                match svc.append(req).await {
+                    Ok(commit) => {
+                        Box::pin(async move { commit.await.unwrap_or_else(|e| failed(id, e)) }) as Pending<_>
+                    }
+                    Err(e) => Box::pin(std::future::ready(failed(id, e))),
+                }
+            })
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> std::result::Result<Response<pb::PublishResponse>, Status> {
+        let committed = self.publish_records(request.into_inner()).await?;
+        Ok(Response::new(committed.await?))
+    }
+
+    type PublishStreamStream = ResponseStream<pb::PublishResponse>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> std::result::Result<Response<Self::PublishStreamStream>, Status> {
+        let svc = self.clone();
+        let failed = |correlation_id, e: Error| pb::PublishResponse {
+            correlation_id,
+            results: Vec::new(),
+            error: Some(e.detail()),
+        };
+        let stream = serve_ordered(request.into_inner(), move |req: pb::PublishRequest| {
+            let svc = svc.clone();
+            Box::pin(async move {
+                let id = req.correlation_id;
+                match svc.publish_records(req).await {
+                    Ok(commit) => {
+                        Box::pin(async move { commit.await.unwrap_or_else(|e| failed(id, e)) }) as Pending<_>
+                    }
+                    Err(e) => Box::pin(std::future::ready(failed(id, e))),
+                }
+            })
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A boxed future of the stream machinery.
+type Pending<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Serves a stream of produce-like requests: `handle` appends a request
+/// (awaited in arrival order, so a stream's writes reach the log in the
+/// order sent) and returns the future of its response; commits overlap,
+/// and responses are sent in request order. At most
+/// STREAM_IN_FLIGHT_MAX requests wait for commit before the stream is
+/// read further.
+fn serve_ordered<Req, Resp>(
+    mut requests: Streaming<Req>,
+    handle: impl Fn(Req) -> Pending<Pending<Resp>> + Send + 'static,
+) -> ResponseStream<Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+    tokio::spawn(async move {
+        let mut pending = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                req = requests.next(), if pending.len() < STREAM_IN_FLIGHT_MAX => match req {
+                    Some(Ok(req)) => pending.push_back(handle(req).await),
+                    Some(Err(status)) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    None => break,
+                },
+                Some(resp) = pending.next(), if !pending.is_empty() => {
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
                     }
                 }
             }
-            while let Some(resp) = pending.next().await {
-                if tx.send(Ok(resp)).await.is_err() {
-                    return;
-                }
+        }
+        while let Some(resp) = pending.next().await {
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
 }

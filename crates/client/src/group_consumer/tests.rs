@@ -191,6 +191,16 @@ impl pb::consumer_server::Consumer for Mock {
     async fn list_offsets(&self, _: Request<pb::ListOffsetsRequest>) -> Reply<pb::ListOffsetsResponse> {
         Ok(Response::new(pb::ListOffsetsResponse { offset: 0, log_start_offset: 0, high_watermark: 0 }))
     }
+
+    async fn read(&self, _: Request<pb::ReadRequest>) -> Reply<pb::ReadResponse> {
+        Err(Status::unimplemented("mock"))
+    }
+
+    type ReadStreamStream = Stream2<pb::ReadResponse>;
+
+    async fn read_stream(&self, _: Request<pb::ReadRequest>) -> Reply<Self::ReadStreamStream> {
+        Err(Status::unimplemented("mock"))
+    }
 }
 
 async fn start(script: Script, gate_open: bool) -> (Mock, Client) {

@@ -58,8 +58,8 @@ use fjord_codec::BatchBuilder;
 pub use fjord_codec::Compression;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::partitioner::partition_for_key;
 use crate::{Client, Error, Result, REQUEST_TIMEOUT_DEFAULT};
+use fjord_codec::partition_for_key;
 
 /// Default time a batch waits for more records before it is sent.
 pub const LINGER_DEFAULT: Duration = Duration::from_millis(5);
