@@ -25,8 +25,35 @@ fn produce_consume_and_e2e_report_every_record() {
     assert_eq!(produced["latency"]["count"], 3000, "every ack is timed: {produced}");
     assert_eq!(produced["warmup_s"], 0.0);
 
+    // The record-level path: whole records on PublishStream, batches built
+    // by the broker, into the same topic.
+    let args = [
+        "bench",
+        "produce",
+        "--api",
+        "records",
+        "--topic",
+        "p",
+        "--records",
+        "2000",
+        "--record-size",
+        "100",
+        "--batch-bytes",
+        "10000",
+        "--json",
+    ];
+    let published = summary(&fjord_ok(addr, &args, b""));
+    assert_eq!(published["records"], 2000, "{published}");
+    assert_eq!(published["latency"]["count"], 2000, "every record is timed: {published}");
+    assert_eq!(published["latency"]["of"], "request send to answer");
+    let bad = fjord(addr, &["bench", "e2e", "--api", "records", "--topic", "p", "--records", "1"], b"");
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--api records"),
+        "{bad:?}"
+    );
+
     let consumed = summary(&fjord_ok(addr, &["bench", "consume", "--topic", "p", "--json"], b""));
-    assert_eq!((consumed["kind"].as_str(), consumed["records"].as_u64()), (Some("consume"), Some(3000)));
+    assert_eq!((consumed["kind"].as_str(), consumed["records"].as_u64()), (Some("consume"), Some(5000)));
 
     // Paced over one second with the first half as warm-up: every record
     // arrives, about half are timed.

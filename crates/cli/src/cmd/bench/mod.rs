@@ -17,6 +17,7 @@ mod e2e;
 mod load;
 mod payload;
 mod produce;
+mod records;
 mod report;
 mod schedule;
 
@@ -100,6 +101,20 @@ pub(crate) struct LoadArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// `bench produce` only: `batches` (the Rust producer, batches built by
+    /// the client) or `records` (whole records on `PublishStream`, batches
+    /// built by the broker, as a client in another language would).
+    #[arg(long, value_enum, default_value_t = Api::Batches)]
+    pub(crate) api: Api,
+}
+
+/// Which produce API `bench produce` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Api {
+    /// `Produce`/`ProduceStream` through `fjord_client::Producer`.
+    Batches,
+    /// `PublishStream`, one request per `--batch-bytes` of records.
+    Records,
 }
 
 impl LoadArgs {
@@ -132,7 +147,11 @@ pub(crate) struct ConsumeArgs {
 /// for the consumer after the producers are done.
 pub(crate) async fn run(client: Client, command: BenchCommand, timeout: Duration) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Produce(args) if args.api == Api::Records => records::run(client, args, timeout).await,
         BenchCommand::Produce(args) => produce::run(client, args, timeout).await,
+        BenchCommand::E2e(args) if args.api == Api::Records => {
+            Err(anyhow!("bench e2e drives the batch API only; --api records is for bench produce"))
+        }
         BenchCommand::Consume(args) => consume::run(client, args).await,
         BenchCommand::E2e(args) => e2e::run(client, args, timeout).await,
     }
