@@ -160,7 +160,7 @@ async fn an_isolated_broker_cannot_acknowledge_and_converges_after_healing() {
         let addr = cluster.addrs[id as usize - 1].clone();
         async move {
             let mut raft = RaftClient::connect(format!("http://{addr}")).await.unwrap();
-            raft.set_faults(Faults { isolate, ack_delay_ms: 0 }).await.unwrap();
+            raft.set_faults(Faults { isolate, ..Default::default() }).await.unwrap();
         }
     };
     let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();

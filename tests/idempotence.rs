@@ -20,7 +20,7 @@ async fn set_ack_delay(cluster: &Cluster, ms: u32) {
     for (i, b) in cluster.brokers.iter().enumerate() {
         if b.is_some() {
             let mut raft = RaftClient::connect(format!("http://{}", cluster.addrs[i])).await.unwrap();
-            raft.set_faults(Faults { isolate: vec![], ack_delay_ms: ms }).await.unwrap();
+            raft.set_faults(Faults { ack_delay_ms: ms, ..Default::default() }).await.unwrap();
         }
     }
 }

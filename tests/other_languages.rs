@@ -479,6 +479,10 @@ async fn health_and_reflection_are_served() {
     for want in FJORD_SERVICES.into_iter().chain(["grpc.health.v1.Health"]) {
         assert!(names.contains(&want), "reflection lists {names:?}, without {want}");
     }
+    assert!(
+        !names.iter().any(|n| n.starts_with("fjord.internal")),
+        "the broker-to-broker service is not advertised: {names:?}"
+    );
 
     // ...and the file that defines fjord.v1.Producer is fjord.proto, with
     // every service and method a client generates stubs from.

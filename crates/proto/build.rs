@@ -8,9 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("fjord_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    // Reflection serves the public API only: the broker-to-broker service
+    // is no business of grpcurl's or a GUI's.
+    let public = protox::compile(&files[..1], [&root])?;
+    std::fs::write(out.join("fjord_descriptor.bin"), prost::Message::encode_to_vec(&public))?;
+    let fds = protox::compile(&files, [&root])?;
     // `bytes` fields as `Bytes`, so batches move between the network and the
     // log without an extra copy.
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;

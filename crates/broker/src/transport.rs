@@ -45,11 +45,36 @@ pub(crate) struct Faults {
     pub(crate) enabled: bool,
     isolated: RwLock<HashSet<u64>>,
     ack_delay_ms: std::sync::atomic::AtomicU32,
+    /// Append messages still to corrupt on arrival.
+    corrupt_appends: std::sync::atomic::AtomicU32,
 }
 
 impl Faults {
     pub(crate) fn new(enabled: bool) -> Faults {
-        Faults { enabled, isolated: RwLock::default(), ack_delay_ms: Default::default() }
+        Faults { enabled, isolated: RwLock::default(), ..Faults::default() }
+    }
+
+    /// Flips a byte of the first batch in `msg` if it is an append carrying
+    /// one and corruption was asked for.
+    fn corrupt(&self, msg: &mut Message) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if msg.get_msg_type() != fjord_replication::MessageType::MsgAppend
+            || self.corrupt_appends.load(Relaxed) == 0
+        {
+            return;
+        }
+        let Some(e) =
+            msg.mut_entries().iter_mut().find(|e| e.data.len() > fjord_codec::format::BATCH_HEADER_LEN)
+        else {
+            return;
+        };
+        if self.corrupt_appends.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+            let mut data = e.data.to_vec();
+            let last = data.len() - 1;
+            data[last] ^= 0x01;
+            e.data = data.into();
+            tracing::warn!(index = e.index, "fault injection: corrupted an append on arrival");
+        }
     }
 
     /// How long produce responses are held after commit (0: not at all).
@@ -225,7 +250,12 @@ impl Raft for RaftService {
             self.broker.heard_from(batch.from, batch.incarnation);
             for env in batch.messages {
                 match decode_message(&env.message) {
-                    Ok(msg) => self.broker.step(env.group, msg),
+                    Ok(mut msg) => {
+                        if self.broker.faults.enabled {
+                            self.broker.faults.corrupt(&mut msg);
+                        }
+                        self.broker.step(env.group, msg)
+                    }
                     Err(e) => {
                         tracing::warn!(from = batch.from, group = env.group, error = %e, "bad raft message")
                     }
@@ -243,7 +273,16 @@ impl Raft for RaftService {
         }
         let faults = request.into_inner();
         let isolate: HashSet<u64> = faults.isolate.into_iter().collect();
-        tracing::warn!(?isolate, ack_delay_ms = faults.ack_delay_ms, "fault injection");
+        tracing::warn!(
+            ?isolate,
+            ack_delay_ms = faults.ack_delay_ms,
+            corrupt_appends = faults.corrupt_appends,
+            "fault injection"
+        );
+        self.broker
+            .faults
+            .corrupt_appends
+            .store(faults.corrupt_appends, std::sync::atomic::Ordering::Relaxed);
         *self.broker.faults.isolated.write().unwrap_or_else(|p| p.into_inner()) = isolate;
         self.broker.faults.ack_delay_ms.store(faults.ack_delay_ms, std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(RaftAck {}))

@@ -211,15 +211,43 @@ pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
 
 /// The first [`STAMP_END`] bytes of `batch` with the broker-owned fields
 /// (§2: base offset, Raft term and index) set and the CRC recomputed over
-/// them and the rest of the batch. Writing this prefix followed by
+/// them and the rest of the batch, after checking that the CRC the batch
+/// arrived with matches its bytes. Writing this prefix followed by
 /// `batch[STAMP_END..]` stores the stamped batch without copying it.
 ///
-/// # Panics
-/// If `batch` is shorter than its header says: callers validate first.
-pub fn stamped_prefix(batch: &[u8], base_offset: u64, raft_term: u64, raft_index: u64) -> [u8; STAMP_END] {
+/// Every hop that stores bytes it did not create (a leader appending a
+/// producer's batch, a follower appending the leader's) goes through here,
+/// so a CRC is only ever computed over bytes whose own CRC checked: a bit
+/// flipped upstream fails here instead of being blessed with a fresh CRC.
+/// The body is hashed once; crc32 combination gives both the old and the
+/// new CRC from it.
+///
+/// # Errors
+/// [`Error::Truncated`] if `batch` is shorter than its header says (or
+/// than a header), [`Error::CrcMismatch`] if its bytes do not match its CRC.
+pub fn verified_stamped_prefix(
+    batch: &[u8],
+    base_offset: u64,
+    raft_term: u64,
+    raft_index: u64,
+) -> Result<[u8; STAMP_END]> {
+    if batch.len() < BATCH_HEADER_LEN {
+        return Err(Error::Truncated { needed: BATCH_HEADER_LEN, have: batch.len() });
+    }
     let len = u32_at(batch, BATCH_LEN_AT) as usize;
-    assert!(len >= BATCH_HEADER_LEN && batch.len() >= len, "stamping a batch that was not validated");
+    if len < BATCH_HEADER_LEN || batch.len() < len {
+        return Err(Error::Truncated { needed: len.max(BATCH_HEADER_LEN), have: batch.len() });
+    }
     assert!(base_offset < OFFSET_MAX, "offset {base_offset} beyond the offset space");
+    let mut body = crc32fast::Hasher::new();
+    body.update(&batch[STAMP_END..len]);
+    let mut arrived = crc32fast::Hasher::new();
+    arrived.update(&batch[CRC_START..STAMP_END]);
+    arrived.combine(&body);
+    let (stored, computed) = (u32_at(batch, CRC_AT), arrived.finalize());
+    if stored != computed {
+        return Err(Error::CrcMismatch { stored, computed });
+    }
     let mut p = [0u8; STAMP_END];
     p[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&batch[BATCH_LEN_AT..BATCH_LEN_AT + 4]);
     p[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_le_bytes());
@@ -227,9 +255,9 @@ pub fn stamped_prefix(batch: &[u8], base_offset: u64, raft_term: u64, raft_index
     p[RAFT_INDEX_AT..RAFT_INDEX_AT + 8].copy_from_slice(&raft_index.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&p[CRC_START..]);
-    h.update(&batch[STAMP_END..len]);
+    h.combine(&body);
     p[CRC_AT..CRC_AT + 4].copy_from_slice(&h.finalize().to_le_bytes());
-    p
+    Ok(p)
 }
 
 /// Sets the broker-owned fields of a validated batch in place and
@@ -238,7 +266,8 @@ pub fn stamped_prefix(batch: &[u8], base_offset: u64, raft_term: u64, raft_index
 /// # Panics
 /// If `batch` is shorter than its header says.
 pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_index: u64) {
-    let p = stamped_prefix(batch, base_offset, raft_term, raft_index);
+    let p = verified_stamped_prefix(batch, base_offset, raft_term, raft_index)
+        .expect("stamp_batch is given a batch whose CRC checks");
     batch[..STAMP_END].copy_from_slice(&p);
 }
 

@@ -3,7 +3,8 @@
 //! A record batch is the unit of produce, replication, storage and fetch. The
 //! producer builds it with [`BatchBuilder`], the broker validates it with
 //! [`validate_batch`] and stamps the fields only it may set
-//! ([`stamp_batch`], which recomputes the CRC so it covers them too), the
+//! ([`verified_stamped_prefix`], which checks the CRC the batch arrived with
+//! and computes the new one over the stamped fields too), the
 //! log stores the bytes, the producer's part unchanged, and a consumer
 //! walks them with [`records`]. Nothing is ever re-encoded on the way.
 //!
@@ -25,8 +26,8 @@ mod partition;
 mod record;
 
 pub use batch::{
-    restamp_producer, sequence_add, split_batches, stamp_batch, stamped_prefix, validate_batch, verify_crc,
-    BatchBuilder, BatchHeader, BatchIter,
+    restamp_producer, sequence_add, split_batches, stamp_batch, validate_batch, verified_stamped_prefix,
+    verify_crc, BatchBuilder, BatchHeader, BatchIter,
 };
 pub use compression::{recompress, Compression, ZSTD_LEVEL};
 pub use error::{Error, Result};

@@ -41,6 +41,28 @@ fn round_trip_keeps_every_field() {
 }
 
 #[test]
+fn stamping_verifies_the_crc_it_arrived_with_and_never_reblesses() {
+    let batch = sample();
+    let prefix = verified_stamped_prefix(&batch, 40, 3, 9).unwrap();
+    let mut stamped = prefix.to_vec();
+    stamped.extend_from_slice(&batch[STAMP_END..]);
+    validate_batch(&stamped, BATCH_LEN_MAX).expect("the new CRC covers the stamps");
+    // A follower restamping the leader's bytes with the same fields writes
+    // the same bytes.
+    assert_eq!(verified_stamped_prefix(&stamped, 40, 3, 9).unwrap(), prefix);
+    // One flipped bit anywhere the CRC covers is refused, not re-blessed.
+    for at in CRC_START..batch.len() {
+        let mut bad = stamped.clone();
+        bad[at] ^= 0x10;
+        match verified_stamped_prefix(&bad, 40, 3, 9) {
+            Err(Error::CrcMismatch { .. } | Error::Truncated { .. }) => {}
+            other => panic!("a flip at byte {at} was accepted: {other:?}"),
+        }
+    }
+    assert!(matches!(verified_stamped_prefix(&stamped[..50], 1, 1, 1), Err(Error::Truncated { .. })));
+}
+
+#[test]
 fn restamping_moves_a_batch_to_a_new_epoch_and_keeps_it_valid() {
     let mut batch = sample().to_vec();
     restamp_producer(&mut batch, 7, 3, 0);

@@ -15,7 +15,8 @@ pub mod internal {
     tonic::include_proto!("fjord.internal.v1");
 }
 
-/// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
+/// The encoded `FileDescriptorSet` of the public API (`fjord.v1`, not the
+/// internal broker-to-broker service), for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fjord_descriptor.bin"));
 
 /// Type URL of [`pb::ErrorDetail`] inside a `google.protobuf.Any`.

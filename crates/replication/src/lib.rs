@@ -17,7 +17,7 @@ pub mod producers;
 pub mod store;
 
 pub use group::{start, Ack, Committed, GroupConfig, GroupHandle, GroupStatus};
-pub use raft::prelude::Message;
+pub use raft::prelude::{Message, MessageType};
 pub use store::GroupStore;
 
 /// Sends Raft messages to other nodes. Implementations queue and batch;
@@ -79,6 +79,16 @@ pub enum Error {
     /// Stored or received bytes are not what they must be.
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// A batch a leader sent for Raft index `index` fails its own check
+    /// (CRC, length); the follower refuses the whole append.
+    #[error("entry at raft index {index} is corrupt: {source}")]
+    CorruptEntry {
+        /// The entry's Raft index.
+        index: u64,
+        /// What failed.
+        #[source]
+        source: fjord_codec::Error,
+    },
     /// This node leads the group but has not committed an entry of its
     /// term yet, so it cannot check idempotent producers' sequences. Retriable.
     #[error("the leader is not serving yet")]

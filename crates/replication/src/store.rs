@@ -126,7 +126,8 @@ pub fn batch_to_entry(h: &BatchHeader, batch: Bytes) -> Result<Entry> {
         .next()
         .ok_or_else(|| Error::Corrupt(format!("empty control batch at raft index {}", h.raft_index)))?
         .map_err(|err| Error::Corrupt(format!("control batch at raft index {}: {err}", h.raft_index)))?;
-    let kind = rec.key.as_deref().map(|k| u16::from_le_bytes([k[0], k[1]]));
+    // The kind is a 2-byte key; anything else is corrupt, never indexed blindly.
+    let kind = rec.key.as_deref().and_then(|k| <[u8; 2]>::try_from(k).ok()).map(u16::from_le_bytes);
     let payload = rec.value.unwrap_or_default();
     match kind {
         Some(CONTROL_NOOP) => e.set_entry_type(EntryType::EntryNormal),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_codec::format::*;
-use fjord_codec::{stamped_prefix, verify_crc, BatchHeader};
+use fjord_codec::{verified_stamped_prefix, verify_crc, BatchHeader};
 
 use crate::config::LogConfig;
 use crate::error::io;
@@ -327,13 +327,16 @@ impl Segment {
     }
 
     /// Appends a batch whose broker fields (`base_offset`, term, index)
-    /// are in `header`; `batch` holds the bytes as received. The stamped
-    /// prefix (with its new CRC) and the untouched rest are written with two
-    /// positional writes, so the batch is never copied.
+    /// are in `header`; `batch` holds the bytes as received, and its CRC
+    /// must check as it arrived (else [`Error::InvalidBatch`], nothing
+    /// written). The stamped prefix (with its new CRC) and the untouched
+    /// rest are written with two positional writes, so the batch is never
+    /// copied.
     pub(crate) fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<()> {
         debug_assert!(self.active);
         debug_assert_eq!(header.base_offset, self.next_offset);
-        let prefix = stamped_prefix(batch, header.base_offset, header.raft_term, header.raft_index);
+        let prefix = verified_stamped_prefix(batch, header.base_offset, header.raft_term, header.raft_index)
+            .map_err(Error::InvalidBatch)?;
         let pos = self.size;
         let end = pos + batch.len() as u64;
         assert!(end <= self.map.len() as u64, "batch past the segment capacity: sized by LogConfig");

@@ -262,6 +262,22 @@ fn a_failed_fsync_poisons_the_log() {
 }
 
 #[test]
+fn a_batch_whose_crc_fails_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&batch(0, 2, 0), pos(1, 1)).unwrap();
+    let mut bad = batch(1, 2, 0).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let err = log.append(&bad, pos(1, 2)).unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(fjord_codec::Error::CrcMismatch { .. })), "{err}");
+    assert!(log.poisoned().is_none(), "a refusal is not a storage failure");
+    assert_eq!(log.log_end_offset(), 2, "nothing of it was written");
+    log.append(&batch(2, 1, 0), pos(1, 2)).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 3, "the log goes on after the refusal");
+}
+
+#[test]
 fn concurrent_appenders_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::sync::Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());

@@ -204,6 +204,17 @@ impl<T: Transport> Driver<T> {
                 if from_leader {
                     self.leader_incarnation = self.transport.incarnation(m.from);
                 }
+                if let Err(e) = check_appended_batches(&m) {
+                    // Not stepped: the leader sends the entries again when
+                    // this follower does not acknowledge them.
+                    tracing::warn!(
+                        group = self.config.group_id,
+                        from = m.from,
+                        error = %e,
+                        "refused a corrupt append from the leader"
+                    );
+                    return None;
+                }
                 if let Err(e) = self.node.step(*m) {
                     tracing::debug!(group = self.config.group_id, error = %e, "raft message dropped");
                 }
@@ -690,4 +701,32 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Checks every batch an append message carries (the leader's bytes, or
+/// the producer's for entries it had not stored yet) against its own CRC
+/// before the follower takes it, so that corruption on the leader's disk
+/// or on the way is refused at the first hop that can see it (STYLE.md:
+/// verify, never re-bless). Control entries are built by each replica
+/// from the entry type and carry no batch.
+fn check_appended_batches(m: &Message) -> Result<()> {
+    if m.get_msg_type() != MessageType::MsgAppend {
+        return Ok(());
+    }
+    for e in m.get_entries() {
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            continue;
+        }
+        let checked = fjord_codec::BatchHeader::parse(&e.data).and_then(|h| {
+            if h.batch_len as usize != e.data.len() {
+                return Err(fjord_codec::Error::Truncated {
+                    needed: h.batch_len as usize,
+                    have: e.data.len(),
+                });
+            }
+            fjord_codec::verify_crc(&e.data, &h)
+        });
+        checked.map_err(|source| Error::CorruptEntry { index: e.index, source })?;
+    }
+    Ok(())
 }

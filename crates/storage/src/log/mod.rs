@@ -230,8 +230,11 @@ impl Log {
 
     /// Appends one batch, giving it the next offsets and the Raft position
     /// `raft` (which must follow the log's last entry: index `+1`, term not
-    /// lower). The caller has validated the batch (`fjord_codec::validate_batch`);
-    /// only its header is checked again here. Returns before the data is
+    /// lower). The caller has validated the batch (`fjord_codec::validate_batch`,
+    /// or a follower the leader's CRC); its header and its CRC as it
+    /// arrived are checked again here before it is stamped (an
+    /// [`Error::InvalidBatch`] writes nothing and does not poison the log).
+    /// Returns before the data is
     /// durable: see [`Log::sync_through`] and [`Log::append_durable`].
     ///
     /// # Errors
@@ -273,8 +276,11 @@ impl Log {
         header.base_offset = active.next_offset;
         header.raft_term = raft.term;
         header.raft_index = raft.index;
-        if let Err(e) = active.append(batch, &header) {
-            return Err(self.poison(&mut inner, e));
+        match active.append(batch, &header) {
+            Ok(()) => {}
+            // Refused before anything was written: the log is as it was.
+            Err(e @ Error::InvalidBatch(_)) => return Err(e),
+            Err(e) => return Err(self.poison(&mut inner, e)),
         }
         inner.last_raft = Some(raft);
         inner.first_raft.get_or_insert(raft.index);
