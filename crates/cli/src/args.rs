@@ -25,6 +25,10 @@ pub(crate) struct Cli {
     /// directive). RUST_LOG, when set, takes precedence.
     #[arg(long, global = true, default_value = "info", value_parser = parse_log_level)]
     pub(crate) log_level: String,
+    /// How log lines look on stderr: `text` for people, `json` (one object
+    /// a line: timestamp, level, target, fields) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FJORD_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
     /// Timeout of each request to a broker (humantime: 500ms, 30s, 2m).
     #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,
@@ -286,6 +290,15 @@ pub(crate) struct TailArgs {
     /// With --group: the group's partition assignor (range, round-robin, sticky).
     #[arg(long, default_value = "", hide_default_value = true, requires = "group")]
     pub(crate) assignor: String,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {

@@ -25,7 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    init_logging(&cli.log_level);
+    init_logging(&cli.log_level, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -44,15 +44,20 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr so stdout stays clean for data. `RUST_LOG`, when set,
-/// takes precedence over `--log-level`.
-fn init_logging(level: &str) {
+/// takes precedence over `--log-level`. raft-rs's own narration arrives
+/// one level down (its `info` is `debug` here, see
+/// `fjord_replication`'s `raft_log`), so the default level shows one line
+/// per event an operator cares about.
+fn init_logging(level: &str, format: args::LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        // raft-rs narrates every election of every group at info; keep its
-        // warnings and our own summary of role changes.
-        .or_else(|_| EnvFilter::try_new(format!("{level},slog=warn")))
+        .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        args::LogFormat::Text => builder.with_ansi(ansi).init(),
+        args::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 /// The error and its causes on one line, joined with ": ".

@@ -14,6 +14,7 @@
 
 pub mod group;
 pub mod producers;
+mod raft_log;
 pub mod store;
 
 pub use group::{start, Ack, Committed, GroupConfig, GroupHandle, GroupStatus};

@@ -40,7 +40,7 @@ struct Pending {
 /// # Errors
 /// raft-rs rejecting the config or the stored state.
 pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Arc<T>) -> Result<GroupHandle> {
-    let logger = slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!("group" => config.group_id));
+    let logger = slog::Logger::root(crate::raft_log::RaftLogDrain, slog::o!("group" => config.group_id));
     // Committed entries are applied again after a restart (applying only
     // moves the high watermark and answers proposals, so it is idempotent).
     let applied = 0;
