@@ -1,10 +1,75 @@
-//! What an operator sees: at the default level one log line per event
-//! that matters, raft-rs's narration kept below it and without source
-//! paths; `--log-format json` for log shippers.
+//! What an operator sees and sets: at the default level one log line per
+//! event that matters, raft-rs's narration kept below it and without
+//! source paths; `--log-format json` for log shippers; a config file
+//! under the environment and the flags.
 
 mod common;
 
-use common::{fjord_ok, Broker};
+use std::process::Command;
+
+use common::{fjord, fjord_bin, fjord_ok, Broker};
+
+#[test]
+fn a_config_file_sits_under_the_environment_and_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fjord.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\nbatch_bytes_max = 65536\nmax_connections = 100\nflush = \"never\"\n",
+    )
+    .unwrap();
+    let print = |envs: &[(&str, &str)], flags: &[&str]| {
+        let out = Command::new(fjord_bin())
+            .args(["broker", "--config"])
+            .arg(&file)
+            .args(flags)
+            .arg("--print-config")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line = |out: &str, key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key}: {out}"))
+            .to_owned()
+    };
+    let out = print(&[("FJORD_MAX_CONNECTIONS", "50"), ("FJORD_FLUSH", "always")], &["--flush", "200ms"]);
+    let shown = file.display().to_string();
+    assert!(
+        line(&out, "batch_bytes_max").contains("\"65536\"") && line(&out, "batch_bytes_max").contains(&shown)
+    );
+    assert!(
+        line(&out, "max_connections").contains("\"50\"")
+            && line(&out, "max_connections").contains("env FJORD_MAX_CONNECTIONS")
+    );
+    assert!(
+        line(&out, "flush").contains("\"200ms\"") && line(&out, "flush").contains("flag --flush"),
+        "{out}"
+    );
+    assert!(line(&out, "data_dir").contains("default"), "{out}");
+
+    // A broker started from the file uses it.
+    let mut broker = Broker::start_args(&dir.path().join("data"), &["--config", file.to_str().unwrap()]);
+    fjord_ok(&broker.addr, &["topic", "create", "small", "--partitions", "1"], b"");
+    let big = format!("{}\n", "x".repeat(100_000));
+    let refused = fjord(&broker.addr, &["publish", "small"], big.as_bytes());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("65536"), "the file's batch_bytes_max applies: {err}");
+    assert!(broker.terminate());
+
+    // Unknown keys and bad values: one line naming the file and the key, exit 1.
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nretention = 5\n").unwrap();
+    let out = Command::new(fjord_bin()).args(["broker", "--config"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fjord.toml") && err.contains("\"retention\"") && err.lines().count() == 1, "{err}");
+    std::fs::write(&file, "batch_bytes_max = \"lots\"\n").unwrap();
+    let out = Command::new(fjord_bin()).args(["broker", "--config"]).arg(&file).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lots"), "{out:?}");
+}
 
 #[test]
 fn default_logs_are_one_line_per_event_and_json_logs_parse() {

@@ -23,7 +23,7 @@ pub(crate) struct Cli {
     pub(crate) broker: String,
     /// Log filter for stderr (error, warn, info, debug, trace, or a tracing
     /// directive). RUST_LOG, when set, takes precedence.
-    #[arg(long, global = true, default_value = "info", value_parser = parse_log_level)]
+    #[arg(long, global = true, env = "FJORD_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub(crate) log_level: String,
     /// How log lines look on stderr: `text` for people, `json` (one object
     /// a line: timestamp, level, target, fields) for log shippers.

@@ -8,11 +8,12 @@
 
 mod args;
 mod cmd;
+mod config_file;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than glibc's malloc: the broker and client allocate and
@@ -24,7 +25,21 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    // A broker's config file first: its values reach clap as defaults
+    // under the environment and the flags (see `config_file`).
+    let applied = match config_file::apply() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = args::Cli::command().get_matches();
+    let cli = args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if matches!(&cli.command, args::Command::Broker(b) if b.print_config) {
+        print!("{}", config_file::render(&matches, applied.as_ref()));
+        return ExitCode::SUCCESS;
+    }
     init_logging(&cli.log_level, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -10,9 +10,19 @@ use clap::Args;
 use fjord_broker::{BrokerConfig, FlushPolicy};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// `fjord broker`
+/// `fjord broker`. Every flag is also a key of the `--config` file (its
+/// long name with `_`) and an environment variable `FJORD_<KEY>`; a flag
+/// beats the environment, which beats the file (see [`crate::config_file`]).
 #[derive(Debug, Args)]
 pub(crate) struct BrokerArgs {
+    /// A TOML file of settings: each key is a flag's long name with `_`
+    /// (`data_dir = "/var/lib/fjord"`). Unknown keys are an error.
+    #[arg(long, env = "FJORD_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the effective settings, each with where it came from (flag,
+    /// environment, file or default), and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
     /// Directory holding topic metadata and partition logs.
     #[arg(long, env = "FJORD_DATA_DIR", default_value = "fjord-data")]
     pub(crate) data_dir: PathBuf,
@@ -20,30 +30,30 @@ pub(crate) struct BrokerArgs {
     #[arg(long, env = "FJORD_LISTEN", default_value = "127.0.0.1:9092")]
     pub(crate) listen: SocketAddr,
     /// This broker's id (at least 1).
-    #[arg(long = "id", env = "FJORD_BROKER_ID", default_value_t = 1)]
+    #[arg(long, visible_alias = "id", env = "FJORD_BROKER_ID", default_value_t = 1)]
     pub(crate) broker_id: u64,
     /// When appends are fsynced: `always` (before acknowledging; the
     /// default), `never` (left to the OS), or an interval such as `200ms`.
     #[arg(long, env = "FJORD_FLUSH", default_value = "always", value_parser = parse_flush)]
     pub(crate) flush: FlushPolicy,
     /// Largest record batch accepted, in bytes (at most 64 MiB).
-    #[arg(long, default_value_t = fjord_broker::BATCH_BYTES_MAX_DEFAULT)]
+    #[arg(long, env = "FJORD_BATCH_BYTES_MAX", default_value_t = fjord_broker::BATCH_BYTES_MAX_DEFAULT)]
     pub(crate) batch_bytes_max: usize,
     /// Most concurrent client connections.
-    #[arg(long, default_value_t = fjord_broker::CONNECTIONS_MAX_DEFAULT)]
+    #[arg(long, env = "FJORD_MAX_CONNECTIONS", default_value_t = fjord_broker::CONNECTIONS_MAX_DEFAULT)]
     pub(crate) max_connections: usize,
     /// Every broker of the cluster, `ID=HOST:PORT,...` (client addresses; the
     /// same list on every broker). Without it the broker is a cluster of one.
     #[arg(long, env = "FJORD_PEERS", value_parser = parse_peers)]
     pub(crate) peers: Option<BTreeMap<u64, String>>,
     /// Replication factor of topics created without one (capped at the cluster size).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "FJORD_DEFAULT_REPLICATION_FACTOR", default_value_t = 3)]
     pub(crate) default_replication_factor: u32,
     /// Accept fault-injection requests from tests (network partitions). Never in production.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "FJORD_ENABLE_FAULT_INJECTION")]
     pub(crate) enable_fault_injection: bool,
     /// How often retention and interval flushes run, e.g. `5s`.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FJORD_MAINTENANCE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) maintenance_interval: std::time::Duration,
 }
 
