@@ -7,7 +7,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{fjord, fjord_bin, fjord_ok, Broker};
+use std::time::{Duration, Instant};
+
+use common::{fjord, fjord_bin, fjord_ok, Broker, Cluster};
 
 #[test]
 fn a_config_file_sits_under_the_environment_and_the_flags() {
@@ -101,4 +103,56 @@ fn default_logs_are_one_line_per_event_and_json_logs_parse() {
         events += 1;
     }
     assert!(log.contains(r#""message":"created topic""#) && events >= 4, "{log}");
+}
+
+#[test]
+fn topic_settings_change_on_every_replica_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    let all = cluster.bootstrap();
+    fjord_ok(
+        &all,
+        &["topic", "create", "alt", "--partitions", "1", "-r", "3", "--segment-bytes", "65536"],
+        b"",
+    );
+    let lines: String = (0..2000).map(|i| format!("{i:05}-{}\n", "x".repeat(200))).collect();
+    fjord_ok(&all, &["publish", "alt"], lines.as_bytes());
+
+    let altered = fjord_ok(
+        &all,
+        &["topic", "alter", "alt", "--retention-bytes", "100000", "--compression", "zstd"],
+        b"",
+    );
+    assert!(altered.contains("retention.bytes=100000") && altered.contains("compression=zstd"), "{altered}");
+    // Every broker applied it: each describes the new settings, and each
+    // replica's retention (every second here) drops old segments.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for addr in &cluster.addrs {
+        loop {
+            let d: serde_json::Value =
+                serde_json::from_str(&fjord_ok(addr, &["topic", "describe", "alt", "--format", "json"], b""))
+                    .unwrap();
+            let start = d["partitions"][0]["log_start_offset"].as_u64().unwrap();
+            if d["config"]["retention_bytes"] == 100000 && d["config"]["compression"] == "zstd" && start > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "broker {addr} did not apply the change: {d}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // The other settings kept their values.
+    let d = fjord_ok(&all, &["topic", "describe", "alt"], b"");
+    assert!(d.contains("segment.bytes=65536"), "{d}");
+
+    // Bad input: one line, non-zero exit, nothing changed.
+    for (args, words) in [
+        (&["topic", "alter", "nope", "--retention-ms", "5"][..], "nope"),
+        (&["topic", "alter", "alt"][..], "at least one"),
+        (&["topic", "alter", "alt", "--segment-bytes", "10"][..], "segment_bytes"),
+        (&["topic", "alter", "alt", "--compression", "gzip"][..], "gzip"),
+    ] {
+        let out = fjord(&all, args, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(words) && err.lines().count() == 1, "{args:?}: {err}");
+    }
 }

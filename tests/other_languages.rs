@@ -509,7 +509,15 @@ async fn health_and_reflection_are_served() {
     assert_eq!(methods("Consumer"), ["Fetch", "Subscribe", "ListOffsets", "Read", "ReadStream"]);
     assert_eq!(
         methods("Admin"),
-        ["CreateTopic", "DeleteTopic", "ListTopics", "DescribeTopic", "DescribeCluster", "Metadata"]
+        [
+            "CreateTopic",
+            "DeleteTopic",
+            "AlterTopic",
+            "ListTopics",
+            "DescribeTopic",
+            "DescribeCluster",
+            "Metadata"
+        ]
     );
     assert_eq!(
         methods("Groups"),

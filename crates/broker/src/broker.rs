@@ -343,6 +343,21 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Changes a topic's settings through the metadata group; every broker
+    /// applies them to its replicas as it applies the command.
+    pub(crate) async fn alter_topic(&self, name: &str, config: &pb::TopicConfig) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        self.check_metadata_leader()?;
+        let _admin = self.admin.lock().await;
+        let current = self.state.read().unwrap_or_else(|p| p.into_inner()).topics.get(name).cloned();
+        let Some(current) = current else { return Err(Error::UnknownTopic(name.to_owned())) };
+        let settings = current.settings.altered(config)?;
+        self.propose_metadata(&Command::AlterTopic { name: name.to_owned(), settings: settings.clone() })
+            .await?;
+        tracing::info!(topic = %name, ?settings, "altered topic");
+        self.topic(name)
+    }
+
     /// Deletes a topic through the metadata group.
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<()> {
         validate_topic_name(name)?;
@@ -404,6 +419,26 @@ impl Broker {
                 let topic =
                     Arc::new(Topic { meta: meta.clone(), partitions, next_keyless: AtomicU32::new(0) });
                 self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), topic);
+            }
+            Change::Altered(meta) => {
+                let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(old) = topics.get(&meta.name).cloned() {
+                    let log_config = meta.settings.log_config(self.config.flush);
+                    for p in old.partitions.iter().flatten() {
+                        // Validated before it was proposed; a refusal here
+                        // would be a broker whose limits differ: keep the old.
+                        if let Err(e) = p.log.set_config(&log_config) {
+                            tracing::error!(topic = %meta.name, partition = p.id, error = %e, "cannot apply altered settings");
+                        }
+                    }
+                    let next = old.next_keyless.load(std::sync::atomic::Ordering::Relaxed);
+                    let topic = Topic {
+                        meta: meta.clone(),
+                        partitions: old.partitions.clone(),
+                        next_keyless: AtomicU32::new(next),
+                    };
+                    topics.insert(meta.name.clone(), Arc::new(topic));
+                }
             }
             Change::Deleted(meta) => {
                 let topic = self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&meta.name);

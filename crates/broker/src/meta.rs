@@ -41,6 +41,9 @@ pub(crate) enum Command {
     CreateTopic { name: String, replication_factor: u32, settings: TopicSettings, assignment: Vec<Vec<u64>> },
     /// Deletes a topic if it exists.
     DeleteTopic { name: String },
+    /// Replaces a topic's settings if it exists (the whole validated set,
+    /// so applying it does not depend on what was there before).
+    AlterTopic { name: String, settings: TopicSettings },
     /// Allocates a producer id: the metadata log offset of this command,
     /// unique and never reused, so applying it changes nothing.
     AllocateProducerId,
@@ -59,6 +62,7 @@ pub(crate) struct MetaState {
 pub(crate) enum Change {
     Created(TopicMeta),
     Deleted(TopicMeta),
+    Altered(TopicMeta),
     None,
 }
 
@@ -84,6 +88,13 @@ impl MetaState {
             }
             Command::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(meta) => Change::Deleted(meta),
+                None => Change::None,
+            },
+            Command::AlterTopic { name, settings } => match self.topics.get_mut(&name) {
+                Some(meta) => {
+                    meta.settings = settings;
+                    Change::Altered(meta.clone())
+                }
                 None => Change::None,
             },
             Command::AllocateProducerId => Change::None,

@@ -72,6 +72,29 @@ fn compression_default() -> String {
 }
 
 impl TopicSettings {
+    /// These settings with the fields `c` sets replaced, validated.
+    pub(crate) fn altered(&self, c: &pb::TopicConfig) -> Result<TopicSettings> {
+        let changes = [
+            c.retention_ms.is_some(),
+            c.retention_bytes.is_some(),
+            c.segment_bytes.is_some(),
+            c.segment_ms.is_some(),
+            c.compression.is_some(),
+        ];
+        if !changes.contains(&true) {
+            return Err(Error::InvalidArgument("config: set at least one setting to change".into()));
+        }
+        let current = self.to_pb();
+        let merged = pb::TopicConfig {
+            retention_ms: c.retention_ms.or(current.retention_ms),
+            retention_bytes: c.retention_bytes.or(current.retention_bytes),
+            segment_bytes: c.segment_bytes.or(current.segment_bytes),
+            segment_ms: c.segment_ms.or(current.segment_ms),
+            compression: c.compression.clone().or(current.compression),
+        };
+        TopicSettings::from_request(Some(&merged))
+    }
+
     /// Settings from a create request, validated; unset fields take defaults.
     pub(crate) fn from_request(c: Option<&pb::TopicConfig>) -> Result<TopicSettings> {
         let c = c.cloned().unwrap_or_default();

@@ -102,6 +102,8 @@ pub(crate) enum TopicCommand {
         /// Topic name.
         name: String,
     },
+    /// Change a topic's settings on every replica, without a restart.
+    Alter(AlterTopicArgs),
 }
 
 /// `fjord topic create`
@@ -115,6 +117,22 @@ pub(crate) struct CreateTopicArgs {
     /// Replicas per partition (default: the broker's).
     #[arg(long, short = 'r')]
     pub(crate) replication_factor: Option<u32>,
+    #[command(flatten)]
+    pub(crate) settings: TopicSettingsArgs,
+}
+
+/// `fjord topic alter`
+#[derive(Debug, Args)]
+pub(crate) struct AlterTopicArgs {
+    /// Topic name.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) settings: TopicSettingsArgs,
+}
+
+/// Per-topic settings, as `topic create` sets and `topic alter` changes them.
+#[derive(Debug, Args)]
+pub(crate) struct TopicSettingsArgs {
     /// Delete closed segments older than this many ms; -1 keeps forever.
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) retention_ms: Option<i64>,
@@ -364,7 +382,7 @@ mod tests {
             .unwrap();
         match cli.command {
             Command::Topic { command: TopicCommand::Create(c), .. } => {
-                assert_eq!((c.partitions, c.retention_ms), (3, Some(-1)))
+                assert_eq!((c.partitions, c.settings.retention_ms), (3, Some(-1)))
             }
             other => panic!("parsed {other:?}"),
         }

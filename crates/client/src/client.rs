@@ -171,6 +171,20 @@ impl Client {
         Ok((resp.producer_id, epoch))
     }
 
+    /// Changes a topic's settings (the fields `settings` sets; the others
+    /// keep their values). Every replica applies them without a restart.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], [`Error::InvalidArgument`] naming the bad
+    /// field (or that none is set), or a transport/availability error after retries.
+    pub async fn alter_topic(&self, name: &str, settings: TopicSettings) -> Result<TopicDescription> {
+        let msg = pb::AlterTopicRequest { name: name.to_string(), config: Some(settings.into()) };
+        // Applying the same settings twice is harmless: retried like a read.
+        let resp =
+            self.admin(true, msg, |ch, r| async move { AdminClient::new(ch).alter_topic(r).await }).await?;
+        Ok(resp.topic.ok_or_else(|| missing("AlterTopicResponse.topic"))?.into())
+    }
+
     /// Deletes a topic and all its records.
     ///
     /// # Errors

@@ -69,6 +69,12 @@ impl pb::admin_server::Admin for Mock {
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         Err(Status::unimplemented("mock"))
     }
+    async fn alter_topic(
+        &self,
+        _: Request<pb::AlterTopicRequest>,
+    ) -> Result<Response<pb::AlterTopicResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn list_topics(
         &self,
         _: Request<pb::ListTopicsRequest>,

@@ -326,6 +326,12 @@ impl Segment {
         (pos + h.batch_len as usize <= len && verify_crc(batch, &h).is_ok()).then_some(h)
     }
 
+    /// The size this segment was created (or reopened) for: its mapped
+    /// capacity less the one maximal batch that may cross the limit.
+    pub(crate) fn size_limit(&self) -> u64 {
+        (self.map.len() as u64).saturating_sub(BATCH_LEN_MAX as u64)
+    }
+
     /// Appends a batch whose broker fields (`base_offset`, term, index)
     /// are in `header`; `batch` holds the bytes as received, and its CRC
     /// must check as it arrived (else [`Error::InvalidBatch`], nothing

@@ -278,6 +278,39 @@ fn a_batch_whose_crc_fails_is_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn altered_settings_apply_to_an_open_log_and_never_overfill_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut n = 1;
+    for i in 0..20 {
+        log.append(&batch(i, 3, 0), pos(1, n)).unwrap();
+        n += 1;
+    }
+    // A larger segment size: the active segment still rolls at the size it
+    // was made for (its file and indexes are sized by it); new ones use it.
+    let mut bigger = small_config();
+    bigger.segment_bytes = 1 << 20;
+    bigger.retention_bytes = Some(8192);
+    log.set_config(&bigger).unwrap();
+    for i in 20..400 {
+        log.append(&batch(i, 3, 0), pos(1, n)).unwrap();
+        n += 1;
+    }
+    assert_eq!(read_all(&log, 0).len(), 400 * 3);
+    let deleted = log.maintain(0, log.log_end_offset()).unwrap();
+    // The segment open when the change came still rolled at its own 4 KiB
+    // (plus the batch that crossed it); the ~50 KB after it went into one
+    // segment of the new size, so 8 KiB of retention deletes everything before it.
+    assert!(deleted.len() >= 2 && log.log_start_offset() > 0, "the new retention applies: {deleted:?}");
+    assert!(deleted.iter().all(|d| d.size <= 4096 + 256), "no segment outgrew its size: {deleted:?}");
+    assert!(read_all(&log, log.log_start_offset()).len() > 300 * 3, "the new segment holds the rest");
+    let mut bad = small_config();
+    bad.segment_bytes = 10;
+    assert!(matches!(log.set_config(&bad), Err(Error::Config(_))));
+    assert_eq!(log.config().segment_bytes, 1 << 20, "a refused change changes nothing");
+}
+
+#[test]
 fn concurrent_appenders_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::sync::Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());

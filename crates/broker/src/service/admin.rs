@@ -68,6 +68,17 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn alter_topic(
+        &self,
+        request: Request<pb::AlterTopicRequest>,
+    ) -> Result<Response<pb::AlterTopicResponse>, Status> {
+        let req = request.into_inner();
+        crate::topics::check_user_topic(&req.name)?;
+        let config = req.config.unwrap_or_default();
+        let topic = self.broker.alter_topic(&req.name, &config).await?;
+        Ok(Response::new(pb::AlterTopicResponse { topic: Some(self.describe(&topic)) }))
+    }
+
     async fn create_topic(
         &self,
         request: Request<pb::CreateTopicRequest>,

@@ -3,7 +3,7 @@
 use fjord_client::{Client, TopicDescription, TopicSettings};
 use serde_json::{json, Value};
 
-use crate::args::{CreateTopicArgs, TableFormat, TopicCommand};
+use crate::args::{CreateTopicArgs, TableFormat, TopicCommand, TopicSettingsArgs};
 use crate::output::{print_json, Table};
 
 /// Runs a `topic` subcommand.
@@ -36,6 +36,16 @@ pub(crate) async fn run(client: &Client, format: TableFormat, command: TopicComm
                 }
             }
         }
+        TopicCommand::Alter(args) => {
+            let d = client.alter_topic(&args.name, settings(args.settings)).await?;
+            match format {
+                TableFormat::Json => print_json(&description_json(&d)),
+                TableFormat::Table => {
+                    print!("{}", description_text(&d));
+                    Ok(())
+                }
+            }
+        }
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await?;
             match format {
@@ -49,14 +59,18 @@ pub(crate) async fn run(client: &Client, format: TableFormat, command: TopicComm
     }
 }
 
+fn settings(a: TopicSettingsArgs) -> TopicSettings {
+    TopicSettings {
+        retention_ms: a.retention_ms,
+        retention_bytes: a.retention_bytes,
+        segment_bytes: a.segment_bytes,
+        segment_ms: a.segment_ms,
+        compression: a.compression,
+    }
+}
+
 async fn create(client: &Client, format: TableFormat, args: CreateTopicArgs) -> anyhow::Result<()> {
-    let settings = TopicSettings {
-        retention_ms: args.retention_ms,
-        retention_bytes: args.retention_bytes,
-        segment_bytes: args.segment_bytes,
-        segment_ms: args.segment_ms,
-        compression: args.compression,
-    };
+    let settings = settings(args.settings);
     let d = client
         .create_topic(&args.name, args.partitions, args.replication_factor.unwrap_or(0), settings)
         .await?;

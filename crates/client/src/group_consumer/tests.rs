@@ -142,6 +142,9 @@ impl pb::admin_server::Admin for Mock {
     async fn delete_topic(&self, _: Request<pb::DeleteTopicRequest>) -> Reply<pb::DeleteTopicResponse> {
         Err(Status::unimplemented("mock"))
     }
+    async fn alter_topic(&self, _: Request<pb::AlterTopicRequest>) -> Reply<pb::AlterTopicResponse> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn list_topics(&self, _: Request<pb::ListTopicsRequest>) -> Reply<pb::ListTopicsResponse> {
         Err(Status::unimplemented("mock"))
     }

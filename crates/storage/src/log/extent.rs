@@ -65,7 +65,7 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         let target = inner.segments.last_mut().expect("never empty");
-        target.truncate_to(pos, &self.config)
+        target.truncate_to(pos, &self.config())
     }
 
     /// Discards the whole log and starts it afresh, empty, at `start_offset`,
@@ -82,7 +82,7 @@ impl Log {
                 seg.delete(&self.dir)?;
                 sync_dir(&self.dir)?;
             }
-            inner.segments.push(Segment::create(&self.dir, start_offset, &self.config)?);
+            inner.segments.push(Segment::create(&self.dir, start_offset, &self.config())?);
             sync_dir(&self.dir)
         })();
         if let Err(e) = result {
@@ -145,12 +145,12 @@ impl Log {
     pub fn maintain(&self, now_ms: i64, limit: u64) -> Result<Vec<DeletedSegment>> {
         self.seal_closed()?;
         let mut inner = self.lock();
-        let retention_cut = self.config.retention_ms.map(|r| now_ms.saturating_sub(r as i64));
+        let config = self.config();
+        let retention_cut = config.retention_ms.map(|r| now_ms.saturating_sub(r as i64));
         let active = inner.segments.last().expect("never empty");
         if active.size > 0 && active.next_offset <= limit && inner.poisoned.is_none() {
-            let aged = active
-                .first_timestamp
-                .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.segment_ms as i64);
+            let aged =
+                active.first_timestamp.is_some_and(|t| now_ms.saturating_sub(t) >= config.segment_ms as i64);
             // A segment of control batches only has no time (`i64::MIN`) and
             // is not rolled for it.
             let expired = retention_cut
@@ -159,7 +159,7 @@ impl Log {
                 self.roll(&mut inner)?;
             }
         }
-        let retention_bytes = self.config.retention_bytes;
+        let retention_bytes = config.retention_bytes;
         self.delete_front_while(&mut inner, |seg, total| {
             seg.next_offset <= limit
                 && (retention_cut.is_some_and(|cut| seg.max_timestamp < cut)

@@ -8,7 +8,7 @@
 //! share one fsync (group commit).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use fjord_codec::format::*;
@@ -97,7 +97,9 @@ struct SyncState {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// Changed only by [`Log::set_config`] (a topic's settings altered);
+    /// each operation reads one snapshot of it.
+    config: RwLock<LogConfig>,
     inner: Mutex<Inner>,
     sync: Mutex<SyncState>,
     synced: Condvar,
@@ -143,7 +145,7 @@ impl Log {
         let first_raft = segments.iter().find_map(|s| s.first_raft_index());
         let log = Log {
             dir,
-            config,
+            config: RwLock::new(config),
             inner: Mutex::new(Inner {
                 segments,
                 last_raft,
@@ -170,9 +172,29 @@ impl Log {
         &self.dir
     }
 
-    /// The config the log was opened with.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The config in force.
+    pub fn config(&self) -> LogConfig {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes the settings a topic may alter while the log is open:
+    /// retention (applied at the next retention pass) and segment size and
+    /// age (applied from the next roll). The flush policy and index
+    /// interval stay as opened. A segment never grows past the size it was
+    /// created for, so a larger `segment_bytes` takes effect from the next
+    /// segment on.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the new values are out of range.
+    pub fn set_config(&self, new: &LogConfig) -> Result<()> {
+        let mut c = self.config();
+        c.retention_ms = new.retention_ms;
+        c.retention_bytes = new.retention_bytes;
+        c.segment_bytes = new.segment_bytes;
+        c.segment_ms = new.segment_ms;
+        c.validate()?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = c;
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -269,7 +291,8 @@ impl Log {
             });
         }
         let active = inner.segments.last().expect("never empty");
-        if active.size > 0 && active.size + batch.len() as u64 > self.config.segment_bytes {
+        let limit = self.config().segment_bytes.min(active.size_limit());
+        if active.size > 0 && active.size + batch.len() as u64 > limit {
             self.roll(&mut inner)?;
         }
         let active = inner.segments.last_mut().expect("never empty");
@@ -294,7 +317,7 @@ impl Log {
     /// As [`Log::append`] and [`Log::sync_through`].
     pub fn append_durable(&self, batch: &[u8], raft: RaftPos) -> Result<Appended> {
         let appended = self.append(batch, raft)?;
-        if self.config.flush == FlushPolicy::Always {
+        if self.config().flush == FlushPolicy::Always {
             self.sync_through(appended.next_offset)?;
         }
         Ok(appended)
@@ -379,7 +402,7 @@ impl Log {
     /// # Errors
     /// As [`Log::sync_through`].
     pub fn flush_if_due(&self, now_ms: u64) -> Result<()> {
-        let FlushPolicy::IntervalMs(interval) = self.config.flush else { return Ok(()) };
+        let FlushPolicy::IntervalMs(interval) = self.config().flush else { return Ok(()) };
         let due = {
             let mut st = self.lock_sync();
             let due = st.last_flush_ms.is_none_or(|last| now_ms.saturating_sub(last) >= interval);
@@ -415,7 +438,7 @@ impl Log {
     fn roll(&self, inner: &mut Inner) -> Result<()> {
         let active = inner.segments.last_mut().expect("never empty");
         let end = active.next_offset;
-        let seg = match Segment::create(&self.dir, end, &self.config)
+        let seg = match Segment::create(&self.dir, end, &self.config())
             .and_then(|s| sync_dir(&self.dir).map(|()| s))
         {
             Ok(s) => s,
