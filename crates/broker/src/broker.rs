@@ -68,6 +68,8 @@ pub(crate) struct Broker {
     /// Broker id → client address, this broker included.
     pub(crate) peers: Peers,
     pub(crate) faults: Arc<Faults>,
+    /// Free space of the data directory against `min_free_bytes`.
+    pub(crate) disk: crate::disk::DiskGuard,
     transport: Arc<PeerTransport>,
     metadata: GroupHandle,
     metadata_log: Arc<Log>,
@@ -115,6 +117,7 @@ impl Broker {
             })
             .await?
         };
+        let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes)?;
         let transport = Arc::new(PeerTransport::start(me, &peers, faults.clone()));
         let voters: Vec<u64> = peers.keys().copied().collect();
         let store = GroupStore::new(log.clone(), state, voters.clone());
@@ -131,6 +134,7 @@ impl Broker {
             config,
             peers,
             faults,
+            disk,
             transport,
             metadata: metadata.clone(),
             metadata_log: log,
@@ -467,6 +471,9 @@ impl Broker {
     /// what was deleted; and hands leadership back to preferred replicas
     /// that have caught up.
     pub(crate) async fn maintain(&self) {
+        if let Err(e) = self.disk.check() {
+            tracing::warn!(error = %e, "cannot measure the data directory's free space");
+        }
         let me = self.config.broker_id;
         for topic in self.topics() {
             for p in topic.partitions.iter().flatten() {

@@ -73,6 +73,10 @@ pub struct BrokerConfig {
     pub fault_injection: bool,
     /// How often retention runs. Default 5 s.
     pub maintenance_interval: Duration,
+    /// Free bytes the data directory's filesystem must keep; below it
+    /// produce is refused. Default (`None`): the smaller of 1 GiB and 5%
+    /// of the volume.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +93,7 @@ impl Default for BrokerConfig {
             peers: std::collections::BTreeMap::new(),
             fault_injection: false,
             maintenance_interval: MAINTENANCE_INTERVAL,
+            min_free_bytes: None,
         }
     }
 }

@@ -107,6 +107,20 @@ pub enum Error {
     /// The partition's storage failed; it accepts no writes.
     #[error("storage failure: {0}")]
     Storage(#[from] fjord_storage::Error),
+    /// The disk is nearly full: produce is refused until space is freed.
+    #[error(
+        "disk nearly full: {free} bytes free on {}, below min_free_bytes {min_free_bytes}; produce is refused \
+         until space is freed (delete a topic or lower retention); reads and commits still work",
+        dir.display()
+    )]
+    DiskFull {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The threshold.
+        min_free_bytes: u64,
+    },
     /// The request did not complete in time.
     #[error("{0}")]
     Timeout(String),
@@ -212,6 +226,7 @@ impl Error {
             Error::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
+            Error::DiskFull { .. } => (Code::ResourceExhausted, ErrorCode::DiskFull),
             Error::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
             Error::NotLeader { .. } | Error::NotMetadataLeader { .. } => {
                 (Code::Unavailable, ErrorCode::NotLeader)

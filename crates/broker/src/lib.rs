@@ -9,6 +9,7 @@
 
 mod broker;
 mod config;
+mod disk;
 mod error;
 mod groups;
 mod meta;
@@ -19,6 +20,7 @@ mod topics;
 mod transport;
 
 pub use config::*;
+pub use disk::{MIN_FREE_BYTES_DEFAULT, MIN_FREE_PERCENT_DEFAULT};
 pub use error::{Error, Result};
 pub use fjord_storage::FlushPolicy;
 pub use server::run;

@@ -92,6 +92,13 @@ pub enum Error {
         /// Which partition and offset, and what failed.
         message: String,
     },
+    /// The broker's disk is nearly full and it refuses produce requests
+    /// until space is freed; nothing was written.
+    #[error("broker disk full: {message}")]
+    DiskFull {
+        /// Free bytes and the threshold.
+        message: String,
+    },
     /// The request did not complete within its timeout.
     #[error("request timed out: {message}")]
     Timeout {
@@ -273,6 +280,7 @@ pub(crate) fn from_detail(d: pb::ErrorDetail) -> Option<Error> {
         C::TopicAlreadyExists => Error::TopicAlreadyExists { message },
         C::StorageFailed => Error::StorageFailed { message },
         C::CorruptData => Error::CorruptData { message },
+        C::DiskFull => Error::DiskFull { message },
         C::Timeout => Error::Timeout { message },
         C::Busy => Error::Busy { message },
         C::Unavailable => Error::Unavailable { message },

@@ -27,6 +27,7 @@
 //! ```
 
 mod config;
+mod disk;
 mod error;
 mod index;
 mod log;
@@ -38,6 +39,7 @@ pub use config::{
     FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
 };
+pub use disk::{disk_space, DiskSpace};
 pub use error::{Error, Result};
 pub use log::{Appended, DeletedSegment, Log, RaftPos, ReadResult};
 pub use raft_state::RaftState;

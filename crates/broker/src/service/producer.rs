@@ -79,6 +79,7 @@ impl ProducerService {
         let timeout = produce_timeout(req.timeout_ms)?;
         crate::topics::check_user_topic(&req.topic)?;
         let topic = self.broker.topic(&req.topic)?;
+        self.broker.disk.check_produce()?;
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(req.batches.len());
         for pb in &req.batches {

@@ -97,6 +97,7 @@ impl ProducerService {
             .map_err(|e| Error::InvalidArgument(format!("topic: {e}")))?;
         crate::topics::check_user_topic(&req.topic)?;
         let topic = self.broker.topic(&req.topic)?;
+        self.broker.disk.check_produce()?;
         let count = topic.meta.partitions();
         let max = self.broker.config.batch_bytes_max;
         let compression = topic.meta.settings.forced_compression().unwrap_or(Compression::None);

@@ -52,6 +52,11 @@ pub(crate) struct BrokerArgs {
     /// Accept fault-injection requests from tests (network partitions). Never in production.
     #[arg(long, hide = true, env = "FJORD_ENABLE_FAULT_INJECTION")]
     pub(crate) enable_fault_injection: bool,
+    /// Free bytes the data directory's filesystem must keep: below it,
+    /// produce requests are refused (reads, commits and deletes go on).
+    /// Default: the smaller of 1 GiB and 5% of the volume.
+    #[arg(long, env = "FJORD_MIN_FREE_BYTES")]
+    pub(crate) min_free_bytes: Option<u64>,
     /// How often retention and interval flushes run, e.g. `5s`.
     #[arg(long, env = "FJORD_MAINTENANCE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) maintenance_interval: std::time::Duration,
@@ -104,6 +109,7 @@ impl BrokerArgs {
             peers: self.peers.clone().unwrap_or_default(),
             default_replication_factor: self.default_replication_factor,
             fault_injection: self.enable_fault_injection,
+            min_free_bytes: self.min_free_bytes,
             ..Default::default()
         }
     }
