@@ -363,7 +363,95 @@ async fn bad_group_requests_are_refused_with_what_was_wrong() {
         pb::ErrorCode::UnknownPartition,
         &["no partition 7"],
     );
-    groups.commit_offsets(commit("t", 1)).await.unwrap();
+    groups.commit_offsets(commit("t", 1)).await.unwrap(); // the leader's no-op is at 0: 1 is the end
+}
+
+/// A commit past a partition's high watermark (from an admin or a member)
+/// is refused with the valid range, and the group keeps its offset: one at
+/// 2^64-1 showed as committed with a lag of 0 and would skip every record
+/// written until the log got there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_past_the_high_watermark_are_out_of_range() {
+    use fjord_proto::pb::groups_client::GroupsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "t", "--partitions", "1"], b"");
+    fjord_ok(&broker.addr, &["publish", "t"], b"a\nb\nc\n");
+    let ch = channel(&broker.addr).await;
+    let (mut groups, mut consumer) = (GroupsClient::new(ch.clone()), ConsumerClient::new(ch));
+    let lo = pb::ListOffsetsRequest { topic: "t".into(), partition: 0, spec: 2, timestamp_ms: 0 };
+    let o = consumer.list_offsets(lo).await.unwrap().into_inner();
+    let (start, end) = (o.log_start_offset, o.high_watermark);
+    assert!(end >= 3, "three records: {o:?}");
+    let commit = |offset| pb::CommitOffsetsRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: vec![pb::OffsetCommit { topic: "t".into(), partition: 0, offset, metadata: String::new() }],
+    };
+    // The first request of a group creates the offsets topic; its
+    // coordinator may then still be starting.
+    for g in ["g", "m"] {
+        groups.find_coordinator(pb::FindCoordinatorRequest { group_id: g.into() }).await.unwrap();
+    }
+    let mut first = groups.commit_offsets(commit(end)).await;
+    for _ in 0..100 {
+        match &first {
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                first = groups.commit_offsets(commit(end)).await;
+            }
+            _ => break,
+        }
+    }
+    first.expect("the high watermark itself is a valid position");
+    let committed = |addr: &str| {
+        let out = fjord_ok(addr, &["group", "describe", "g", "--format", "json"], b"");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v["partitions"][0]["committed"].as_u64(), v["partitions"][0]["lag"].as_u64())
+    };
+    assert_eq!(committed(&broker.addr), (Some(end), Some(0)));
+    let range = format!("[{start}, {end}]");
+    for bad in [u64::MAX, end + 1] {
+        let d = expect(
+            groups.commit_offsets(commit(bad)).await,
+            Code::OutOfRange,
+            pb::ErrorCode::OffsetOutOfRange,
+            &[&bad.to_string(), &range, "t/0"],
+        );
+        assert_eq!((d.log_start_offset, d.log_end_offset), (start, end));
+    }
+    assert_eq!(committed(&broker.addr), (Some(end), Some(0)), "the refused commits changed nothing");
+    // A member's commit gets the same check.
+    let join = pb::GroupHeartbeatRequest {
+        group_id: "m".into(),
+        member_id: "m1".into(),
+        member_epoch: 0,
+        topics: vec!["t".into()],
+        ..Default::default()
+    };
+    let mut hb = groups.group_heartbeat(join.clone()).await.unwrap().into_inner();
+    for _ in 0..50 {
+        if !hb.assigned.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let again = pb::GroupHeartbeatRequest { member_epoch: hb.member_epoch, ..join.clone() };
+        hb = groups.group_heartbeat(again).await.unwrap().into_inner();
+    }
+    assert!(!hb.assigned.is_empty(), "the member was given t/0: {hb:?}");
+    let member_commit = pb::CommitOffsetsRequest {
+        group_id: "m".into(),
+        member_id: "m1".into(),
+        member_epoch: hb.member_epoch,
+        ..commit(u64::MAX)
+    };
+    expect(
+        groups.commit_offsets(member_commit).await,
+        Code::OutOfRange,
+        pb::ErrorCode::OffsetOutOfRange,
+        &[&range],
+    );
 }
 
 /// Names longer than a topic name can be are refused as such by every RPC

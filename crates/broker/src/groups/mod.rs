@@ -372,6 +372,15 @@ impl Coordinator {
                 });
             }
         }
+        for chunk in offsets.chunks(REMOTE_CALLS_IN_FLIGHT_MAX) {
+            let checks: Vec<_> = chunk
+                .iter()
+                .map(|o| {
+                    lookup::check_committable(&self.broker, &self.channels, &o.topic, o.partition, o.offset)
+                })
+                .collect();
+            futures::future::try_join_all(checks).await?;
+        }
         let (p, mut shard) = self.lock(group).await?;
         shard.check_room(group)?;
         let g = shard.groups.get(group).cloned().unwrap_or_default();
