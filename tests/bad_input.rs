@@ -363,5 +363,183 @@ async fn bad_group_requests_are_refused_with_what_was_wrong() {
         pb::ErrorCode::UnknownPartition,
         &["no partition 7"],
     );
-    groups.commit_offsets(commit("t", 1)).await.unwrap();
+    groups.commit_offsets(commit("t", 1)).await.unwrap(); // the leader's no-op is at 0: 1 is the end
+}
+
+/// A commit past a partition's high watermark (from an admin or a member)
+/// is refused with the valid range, and the group keeps its offset: one at
+/// 2^64-1 showed as committed with a lag of 0 and would skip every record
+/// written until the log got there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_past_the_high_watermark_are_out_of_range() {
+    use fjord_proto::pb::groups_client::GroupsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "t", "--partitions", "1"], b"");
+    fjord_ok(&broker.addr, &["publish", "t"], b"a\nb\nc\n");
+    let ch = channel(&broker.addr).await;
+    let (mut groups, mut consumer) = (GroupsClient::new(ch.clone()), ConsumerClient::new(ch));
+    let lo = pb::ListOffsetsRequest { topic: "t".into(), partition: 0, spec: 2, timestamp_ms: 0 };
+    let o = consumer.list_offsets(lo).await.unwrap().into_inner();
+    let (start, end) = (o.log_start_offset, o.high_watermark);
+    assert!(end >= 3, "three records: {o:?}");
+    let commit = |offset| pb::CommitOffsetsRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: vec![pb::OffsetCommit { topic: "t".into(), partition: 0, offset, metadata: String::new() }],
+    };
+    // The first request of a group creates the offsets topic; its
+    // coordinator may then still be starting.
+    for g in ["g", "m"] {
+        groups.find_coordinator(pb::FindCoordinatorRequest { group_id: g.into() }).await.unwrap();
+    }
+    let mut first = groups.commit_offsets(commit(end)).await;
+    for _ in 0..100 {
+        match &first {
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                first = groups.commit_offsets(commit(end)).await;
+            }
+            _ => break,
+        }
+    }
+    first.expect("the high watermark itself is a valid position");
+    let committed = |addr: &str| {
+        let out = fjord_ok(addr, &["group", "describe", "g", "--format", "json"], b"");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v["partitions"][0]["committed"].as_u64(), v["partitions"][0]["lag"].as_u64())
+    };
+    assert_eq!(committed(&broker.addr), (Some(end), Some(0)));
+    let range = format!("[{start}, {end}]");
+    for bad in [u64::MAX, end + 1] {
+        let d = expect(
+            groups.commit_offsets(commit(bad)).await,
+            Code::OutOfRange,
+            pb::ErrorCode::OffsetOutOfRange,
+            &[&bad.to_string(), &range, "t/0"],
+        );
+        assert_eq!((d.log_start_offset, d.log_end_offset), (start, end));
+    }
+    assert_eq!(committed(&broker.addr), (Some(end), Some(0)), "the refused commits changed nothing");
+    // A member's commit gets the same check.
+    let join = pb::GroupHeartbeatRequest {
+        group_id: "m".into(),
+        member_id: "m1".into(),
+        member_epoch: 0,
+        topics: vec!["t".into()],
+        ..Default::default()
+    };
+    let mut hb = groups.group_heartbeat(join.clone()).await.unwrap().into_inner();
+    for _ in 0..50 {
+        if !hb.assigned.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let again = pb::GroupHeartbeatRequest { member_epoch: hb.member_epoch, ..join.clone() };
+        hb = groups.group_heartbeat(again).await.unwrap().into_inner();
+    }
+    assert!(!hb.assigned.is_empty(), "the member was given t/0: {hb:?}");
+    let member_commit = pb::CommitOffsetsRequest {
+        group_id: "m".into(),
+        member_id: "m1".into(),
+        member_epoch: hb.member_epoch,
+        ..commit(u64::MAX)
+    };
+    expect(
+        groups.commit_offsets(member_commit).await,
+        Code::OutOfRange,
+        pb::ErrorCode::OffsetOutOfRange,
+        &[&range],
+    );
+}
+
+/// Names longer than a topic name can be are refused as such by every RPC
+/// that takes one, and no error echoes more than a short prefix: a
+/// 10,000-byte name used to come back whole in the status trailers, over
+/// the client's 8 KiB metadata limit, hiding the real error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_topic_names_are_invalid_everywhere_and_never_echoed_whole() {
+    use fjord_proto::pb::groups_client::GroupsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "t", "--partitions", "1"], b"");
+    let ch = channel(&broker.addr).await;
+    let (mut admin, mut producer, mut consumer, mut groups) = (
+        AdminClient::new(ch.clone()),
+        ProducerClient::new(ch.clone()),
+        ConsumerClient::new(ch.clone()),
+        GroupsClient::new(ch.clone()),
+    );
+    /// What "short" means here: the limit's words and a quoted prefix, never the name.
+    const SHORT: usize = 200;
+    fn refused(what: &str, len: usize, r: Result<impl std::fmt::Debug, tonic::Status>) {
+        let s = r.expect_err(what);
+        assert_eq!(s.code(), Code::InvalidArgument, "{what} of a {len}-byte name: {s:?}");
+        assert!(s.message().len() < SHORT, "{what}: a {}-byte message", s.message().len());
+        assert!(s.message().contains("249"), "{what}: {:?}", s.message());
+    }
+    for len in [250, 10_000] {
+        let name = "n".repeat(len);
+        let fetch = pb::FetchRequest { topic: name.clone(), partition: 0, ..Default::default() };
+        refused("Fetch", len, consumer.fetch(fetch.clone()).await);
+        refused("Subscribe", len, consumer.subscribe(fetch).await);
+        let lo = pb::ListOffsetsRequest { topic: name.clone(), partition: 0, spec: 1, timestamp_ms: 0 };
+        refused("ListOffsets", len, consumer.list_offsets(lo).await);
+        refused("Produce", len, producer.produce(produce(&name, 0, batch(&["a"]))).await);
+        let reserved = format!("__{name}"); // the reserved-prefix check came first and quoted it
+        refused("Produce __", len, producer.produce(produce(&reserved, 0, batch(&["a"]))).await);
+        refused(
+            "DescribeTopic",
+            len,
+            admin.describe_topic(pb::DescribeTopicRequest { name: name.clone() }).await,
+        );
+        refused("DeleteTopic", len, admin.delete_topic(pb::DeleteTopicRequest { name: name.clone() }).await);
+        refused(
+            "CreateTopic",
+            len,
+            admin
+                .create_topic(pb::CreateTopicRequest {
+                    name: name.clone(),
+                    partitions: 1,
+                    ..Default::default()
+                })
+                .await,
+        );
+        refused("Metadata", len, admin.metadata(pb::MetadataRequest { topics: vec![name.clone()] }).await);
+        let commit = pb::CommitOffsetsRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            member_epoch: -1,
+            offsets: vec![pb::OffsetCommit {
+                topic: name.clone(),
+                partition: 0,
+                offset: 0,
+                metadata: String::new(),
+            }],
+        };
+        refused("CommitOffsets", len, groups.commit_offsets(commit).await);
+        let reset = pb::ResetOffsetsRequest {
+            group_id: "g".into(),
+            topic: name.clone(),
+            spec: 1,
+            ..Default::default()
+        };
+        refused("ResetOffsets", len, groups.reset_offsets(reset).await);
+        let join = pb::GroupHeartbeatRequest {
+            group_id: "g".into(),
+            member_id: "m".into(),
+            topics: vec![name.clone()],
+            ..Default::default()
+        };
+        refused("GroupHeartbeat", len, groups.group_heartbeat(join).await);
+    }
+    // An unknown topic of a valid length is still NOT_FOUND, quoted in full.
+    let unknown = "u".repeat(249);
+    let s = admin.describe_topic(pb::DescribeTopicRequest { name: unknown.clone() }).await.unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    assert!(s.message().len() < SHORT && s.message().contains("…(249 bytes)"), "{:?}", s.message());
+    // And the broker keeps serving.
+    fjord_ok(&broker.addr, &["publish", "t"], b"still here\n");
+    assert_eq!(fjord_ok(&broker.addr, &["tail", "t", "--from-beginning"], b""), "still here\n");
 }

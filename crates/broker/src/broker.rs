@@ -161,11 +161,16 @@ impl Broker {
         }
     }
 
+    /// A topic by name. Every RPC that names a topic comes through here (or
+    /// [`Broker::partition`]), so a name that could never exist is refused
+    /// with INVALID_ARGUMENT in one place rather than per handler; only on
+    /// a miss, since a name that is found is valid.
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         let found = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         match found {
             Some(t) => Ok(t),
             None => {
+                validate_topic_name(name)?;
                 self.check_metadata_loaded()?;
                 Err(Error::UnknownTopic(name.to_owned()))
             }

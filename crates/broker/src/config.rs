@@ -39,6 +39,15 @@ pub const TOPICS_MAX: usize = 10_000;
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// Concurrent client connections; further ones are closed at accept.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Share of `connections_max` one source address may hold when
+/// `connections_per_source_max` is not given: a quarter, so it takes four
+/// greedy hosts, not one, to fill the broker.
+pub const CONNECTIONS_PER_SOURCE_DIVISOR: usize = 4;
+/// How long a connection with no request in flight and nothing received
+/// stays open: 10 minutes, Kafka's `connections.max.idle.ms`. A live
+/// client reconnects on its next call; a leaked or hostile one stops
+/// holding a slot.
+pub const IDLE_CONNECTION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(600);
 /// Requests in flight on one connection (HTTP/2 streams served at once).
 pub const IN_FLIGHT_PER_CONNECTION_MAX: usize = 256;
 /// Responses a `Subscribe` stream buffers before it waits for the client.
@@ -61,6 +70,13 @@ pub struct BrokerConfig {
     pub batch_bytes_max: usize,
     /// Concurrent client connections. Default 1024.
     pub connections_max: usize,
+    /// Concurrent connections from one IP address (the other brokers'
+    /// addresses are exempt). Default `None`: `connections_max` /
+    /// [`CONNECTIONS_PER_SOURCE_DIVISOR`] (at least 1).
+    pub connections_per_source_max: Option<usize>,
+    /// Close a connection after this long with no request in flight and
+    /// nothing received. Default [`IDLE_CONNECTION_TIMEOUT_DEFAULT`] (10 min).
+    pub idle_connection_timeout: Duration,
     /// Default partition count when a create request gives 0. Default 1.
     pub default_partitions: u32,
     /// Default replication factor when a create request gives 0 (capped at
@@ -88,6 +104,8 @@ impl Default for BrokerConfig {
             flush: FlushPolicy::Always,
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_source_max: None,
+            idle_connection_timeout: IDLE_CONNECTION_TIMEOUT_DEFAULT,
             default_partitions: 1,
             default_replication_factor: 3,
             peers: std::collections::BTreeMap::new(),
@@ -99,6 +117,12 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The per-source connection limit in force.
+    pub fn connections_per_source(&self) -> usize {
+        self.connections_per_source_max
+            .unwrap_or((self.connections_max / CONNECTIONS_PER_SOURCE_DIVISOR).max(1))
+    }
+
     /// Checks every field against its range.
     ///
     /// # Errors
@@ -112,6 +136,17 @@ impl BrokerConfig {
         }
         if self.connections_max == 0 {
             return Err("connections_max must be at least 1".into());
+        }
+        if let Some(n) = self.connections_per_source_max {
+            if n == 0 || n > self.connections_max {
+                return Err(format!(
+                    "connections_per_source_max {n} is outside 1..=connections_max ({})",
+                    self.connections_max
+                ));
+            }
+        }
+        if self.idle_connection_timeout < Duration::from_secs(1) {
+            return Err("idle_connection_timeout must be at least 1 s".into());
         }
         if self.default_partitions == 0 || self.default_partitions > PARTITIONS_MAX {
             return Err(format!(

@@ -7,7 +7,7 @@ use tonic::{Code, Status};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No such topic.
-    #[error("unknown topic {0:?}")]
+    #[error("unknown topic {}", quoted(.0))]
     UnknownTopic(String),
     /// No such partition.
     #[error("topic {topic:?} has no partition {partition} (it has {count})")]
@@ -102,7 +102,7 @@ pub enum Error {
     #[error("replication: {0}")]
     Replication(String),
     /// The topic already exists.
-    #[error("topic {0:?} already exists")]
+    #[error("topic {} already exists", quoted(.0))]
     TopicAlreadyExists(String),
     /// The partition's storage failed; it accepts no writes.
     #[error("storage failure: {0}")]
@@ -176,7 +176,7 @@ pub enum Error {
         coordinator_address: String,
     },
     /// No such consumer group.
-    #[error("unknown group {0:?}")]
+    #[error("unknown group {}", quoted(.0))]
     UnknownGroup(String),
     /// The group has active members, and the operation needs none.
     #[error("group {group:?} has {members} active member(s); stop them first")]
@@ -201,6 +201,34 @@ pub enum Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Most bytes of a client-supplied string (a topic name, a group id) an
+/// error message quotes. A name is echoed so the user sees which one was
+/// wrong; 64 bytes identify it, and a longer echo only grows the status
+/// trailers (tonic clients refuse trailers over 8 KiB, hiding the error).
+pub(crate) const QUOTED_BYTES_MAX: usize = 64;
+/// Most bytes of any status message, whatever it quotes: far below the
+/// 8 KiB default metadata limit of gRPC clients, which the message and its
+/// base64 copy in `grpc-status-details-bin` (4/3 of it) must share.
+pub(crate) const STATUS_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// `s` in quotes as `{:?}` prints it, cut to its first [`QUOTED_BYTES_MAX`]
+/// bytes (at a character boundary) with its full length when longer.
+pub(crate) fn quoted(s: &str) -> String {
+    if s.len() <= QUOTED_BYTES_MAX {
+        return format!("{s:?}");
+    }
+    format!("{:?}…({} bytes)", truncated(s, QUOTED_BYTES_MAX), s.len())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// "the leader is broker 2 at 10.0.0.2:9092", or that it is not known yet.
 fn who(role: &str, id: u64, address: &str) -> String {
@@ -247,8 +275,13 @@ impl Error {
     /// The wire form: a status whose details carry an encoded [`ErrorDetail`].
     pub fn detail(&self) -> ErrorDetail {
         let (_, code) = self.code();
-        let mut detail =
-            ErrorDetail { code: code as i32, message: self.to_string(), ..ErrorDetail::default() };
+        let mut message = self.to_string();
+        if message.len() > STATUS_MESSAGE_BYTES_MAX {
+            // A backstop: every quoted input should already be short.
+            let full = message.len();
+            message = format!("{}…({full} bytes)", truncated(&message, STATUS_MESSAGE_BYTES_MAX));
+        }
+        let mut detail = ErrorDetail { code: code as i32, message, ..ErrorDetail::default() };
         match self {
             Error::OffsetOutOfRange { log_start, log_end, .. } => {
                 detail.log_start_offset = *log_start;
@@ -303,5 +336,17 @@ mod tests {
         assert_eq!(fjord_proto::decode_status_details(s.details()).unwrap().code(), ErrorCode::UnknownTopic);
         let standard = tonic_types::pb::Status::decode(s.details()).unwrap();
         assert_eq!((standard.code, standard.details.len()), (Code::NotFound as i32, 1));
+    }
+
+    #[test]
+    fn quoted_inputs_and_messages_are_capped() {
+        assert_eq!(quoted("abc"), "\"abc\"");
+        let long = "é".repeat(1000); // 2 bytes a character: the cut falls on a boundary
+        assert_eq!(quoted(&long), format!("{:?}…(2000 bytes)", "é".repeat(32)));
+        let s = Status::from(Error::UnknownTopic("x".repeat(10_000)));
+        assert!(s.message().len() < 100 && s.message().ends_with("…(10000 bytes)"), "{}", s.message());
+        let s = Status::from(Error::InvalidArgument("y".repeat(100_000)));
+        assert!(s.message().len() <= STATUS_MESSAGE_BYTES_MAX + 20, "{} bytes", s.message().len());
+        assert!(s.message().ends_with("…(100000 bytes)"));
     }
 }

@@ -9,6 +9,7 @@
 
 mod broker;
 mod config;
+mod connections;
 mod disk;
 mod error;
 mod groups;

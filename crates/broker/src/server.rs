@@ -1,26 +1,23 @@
 //! The gRPC server: binds, serves the four Fjord services plus health and
-//! reflection, bounds connections, runs upkeep, and shuts down gracefully.
+//! reflection, bounds connections (`connections`), runs upkeep, and shuts
+//! down gracefully.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use fjord_proto::http2;
 use fjord_proto::pb::admin_server::AdminServer;
 use fjord_proto::pb::consumer_server::ConsumerServer;
 use fjord_proto::pb::groups_server::GroupsServer;
 use fjord_proto::pb::producer_server::ProducerServer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::config::{BrokerConfig, FETCH_BYTES_MAX, IN_FLIGHT_PER_CONNECTION_MAX, REQUEST_BYTES_MAX};
+use crate::connections::{limited, ConnectionLimits, TrackStreamsLayer};
 use crate::service::admin::AdminService;
 use crate::service::consumer::ConsumerService;
 use crate::service::groups::GroupsService;
@@ -91,7 +88,13 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let admin = AdminService { broker: broker.clone() };
     let raft = RaftService { broker: broker.clone(), shutdown: stop_rx.clone() };
     broker.wait_ready(READY_TIMEOUT).await;
-    let incoming = limited(listener, config.connections_max);
+    let limits = ConnectionLimits {
+        max: config.connections_max,
+        per_source_max: config.connections_per_source(),
+        peer_ips: peer_ips(&config).await,
+        idle_timeout: config.idle_connection_timeout,
+    };
+    let incoming = limited(listener, limits);
     println!("fjord broker {} listening on {addr}", config.broker_id);
     tracing::info!(%addr, broker_id = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
 
@@ -101,6 +104,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .initial_stream_window_size(http2::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(http2::CONNECTION_WINDOW_BYTES)
         .max_frame_size(http2::FRAME_BYTES_MAX)
+        .layer(TrackStreamsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -134,6 +138,23 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     served.map_err(|e| Error::Unavailable(format!("server failed: {e}")))
 }
 
+/// The IP addresses of the other brokers, whose connections get the
+/// peers' reserve (a name that does not resolve is logged and skipped:
+/// that peer's traffic then counts as a client's).
+async fn peer_ips(config: &BrokerConfig) -> HashSet<IpAddr> {
+    let mut ips = HashSet::new();
+    for (id, addr) in &config.peers {
+        if *id == config.broker_id {
+            continue;
+        }
+        match tokio::net::lookup_host(addr.as_str()).await {
+            Ok(found) => ips.extend(found.map(|a| a.ip())),
+            Err(e) => tracing::warn!(peer = id, %addr, error = %e, "cannot resolve a peer's address"),
+        }
+    }
+    ips
+}
+
 /// Retention and interval flushes, every `maintenance_interval`.
 async fn upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(broker.config.maintenance_interval);
@@ -143,77 +164,5 @@ async fn upkeep(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => broker.maintain().await,
             _ = stop.changed() => return,
         }
-    }
-}
-
-/// Accepted connections, at most `max` open at once: beyond it a new
-/// connection is closed at once (and logged), so a flood of clients cannot
-/// exhaust file descriptors or memory.
-fn limited(
-    listener: TcpListener,
-    max: usize,
-) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send + 'static {
-    let slots = Arc::new(Semaphore::new(max));
-    TcpListenerStream::new(listener).filter_map(move |conn| match conn {
-        Ok(stream) => match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let _ = stream.set_nodelay(true);
-                Some(Ok(LimitedConn { stream, _permit: permit }))
-            }
-            Err(_) => {
-                tracing::warn!(peer = ?stream.peer_addr().ok(), max, "connection limit reached; closing new connection");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "accept failed");
-            None
-        }
-    })
-}
-
-/// A connection holding one of the limited slots until it closes.
-struct LimitedConn {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for LimitedConn {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for LimitedConn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedConn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }

@@ -9,6 +9,7 @@ use fjord_storage::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::TOPIC_NAME_LEN_MAX;
+use crate::error::quoted;
 use crate::{Error, Result};
 
 /// Default retention: 7 days, as Kafka.
@@ -24,11 +25,12 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
         )));
     }
     if name == "." || name == ".." {
-        return Err(Error::InvalidArgument(format!("topic name {name:?} is not allowed")));
+        return Err(Error::InvalidArgument(format!("topic name {} is not allowed", quoted(name))));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         return Err(Error::InvalidArgument(format!(
-            "topic name {name:?} contains {c:?}; allowed are ASCII letters, digits, '.', '_' and '-'"
+            "topic name {} contains {c:?}; allowed are ASCII letters, digits, '.', '_' and '-'",
+            quoted(name)
         )));
     }
     Ok(())
@@ -37,12 +39,14 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
 /// Topic names starting with this are the broker's own (`__consumer_offsets`).
 pub(crate) const RESERVED_TOPIC_PREFIX: &str = "__";
 
-/// Refuses names of internal topics in requests from users: they may not
-/// create, delete or produce to them.
+/// Refuses invalid names, and names of internal topics in requests from
+/// users: they may not create, delete or produce to them.
 pub(crate) fn check_user_topic(name: &str) -> Result<()> {
+    validate_topic_name(name)?;
     if name.starts_with(RESERVED_TOPIC_PREFIX) {
         return Err(Error::InvalidArgument(format!(
-            "topic name {name:?} is reserved: names starting with {RESERVED_TOPIC_PREFIX:?} are internal topics"
+            "topic name {} is reserved: names starting with {RESERVED_TOPIC_PREFIX:?} are internal topics",
+            quoted(name)
         )));
     }
     Ok(())

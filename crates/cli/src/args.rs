@@ -93,6 +93,10 @@ pub(crate) enum TopicCommand {
     /// List topics.
     List,
     /// Show a topic's settings and partitions.
+    ///
+    /// Offsets can skip: every new leader (after an election or a restart)
+    /// writes a control record that takes one offset and is never read, so
+    /// HIGH-WATERMARK - LOG-START may exceed the number of records.
     Describe {
         /// Topic name.
         name: String,
@@ -280,7 +284,8 @@ pub(crate) struct TailArgs {
     /// Start at the first record at or after TIME: RFC 3339 (2024-05-01T12:00:00Z) or a duration ago (10m).
     #[arg(long, group = "position", value_name = "TIME", value_parser = parse_since)]
     pub(crate) since: Option<i64>,
-    /// Start N records before the end of each partition.
+    /// Start N records before the end of each partition (records, not
+    /// offsets: control records are not counted).
     #[arg(long, group = "position", value_name = "N")]
     pub(crate) last: Option<u64>,
     /// Keep waiting for new records (the default when no position flag is given).

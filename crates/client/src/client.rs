@@ -17,7 +17,7 @@ use fjord_proto::pb::consumer_client::ConsumerClient;
 use fjord_proto::pb::producer_client::ProducerClient;
 use tokio::time::Instant;
 
-use crate::cluster::{at_broker, deadline, request, Cluster};
+use crate::cluster::{at_broker, deadline, hedged, request, Cluster, HEDGE_AFTER};
 use crate::retry::Backoff;
 use crate::types::{
     ClusterDescription, Fetched, Metadata, OffsetSpec, Offsets, TopicDescription, TopicSettings, TopicSummary,
@@ -27,6 +27,13 @@ use crate::{Acks, ClientConfig, Error, Result};
 /// Largest long-poll wait a fetch may ask for. Bounds how long a request
 /// can legitimately stay unanswered on top of `request_timeout`.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How long a produce waits for its answer before the client starts
+/// checking whether the partition's leader has moved: a healthy broker
+/// answers within a few fsyncs, and until then nothing is refreshed.
+pub(crate) const LEADER_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// How often a produce still waiting after [`LEADER_CHECK_AFTER`] looks at
+/// the leader again. Every waiter shares one metadata refresh per interval.
+pub(crate) const LEADER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A connection to a Fjord cluster. Cheap to clone; clones share channels
 /// and cached metadata.
@@ -165,7 +172,9 @@ impl Client {
     pub async fn init_producer(&self) -> Result<(i64, i16)> {
         let msg = pb::InitProducerRequest {};
         let call = |ch, r| async move { ProducerClient::new(ch).init_producer(r).await };
-        let resp = self.admin(false, msg, call).await?;
+        // Retried (and hedged) after timeouts too: a second answer only
+        // allocates an id nobody uses, while giving up fails every record.
+        let resp = self.admin(true, msg, call).await?;
         let epoch = i16::try_from(resp.producer_epoch)
             .map_err(|_| missing("an InitProducerResponse.producer_epoch that fits 16 bits"))?;
         Ok((resp.producer_id, epoch))
@@ -363,11 +372,34 @@ impl Client {
         let channel = self.cluster.channel(addr)?;
         let partitions: Vec<u32> = batches.iter().map(|(p, _)| *p).collect();
         let req = request(produce_request(topic, batches, acks, timeout), timeout);
-        let resp =
-            deadline(timeout, async { Ok(ProducerClient::new(channel).produce(req).await?.into_inner()) })
-                .await
-                .map_err(|e| at_broker(addr, e))?;
+        let call =
+            deadline(timeout, async { Ok(ProducerClient::new(channel).produce(req).await?.into_inner()) });
+        let resp = tokio::select! {
+            resp = call => resp.map_err(|e| at_broker(addr, e))?,
+            moved = self.leader_moved(topic, &partitions, addr) => return Err(moved),
+        };
         produce_results(&partitions, resp)
+    }
+
+    /// Resolves, with the `NotLeader` error to retry with, once metadata
+    /// names a leader other than `addr` for one of `partitions`: looked at
+    /// [`LEADER_CHECK_AFTER`] after the request went out, then every
+    /// [`LEADER_CHECK_INTERVAL`]. A request waiting on a broker that was
+    /// paused or cut off is then abandoned and resent to the new leader,
+    /// as it would be at once if the broker had died, instead of waiting
+    /// out its timeout (or the pause). Never resolves while the leader stays.
+    pub(crate) async fn leader_moved(&self, topic: &str, partitions: &[u32], addr: &str) -> Error {
+        tokio::time::sleep(LEADER_CHECK_AFTER).await;
+        loop {
+            let meta = self.cluster.refresh_if_older(LEADER_CHECK_INTERVAL).await;
+            let moved =
+                partitions.iter().find_map(|p| meta.leader_address(topic, *p).ok().filter(|a| *a != addr));
+            if let Some(leader) = moved {
+                tracing::debug!(%topic, from = %addr, to = %leader, "leader moved; resending");
+                return Error::NotLeader { leader_id: None, leader_address: Some(leader.to_string()) };
+            }
+            tokio::time::sleep(LEADER_CHECK_INTERVAL).await;
+        }
     }
 
     /// The leader address of a partition from cached metadata, without I/O;
@@ -472,24 +504,47 @@ impl Client {
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let timeout = self.config().request_timeout;
-        self.with_retry(idempotent, |attempt| {
+        let one = |addr: String| {
             let msg = msg.clone();
             let call = &call;
             async move {
-                let addr = match attempt.hint {
-                    Some(a) => a,
-                    None => {
-                        let addrs = self.cluster.any_addresses();
-                        addrs[attempt.number as usize % addrs.len()].clone()
-                    }
-                };
                 let fut = call(self.cluster.channel(&addr)?, request(msg, timeout));
                 deadline(timeout, async { Ok(fut.await?.into_inner()) })
                     .await
                     .map_err(|e| at_broker(&addr, e))
             }
+        };
+        self.with_retry(idempotent, |attempt| {
+            // The hint first, else the known addresses from a different
+            // one each attempt; the others after it when hedging.
+            let mut order = self.cluster.any_addresses();
+            let first = attempt.number as usize % order.len();
+            order.rotate_left(first);
+            if let Some(hint) = attempt.hint {
+                order.retain(|a| *a != hint);
+                order.insert(0, hint);
+            }
+            let one = &one;
+            async move {
+                if !idempotent {
+                    // Sent once per attempt: a second copy might act twice.
+                    return one(order.swap_remove(0)).await;
+                }
+                // A broker that does not answer is not waited out.
+                hedged(order, HEDGE_AFTER, one).await.map_err(most_useful)
+            }
         })
         .await
+    }
+}
+
+/// Of the errors of a hedged request's attempts, the one that tells the
+/// retry most: a leader hint to follow, else the last.
+fn most_useful(mut errors: Vec<Error>) -> Error {
+    let hinted = errors.iter().rposition(|e| matches!(e, Error::NotLeader { leader_address: Some(_), .. }));
+    match hinted {
+        Some(i) => errors.swap_remove(i),
+        None => errors.pop().unwrap_or(Error::Config { message: "no broker address".into() }),
     }
 }
 

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use fjord_proto::http2;
 use fjord_proto::pb;
@@ -24,6 +26,14 @@ use crate::{ClientConfig, Error, Result};
 /// reached, the map is cleared and channels reconnect on demand.
 const CHANNELS_MAX: usize = 256;
 
+/// How long a request any broker can answer (metadata, admin calls,
+/// `InitProducer`) waits for one broker before it is also sent to the
+/// next. A healthy broker answers in milliseconds; a paused or overloaded
+/// one accepts the connection and never answers, and without hedging every
+/// call would wait out its whole `request_timeout` there first. 500 ms is
+/// far above a healthy answer and far below the failover time (~2.5 s).
+pub(crate) const HEDGE_AFTER: Duration = Duration::from_millis(500);
+
 /// Shared connection state behind every [`crate::Client`] clone.
 #[derive(Debug)]
 pub(crate) struct Cluster {
@@ -32,6 +42,9 @@ pub(crate) struct Cluster {
     metadata: RwLock<Arc<Metadata>>,
     epoch: AtomicU64,
     refresh_lock: tokio::sync::Mutex<()>,
+    created: Instant,
+    /// ms after `created` of the last successful refresh (0: none yet).
+    refreshed_ms: AtomicU64,
 }
 
 impl Cluster {
@@ -42,7 +55,20 @@ impl Cluster {
             metadata: RwLock::new(Arc::new(Metadata::default())),
             epoch: AtomicU64::new(0),
             refresh_lock: tokio::sync::Mutex::new(()),
+            created: Instant::now(),
+            refreshed_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The cached metadata if it was refreshed less than `age` ago, else
+    /// fresh metadata (the cache if no broker answers). Many waiters polling
+    /// for a leader change share one refresh per `age`.
+    pub(crate) async fn refresh_if_older(&self, age: Duration) -> Arc<Metadata> {
+        let at = self.refreshed_ms.load(Ordering::Acquire);
+        if at > 0 && self.created.elapsed().saturating_sub(Duration::from_millis(at)) < age {
+            return self.metadata();
+        }
+        self.refresh().await.unwrap_or_else(|_| self.metadata())
     }
 
     /// The channel to `addr`, created (without connecting) on first use.
@@ -103,32 +129,32 @@ impl Cluster {
             return Ok(self.metadata());
         }
         let addrs = self.any_addresses();
-        let mut last = None;
-        for addr in &addrs {
-            let attempt = async {
-                let mut admin = AdminClient::new(self.channel(addr)?);
+        let attempt = |addr: String| async move {
+            let call = async {
+                let mut admin = AdminClient::new(self.channel(&addr)?);
                 let req = request(pb::MetadataRequest { topics: vec![] }, self.config.request_timeout);
-                let resp = admin.metadata(req).await?;
-                Ok::<_, Error>(resp.into_inner())
+                Ok::<_, Error>(admin.metadata(req).await?.into_inner())
             };
-            match deadline(self.config.request_timeout, attempt).await {
-                Ok(resp) => {
-                    let meta = Arc::new(Metadata::from(resp));
-                    *self.metadata.write().expect("metadata lock poisoned") = meta.clone();
-                    self.epoch.fetch_add(1, Ordering::AcqRel);
-                    tracing::debug!(broker = %addr, topics = meta.topics.len(), "metadata refreshed");
-                    return Ok(meta);
-                }
-                Err(e) => {
-                    tracing::debug!(broker = %addr, error = %e, "metadata request failed");
-                    last = Some(e);
-                }
+            deadline(self.config.request_timeout, call).await.map_err(|e| {
+                tracing::debug!(broker = %addr, error = %e, "metadata request failed");
+                e
+            })
+        };
+        match hedged(addrs.clone(), HEDGE_AFTER, attempt).await {
+            Ok(resp) => {
+                let meta = Arc::new(Metadata::from(resp));
+                *self.metadata.write().expect("metadata lock poisoned") = meta.clone();
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                let now = (self.created.elapsed().as_millis() as u64).max(1);
+                self.refreshed_ms.store(now, Ordering::Release);
+                tracing::debug!(topics = meta.topics.len(), "metadata refreshed");
+                Ok(meta)
             }
+            Err(mut errors) => Err(Error::NoBrokerAvailable {
+                tried: addrs.join(","),
+                last: Box::new(errors.pop().unwrap_or(Error::Config { message: "no broker address".into() })),
+            }),
         }
-        Err(Error::NoBrokerAvailable {
-            tried: addrs.join(","),
-            last: Box::new(last.unwrap_or(Error::Config { message: "no broker address".into() })),
-        })
     }
 
     /// The leader address of a partition, refreshing metadata once if the
@@ -159,6 +185,61 @@ impl Cluster {
     }
 }
 
+/// Runs `attempt` on the first of `addrs`, and on the next one each time
+/// `after` passes without an answer or an attempt fails, until one
+/// succeeds: its answer is returned and the others are dropped
+/// (cancelled). Only for requests that may safely be answered twice.
+/// Every attempt needs its own deadline.
+///
+/// Once every address has been tried and the last failure is `after`
+/// old, the attempts still running are given up too: when every broker
+/// that answers says "not me" (a leader hint to a paused broker, say),
+/// the caller's retry and backoff should decide what comes next, not the
+/// deadline of the one that never answers.
+///
+/// # Errors
+/// Every failed attempt's error, in the order they failed, if none succeeded.
+pub(crate) async fn hedged<T, F, Fut>(
+    addrs: Vec<String>,
+    after: Duration,
+    attempt: F,
+) -> std::result::Result<T, Vec<Error>>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut untried = addrs.into_iter();
+    let mut running = FuturesUnordered::new();
+    let mut errors = Vec::new();
+    let mut give_up_at = None;
+    running.extend(untried.next().map(&attempt));
+    while !running.is_empty() {
+        let give_up = async {
+            match give_up_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = running.next() => match done.expect("not empty") {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    errors.push(e);
+                    running.extend(untried.next().map(&attempt));
+                    if untried.len() == 0 {
+                        give_up_at = Some(tokio::time::Instant::now() + after);
+                    }
+                }
+            },
+            () = tokio::time::sleep(after), if untried.len() > 0 => {
+                running.extend(untried.next().map(&attempt));
+            }
+            () = give_up => break,
+        }
+    }
+    Err(errors)
+}
+
 /// A request carrying `timeout` as its gRPC deadline, so the broker stops
 /// working on it when the client has given up.
 pub(crate) fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -183,5 +264,38 @@ pub(crate) async fn deadline<T>(timeout: Duration, fut: impl Future<Output = Res
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout { message: format!("no answer within {timeout:?}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn broker(addr: String) -> Result<u32> {
+        match addr.as_str() {
+            "silent" => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(0)
+            }
+            "refuses" => Err(Error::Unavailable { message: "not me".into() }),
+            _ => Ok(7),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedged_requests_pass_a_silent_broker_and_give_up_when_the_rest_refuse() {
+        let start = tokio::time::Instant::now();
+        let got = hedged(vec!["silent".into(), "answers".into()], HEDGE_AFTER, broker).await;
+        assert_eq!((got.ok(), start.elapsed()), (Some(7), HEDGE_AFTER));
+
+        let start = tokio::time::Instant::now();
+        let order = vec!["silent".into(), "refuses".into(), "refuses".into()];
+        let errors = hedged(order, HEDGE_AFTER, broker).await.unwrap_err();
+        // Both refusals came at HEDGE_AFTER; the silent one is given up one HEDGE_AFTER later.
+        assert_eq!((errors.len(), start.elapsed()), (2, HEDGE_AFTER * 2));
+
+        let start = tokio::time::Instant::now();
+        let got = hedged(vec!["refuses".into(), "answers".into()], HEDGE_AFTER, broker).await;
+        assert_eq!((got.ok(), start.elapsed()), (Some(7), Duration::ZERO), "a refusal moves on at once");
     }
 }

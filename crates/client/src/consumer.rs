@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream};
 use futures::StreamExt;
 
-use crate::types::{Fetched, OffsetSpec};
+use crate::types::{Fetched, OffsetSpec, Offsets};
 use crate::{Client, Error, Result};
 
 /// Default upper bound of one fetch response's batch bytes: 1 MiB.
@@ -47,7 +47,8 @@ pub enum Seek {
     /// The first record with a timestamp at or after this time (ms since the
     /// Unix epoch), or the end if there is none.
     Timestamp(i64),
-    /// `n` records before the end (or the log start if there are fewer).
+    /// `n` records before the end (or the log start if there are fewer),
+    /// counted in records: control batches take offsets but are not records.
     FromEnd(u64),
 }
 
@@ -422,7 +423,7 @@ async fn fetch_from(
 ) -> Result<(u64, Option<Fetched>)> {
     let from = match position {
         Position::Resolved(o) => o,
-        Position::Pending(seek) => resolve(client, topic, *partition, seek).await?,
+        Position::Pending(seek) => resolve(client, config.max_bytes, topic, *partition, seek).await?,
     };
     if stop.is_some_and(|stop| from >= stop) {
         return Ok((from, None));
@@ -432,7 +433,7 @@ async fn fetch_from(
     Ok((from, Some(fetched)))
 }
 
-async fn resolve(client: &Client, topic: &str, partition: u32, seek: Seek) -> Result<u64> {
+async fn resolve(client: &Client, max_bytes: u32, topic: &str, partition: u32, seek: Seek) -> Result<u64> {
     let spec = match seek {
         Seek::Offset(o) => return Ok(o),
         Seek::Beginning => OffsetSpec::Earliest,
@@ -441,7 +442,63 @@ async fn resolve(client: &Client, topic: &str, partition: u32, seek: Seek) -> Re
     };
     let o = client.list_offsets(topic, partition, spec).await?;
     Ok(match seek {
-        Seek::FromEnd(n) => o.high_watermark.saturating_sub(n).max(o.log_start_offset),
+        Seek::FromEnd(n) => start_of_last(client, max_bytes, topic, partition, n, o).await?,
         _ => o.offset,
     })
+}
+
+/// The offset of the `n`th user record before the high watermark, or the
+/// log start if there are fewer. Offsets are not records: control batches
+/// (a new leader's Raft no-op after every election or restart) take
+/// offsets too, so this counts the records of windows walked backwards
+/// from the end, each window twice as wide as the last, instead of
+/// subtracting `n` from the high watermark.
+async fn start_of_last(
+    client: &Client,
+    max_bytes: u32,
+    topic: &str,
+    partition: u32,
+    n: u64,
+    o: Offsets,
+) -> Result<u64> {
+    let (log_start, end) = (o.log_start_offset, o.high_watermark);
+    if n == 0 {
+        return Ok(end);
+    }
+    if n >= end.saturating_sub(log_start) {
+        return Ok(log_start); // fewer offsets than n: every record is wanted
+    }
+    // Records counted so far lie in [upper, end); `needed` more are wanted.
+    let (mut upper, mut needed, mut window) = (end, n, n);
+    while upper > log_start {
+        let lower = upper.saturating_sub(window).max(log_start);
+        // The last `needed` record offsets of [lower, upper), oldest first.
+        let mut last = VecDeque::new();
+        let mut count = 0u64;
+        let mut from = lower;
+        while from < upper {
+            let fetched = client.fetch(topic, partition, from, max_bytes, 0, Duration::ZERO).await?;
+            for r in fetched.records(from)? {
+                if r.offset >= upper {
+                    break;
+                }
+                count += 1;
+                last.push_back(r.offset);
+                if last.len() as u64 > needed {
+                    last.pop_front();
+                }
+            }
+            if fetched.next_offset <= from {
+                break; // nothing more readable below the high watermark
+            }
+            from = fetched.next_offset;
+        }
+        if count >= needed {
+            return Ok(*last.front().expect("needed > 0 offsets were kept"));
+        }
+        needed -= count;
+        upper = lower;
+        window = window.saturating_mul(2);
+    }
+    Ok(log_start)
 }

@@ -227,12 +227,14 @@ impl Error {
         )
     }
 
-    /// Whether cached metadata may be stale after this error.
+    /// Whether cached metadata may be stale after this error (a broker
+    /// that does not answer may have lost its leadership meanwhile).
     pub(crate) fn needs_metadata_refresh(&self) -> bool {
         matches!(
             self,
             Error::NotLeader { .. }
                 | Error::Unavailable { .. }
+                | Error::Timeout { .. }
                 | Error::Transport(_)
                 | Error::UnknownPartition { .. }
         )

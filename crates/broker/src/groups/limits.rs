@@ -46,6 +46,11 @@ pub(crate) const LOAD_READ_BYTES: usize = 1024 * 1024;
 pub(crate) const WRITE_TIMEOUT_MS: u64 = 10_000;
 /// How often the coordinator expires sessions and checks its leadership, ms.
 pub(crate) const UPKEEP_INTERVAL_MS: u64 = 200;
+/// Most `ListOffsets` calls one request makes to other brokers at a time
+/// (a commit of offsets above this broker's replica's high watermark asks
+/// their leaders): a commit of [`REQUEST_PARTITIONS_MAX`] partitions then
+/// takes at most 128 rounds of them instead of opening 4096 calls at once.
+pub(crate) const REMOTE_CALLS_IN_FLIGHT_MAX: usize = 32;
 /// How long the coordinator waits for another broker's ListOffsets, ms.
 pub(crate) const REMOTE_CALL_TIMEOUT_MS: u64 = 3_000;
 

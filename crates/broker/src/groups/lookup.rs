@@ -98,6 +98,42 @@ pub(crate) async fn end_offset(
     Ok(list_offsets(broker, channels, topic, partition, pb::OffsetSpec::Latest, 0).await?.2)
 }
 
+/// Refuses a committed offset above a partition's high watermark with
+/// OUT_OF_RANGE naming the valid range: a group positioned past the end
+/// would show a lag of 0 and skip every record written until the log
+/// reaches it. (Below the log start is allowed, as in Kafka: retention may
+/// remove what a slow group has not read, and its reader then resets.)
+///
+/// A commit at or below this broker's own replica's high watermark needs
+/// no call, since no replica's high watermark is ahead of the leader's;
+/// only an offset above it asks the leader, so members' routine commits
+/// cost nothing extra.
+pub(crate) async fn check_committable(
+    broker: &Broker,
+    channels: &Mutex<HashMap<String, Channel>>,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<()> {
+    let t = broker.topic(topic)?;
+    if let Some(Some(p)) = t.partitions.get(partition as usize) {
+        if offset <= p.high_watermark() {
+            return Ok(());
+        }
+    }
+    let (_, start, end) = list_offsets(broker, channels, topic, partition, pb::OffsetSpec::Latest, 0).await?;
+    if offset > end {
+        return Err(Error::OffsetOutOfRange {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            log_start: start,
+            log_end: end,
+        });
+    }
+    Ok(())
+}
+
 /// The offset a reset moves a partition to.
 pub(crate) async fn resolve(
     broker: &Broker,

@@ -32,8 +32,9 @@ use fjord_replication::Ack;
 use tokio::sync::{watch, MutexGuard};
 
 use crate::broker::{now_ms, Broker, Topic};
+use crate::error::quoted;
 use crate::partition::Partition;
-use crate::topics::RESERVED_TOPIC_PREFIX;
+use crate::topics::{validate_topic_name, RESERVED_TOPIC_PREFIX};
 use crate::{Error, Result};
 use limits::*;
 pub(crate) use lookup::ResetTo;
@@ -347,7 +348,7 @@ impl Coordinator {
         if let Some(o) = offsets.iter().find(|o| o.metadata.len() > OFFSET_METADATA_BYTES_MAX) {
             return Err(Error::InvalidArgument(format!(
                 "offsets: metadata of {}/{} is {} bytes; the limit is {OFFSET_METADATA_BYTES_MAX}",
-                o.topic,
+                quoted(&o.topic),
                 o.partition,
                 o.metadata.len()
             )));
@@ -356,12 +357,13 @@ impl Coordinator {
             offsets.iter().find(|o| o.topic.is_empty() || o.topic.starts_with(RESERVED_TOPIC_PREFIX))
         {
             return Err(Error::InvalidArgument(format!(
-                "offsets: topic {:?} cannot have group offsets",
-                o.topic
+                "offsets: topic {} cannot have group offsets",
+                quoted(&o.topic)
             )));
         }
         for o in &offsets {
-            let count = self.partition_count(&o.topic).ok_or_else(|| Error::UnknownTopic(o.topic.clone()))?;
+            // Through `Broker::topic`, so a name that cannot exist is INVALID_ARGUMENT.
+            let count = self.broker.topic(&o.topic)?.meta.partitions();
             if o.partition >= count {
                 return Err(Error::UnknownPartition {
                     topic: o.topic.clone(),
@@ -369,6 +371,15 @@ impl Coordinator {
                     count,
                 });
             }
+        }
+        for chunk in offsets.chunks(REMOTE_CALLS_IN_FLIGHT_MAX) {
+            let checks: Vec<_> = chunk
+                .iter()
+                .map(|o| {
+                    lookup::check_committable(&self.broker, &self.channels, &o.topic, o.partition, o.offset)
+                })
+                .collect();
+            futures::future::try_join_all(checks).await?;
         }
         let (p, mut shard) = self.lock(group).await?;
         shard.check_room(group)?;
@@ -491,9 +502,12 @@ impl Coordinator {
             }
             _ => Ok(()),
         };
+        // Before finding the coordinator: a name that cannot exist is the
+        // caller's mistake wherever the group lives.
+        validate_topic_name(topic)?;
         check_empty(&self.lock(group).await?.1)?;
         if topic.starts_with(RESERVED_TOPIC_PREFIX) {
-            return Err(Error::InvalidArgument(format!("topic {topic:?} cannot have group offsets")));
+            return Err(Error::InvalidArgument(format!("topic {} cannot have group offsets", quoted(topic))));
         }
         let t = self.broker.topic(topic)?;
         let resolved = futures::future::join_all(

@@ -68,6 +68,7 @@ impl Groups for GroupsService {
         }
         check_text("member_id", &req.member_id, MEMBER_ID_LEN_MAX)?;
         check_text("client_id", &req.client_id, MEMBER_ID_LEN_MAX)?;
+        check_text("assignor", &req.assignor, MEMBER_ID_LEN_MAX)?;
         for t in &req.topics {
             crate::topics::validate_topic_name(t)
                 .map_err(|e| Error::InvalidArgument(format!("topics: {e}")))?;

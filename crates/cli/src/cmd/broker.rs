@@ -42,6 +42,13 @@ pub(crate) struct BrokerArgs {
     /// Most concurrent client connections.
     #[arg(long, env = "FJORD_MAX_CONNECTIONS", default_value_t = fjord_broker::CONNECTIONS_MAX_DEFAULT)]
     pub(crate) max_connections: usize,
+    /// Most concurrent connections from one IP address (the other brokers'
+    /// are exempt). Default: a quarter of --max-connections.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections_per_source: Option<usize>,
+    /// Close a connection with no request in flight for this long, e.g. `10m`.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub(crate) idle_connection_timeout: std::time::Duration,
     /// Every broker of the cluster, `ID=HOST:PORT,...` (client addresses; the
     /// same list on every broker). Without it the broker is a cluster of one.
     #[arg(long, env = "FJORD_PEERS", value_parser = parse_peers)]
@@ -105,6 +112,8 @@ impl BrokerArgs {
             flush: self.flush,
             batch_bytes_max: self.batch_bytes_max,
             connections_max: self.max_connections,
+            connections_per_source_max: self.max_connections_per_source,
+            idle_connection_timeout: self.idle_connection_timeout,
             maintenance_interval: self.maintenance_interval,
             peers: self.peers.clone().unwrap_or_default(),
             default_replication_factor: self.default_replication_factor,

@@ -160,8 +160,16 @@ fn description_text(d: &TopicDescription) -> String {
         ]);
     }
     out.push_str(&t.render());
+    out.push_str(OFFSETS_NOTE);
+    out.push('\n');
     out
 }
+
+/// Printed under the partition table: a reader who subtracts offsets to
+/// count records gets a wrong answer after any leader election.
+const OFFSETS_NOTE: &str = "offsets can skip: each new leader (after an election or a restart) \
+writes a control record that takes an offset but is never read, so HIGH-WATERMARK - LOG-START \
+can exceed the number of records";
 
 #[cfg(test)]
 mod tests {
@@ -190,7 +198,9 @@ mod tests {
             text.starts_with("topic events  replication factor 3\nretention.ms=-1 retention.bytes=default")
         );
         assert!(
-            text.ends_with("0          2       1,2,3     2,3  0          10       9               4096\n"),
+            text.ends_with(&format!(
+                "0          2       1,2,3     2,3  0          10       9               4096\n{OFFSETS_NOTE}\n"
+            )),
             "{text}"
         );
         let j = description_json(&d);

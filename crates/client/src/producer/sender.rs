@@ -16,7 +16,10 @@
 //! flight when its leader changed: a later one refused as out of sequence
 //! (its predecessor never arrived) simply goes again after it. A batch
 //! whose first answer was a refusal no retry can change (too large, bad
-//! request) is not resent. If a batch fails for good, its partition starts
+//! request) is not resent. A request still unanswered when metadata names
+//! another leader for one of its partitions ([`Client::leader_moved`]) fails
+//! as if it had timed out, so a paused broker costs no more than a dead
+//! one. If a batch fails for good, its partition starts
 //! over with a new epoch; the held batches after it are restamped into
 //! that epoch and go on, unless it failed because the cluster did not take
 //! it within the retries, in which case they fail with it.
@@ -288,10 +291,20 @@ impl Outgoing {
             route.generation = generation;
             route.count += 1;
         }
+        let client = self.client.clone();
         self.in_flight.push(
             async move {
                 let mut timed_out = false;
-                let results = match tokio::time::timeout(timeout, answer).await {
+                let answered = tokio::select! {
+                    answered = tokio::time::timeout(timeout, answer) => answered,
+                    moved = client.leader_moved(&topic, &partitions, &addr) => {
+                        // Abandoned like a timeout: the stream is replaced
+                        // and the batches go again, in order, to the new leader.
+                        timed_out = true;
+                        Ok(Ok(Err(moved)))
+                    }
+                };
+                let results = match answered {
                     Ok(Ok(resp)) => resp.and_then(|resp| produce_results(&partitions, resp)),
                     Ok(Err(_)) => Err(Error::Unavailable { message: "produce stream closed".into() }),
                     Err(_) => {

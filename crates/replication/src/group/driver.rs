@@ -35,15 +35,43 @@ struct Pending {
     reply: oneshot::Sender<Result<Committed>>,
 }
 
+/// Where a restarted group resumes applying: the persisted commit index,
+/// clamped to the entries the log holds (a log whose unsynced tail was lost
+/// may end below it; raft-rs then learns the commit from the leader), and
+/// the offset after that entry, from its header alone. `(0, None)` for a
+/// log with nothing committed in it.
+///
+/// # Errors
+/// A storage error reading the entry's header, or a committed index
+/// missing from the log.
+fn restart_point(store: &GroupStore) -> Result<(u64, Option<u64>)> {
+    let state = store.raft_state();
+    let log = store.log();
+    let last = log.last_raft().map_or(state.snapshot_index, |p| p.index);
+    let first = log.first_raft_index().unwrap_or(state.snapshot_index + 1);
+    let applied = state.commit.min(last);
+    if applied < first {
+        // Nothing committed in the log (empty, or just past a snapshot).
+        return Ok((applied.max(first.saturating_sub(1)).min(state.commit), None));
+    }
+    let (h, _) = log
+        .raft_entry(applied)?
+        .ok_or_else(|| Error::Corrupt(format!("committed raft index {applied} is not in the log")))?;
+    Ok((applied, Some(h.next_offset())))
+}
+
 /// Starts a group's task on the current tokio runtime.
 ///
 /// # Errors
 /// raft-rs rejecting the config or the stored state.
 pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Arc<T>) -> Result<GroupHandle> {
     let logger = slog::Logger::root(crate::raft_log::RaftLogDrain, slog::o!("group" => config.group_id));
-    // Committed entries are applied again after a restart (applying only
-    // moves the high watermark and answers proposals, so it is idempotent).
-    let applied = 0;
+    // Applying an entry only moves the high watermark and answers a
+    // proposal, so entries up to the persisted commit index need not be
+    // applied again after a restart: the high watermark starts after that
+    // entry. Replaying them (applied = 0) made raft-rs read every committed
+    // entry's data back, the whole log, before the partition served.
+    let (applied, start_hw) = restart_point(&store)?;
     let raft_config = raft::Config {
         id: config.node_id,
         election_tick: config.election_ticks,
@@ -67,7 +95,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         stopped: AtomicBool::new(false),
         serving: AtomicBool::new(false),
         in_sync: std::sync::Mutex::new(Vec::new()),
-        high_watermark: watch::Sender::new(start_offset),
+        high_watermark: watch::Sender::new(start_hw.unwrap_or(start_offset).max(start_offset)),
     });
     let driver = Driver {
         node,
