@@ -44,10 +44,10 @@ pub(crate) struct BrokerArgs {
     pub(crate) max_connections: usize,
     /// Most concurrent connections from one IP address (the other brokers'
     /// are exempt). Default: a quarter of --max-connections.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "FJORD_MAX_CONNECTIONS_PER_SOURCE", value_name = "N")]
     pub(crate) max_connections_per_source: Option<usize>,
     /// Close a connection with no request in flight for this long, e.g. `10m`.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FJORD_IDLE_CONNECTION_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub(crate) idle_connection_timeout: std::time::Duration,
     /// Every broker of the cluster, `ID=HOST:PORT,...` (client addresses; the
     /// same list on every broker). Without it the broker is a cluster of one.
