@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{fjord, fjord_ok, Broker};
+use common::{expect, fjord, fjord_ok, Broker};
 use fjord_codec::format::*;
 use fjord_codec::BatchBuilder;
 use fjord_proto::pb::{
@@ -31,23 +31,6 @@ fn produce(topic: &str, partition: u32, batch: Bytes) -> pb::ProduceRequest {
         batches: vec![pb::PartitionBatch { partition, batch }],
         ..Default::default()
     }
-}
-
-/// Asserts a failed call's code, its ErrorDetail code, and words in its message.
-fn expect(
-    result: Result<impl std::fmt::Debug, tonic::Status>,
-    code: Code,
-    detail: pb::ErrorCode,
-    words: &[&str],
-) -> pb::ErrorDetail {
-    let status = result.expect_err("the call must fail");
-    assert_eq!(status.code(), code, "status: {status:?}");
-    let d = fjord_proto::decode_status_details(status.details()).expect("details carry an ErrorDetail");
-    assert_eq!(d.code(), detail, "detail: {d:?}");
-    for w in words {
-        assert!(status.message().contains(w), "message {:?} should mention {w:?}", status.message());
-    }
-    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

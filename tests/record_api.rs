@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Broker;
+use common::{expect, Broker};
 use fjord_proto::pb::{
     self, admin_client::AdminClient, consumer_client::ConsumerClient, producer_client::ProducerClient,
 };
@@ -74,22 +74,6 @@ async fn read_all(
         }
         let next = pb::ReadRequest { max_records: 7, ..read_req(topic, partition, resp.next_offset) };
         resp = consumer.read(next).await.unwrap().into_inner();
-    }
-}
-
-/// Asserts a failed call's code, its ErrorDetail code, and words in its message.
-fn expect(
-    result: Result<impl std::fmt::Debug, tonic::Status>,
-    code: Code,
-    detail: pb::ErrorCode,
-    words: &[&str],
-) {
-    let status = result.expect_err("the call must fail");
-    assert_eq!(status.code(), code, "status: {status:?}");
-    let d = fjord_proto::decode_status_details(status.details()).expect("details carry an ErrorDetail");
-    assert_eq!(d.code(), detail, "detail: {d:?}");
-    for w in words {
-        assert!(status.message().contains(w), "message {:?} should mention {w:?}", status.message());
     }
 }
 

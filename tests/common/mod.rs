@@ -244,3 +244,20 @@ pub fn fjord_ok(addr: &str, args: &[&str], stdin: &[u8]) -> String {
 pub async fn client(addr: &str) -> fjord_client::Client {
     fjord_client::Client::connect(fjord_client::ClientConfig::from_bootstrap(addr).unwrap()).await.unwrap()
 }
+
+/// Asserts a failed call's code, its ErrorDetail code, and words in its message.
+pub fn expect(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: tonic::Code,
+    detail: fjord_proto::pb::ErrorCode,
+    words: &[&str],
+) -> fjord_proto::pb::ErrorDetail {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "status: {status:?}");
+    let d = fjord_proto::decode_status_details(status.details()).expect("details carry an ErrorDetail");
+    assert_eq!(d.code(), detail, "detail: {d:?}");
+    for w in words {
+        assert!(status.message().contains(w), "message {:?} should mention {w:?}", status.message());
+    }
+    d
+}

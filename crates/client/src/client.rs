@@ -188,9 +188,10 @@ impl Client {
     /// field (or that none is set), or a transport/availability error after retries.
     pub async fn alter_topic(&self, name: &str, settings: TopicSettings) -> Result<TopicDescription> {
         let msg = pb::AlterTopicRequest { name: name.to_string(), config: Some(settings.into()) };
-        // Applying the same settings twice is harmless: retried like a read.
+        // A change goes to the metadata leader alone (following NOT_LEADER
+        // hints), not hedged across brokers as reads are.
         let resp =
-            self.admin(true, msg, |ch, r| async move { AdminClient::new(ch).alter_topic(r).await }).await?;
+            self.admin(false, msg, |ch, r| async move { AdminClient::new(ch).alter_topic(r).await }).await?;
         Ok(resp.topic.ok_or_else(|| missing("AlterTopicResponse.topic"))?.into())
     }
 
