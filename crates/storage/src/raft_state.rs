@@ -148,4 +148,12 @@ mod tests {
         std::fs::write(&path, &s2.encode()[..10]).unwrap();
         assert!(matches!(RaftState::load(dir.path()), Err(Error::Corrupt { .. })));
     }
+
+    proptest::proptest! {
+        /// Bytes from disk never panic the decoder: any string is a state or an error.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(b in proptest::collection::vec(proptest::num::u8::ANY, 0..2 * RAFT_STATE_LEN)) {
+            let _ = RaftState::decode(&b);
+        }
+    }
 }

@@ -90,4 +90,12 @@ mod tests {
         std::fs::write(&path, &encode(1, 2)[..10]).unwrap();
         assert_eq!(RecoveryPoint::open(dir.path()).unwrap().1, None);
     }
+
+    proptest::proptest! {
+        /// Any file content decodes to a point or to "absent", never a panic.
+        #[test]
+        fn any_bytes_decode_or_read_as_absent(b in proptest::array::uniform24(proptest::num::u8::ANY)) {
+            let _ = decode(&b);
+        }
+    }
 }

@@ -184,4 +184,20 @@ mod tests {
         batch[last] ^= 0xff;
         assert!(replay(Bytes::from(batch), &mut BTreeMap::new()).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever the offsets log holds, replay answers Ok or Err, never panics.
+        #[test]
+        fn any_bytes_replay_or_fail_cleanly(b in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = replay(Bytes::from(b), &mut BTreeMap::new());
+        }
+
+        /// A valid batch around arbitrary record values: bad JSON is an error.
+        #[test]
+        fn any_record_value_replays_or_fails_cleanly(v in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let mut b = fjord_codec::BatchBuilder::new(1 << 20);
+            b.push(Some(b"k"), Some(&v), &[], 0).unwrap();
+            let _ = replay(b.finish(), &mut BTreeMap::new());
+        }
+    }
 }
