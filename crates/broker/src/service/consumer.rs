@@ -164,35 +164,15 @@ impl Consumer for ConsumerService {
             f.max_wait = Duration::from_millis(FETCH_WAIT_MS_MAX as u64);
         }
         read(&f.partition, f.offset, 0)?; // an offset out of range fails the call, not the stream
-        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut offset = f.offset;
-            loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                let resp = match long_poll(&f, offset, &mut shutdown).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
-                        return;
-                    }
-                };
-                if resp.batches.is_empty() {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    continue;
-                }
-                offset = resp.next_offset;
-                tokio::select! {
-                    sent = tx.send(Ok(resp)) => if sent.is_err() { return },
-                    _ = shutdown.changed() => return,
-                }
+        let (offset, f) = (f.offset, Arc::new(f));
+        let stream = follow(offset, self.shutdown.clone(), move |offset, mut shutdown| {
+            let f = f.clone();
+            async move {
+                let r = long_poll(&f, offset, &mut shutdown).await?;
+                Ok((r.next_offset, !r.batches.is_empty(), r))
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream))
     }
 
     async fn list_offsets(
@@ -230,34 +210,57 @@ impl Consumer for ConsumerService {
         // that a stream whose client went away is noticed.
         f.max_wait = Duration::from_millis(FETCH_WAIT_MS_MAX as u64);
         read(&f.partition, f.offset, 0)?; // an offset out of range fails the call, not the stream
-        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut offset = f.offset;
-            loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                let resp = match long_poll_records(&f, offset, &mut shutdown).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
-                        return;
-                    }
-                };
-                offset = resp.next_offset;
-                if resp.records.is_empty() {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    sent = tx.send(Ok(resp)) => if sent.is_err() { return },
-                    _ = shutdown.changed() => return,
-                }
+        let (offset, f) = (f.offset, Arc::new(f));
+        let stream = follow(offset, self.shutdown.clone(), move |offset, mut shutdown| {
+            let f = f.clone();
+            async move {
+                let r = long_poll_records(&f, offset, &mut shutdown).await?;
+                Ok((r.next_offset, !r.records.is_empty(), r))
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream))
     }
+}
+
+/// Follows a partition's tail for `Subscribe` and `ReadStream`: `poll`
+/// long-polls from an offset and answers the next offset, whether the
+/// response has anything to send, and the response. Empty ones are not
+/// sent (the position still moves past control batches); the stream ends
+/// on an error (sent last), at shutdown, or when the client goes away.
+fn follow<R, Fut>(
+    mut offset: u64,
+    mut shutdown: watch::Receiver<bool>,
+    poll: impl Fn(u64, watch::Receiver<bool>) -> Fut + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = std::result::Result<R, Status>> + Send>>
+where
+    R: Send + 'static,
+    Fut: std::future::Future<Output = Result<(u64, bool, R)>> + Send,
+{
+    let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let (next, has_data, resp) = match poll(offset, shutdown.clone()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    return;
+                }
+            };
+            offset = next;
+            if !has_data {
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                sent = tx.send(Ok(resp)) => if sent.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
 }
