@@ -11,6 +11,7 @@ mod broker;
 mod config;
 mod connections;
 mod error;
+mod fds;
 mod groups;
 mod meta;
 mod partition;
