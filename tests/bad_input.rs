@@ -526,3 +526,41 @@ async fn over_long_topic_names_are_invalid_everywhere_and_never_echoed_whole() {
     fjord_ok(&broker.addr, &["publish", "t"], b"still here\n");
     assert_eq!(fjord_ok(&broker.addr, &["tail", "t", "--from-beginning"], b""), "still here\n");
 }
+
+/// A topic whose replicas would not fit in the broker's file-descriptor
+/// budget is refused with a message naming the budget, before anything is
+/// opened, and the topics already there keep serving. Without the check,
+/// creating it ran the process out of descriptors half way through the
+/// metadata apply, and partitions already serving failed their fsyncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_beyond_the_fd_budget_is_refused_and_nothing_else_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &["--max-connections", "64"]);
+    // 1024 descriptors: minus 64 connections and 256 for the broker's own
+    // files, a budget of 704, or about 170 partitions of 4 descriptors.
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &broker.pid().to_string(), "--nofile=1024:1024"])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(limited.success());
+    fjord_ok(&broker.addr, &["topic", "create", "small", "--partitions", "10"], b"");
+    fjord_ok(&broker.addr, &["publish", "small"], b"before\n");
+    let mut admin = AdminClient::new(channel(&broker.addr).await);
+    let huge = pb::CreateTopicRequest { name: "huge".into(), partitions: 4096, ..Default::default() };
+    let started = std::time::Instant::now();
+    expect(
+        admin.create_topic(huge).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidRequest,
+        &["\"huge\"", "16384 file descriptors", "fd budget is 704", "RLIMIT_NOFILE 1024", "ulimit -n"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "refused before opening anything");
+    let listed = fjord_ok(&broker.addr, &["topic", "list"], b"");
+    assert!(!listed.contains("huge"), "{listed}");
+    fjord_ok(&broker.addr, &["publish", "small"], b"after\n");
+    let got = fjord_ok(&broker.addr, &["tail", "small", "--from-beginning"], b"");
+    let mut got: Vec<&str> = got.lines().collect();
+    got.sort();
+    assert_eq!(got, ["after", "before"]);
+    assert!(!broker.log().contains("Too many open files"), "{}", broker.log());
+}

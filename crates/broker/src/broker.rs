@@ -326,6 +326,8 @@ impl Broker {
             state.next_group
         };
         let assignment = assign(&brokers, partitions, rf, offset);
+        let here = assignment.iter().filter(|r| r.contains(&self.config.broker_id)).count() as u64;
+        crate::fds::check_fd_budget(&self.config, &req.name, here)?;
         let cmd = Command::CreateTopic {
             name: req.name.clone(),
             replication_factor: rf,

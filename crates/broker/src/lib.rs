@@ -12,6 +12,7 @@ mod config;
 mod connections;
 mod disk;
 mod error;
+mod fds;
 mod groups;
 mod meta;
 mod partition;

@@ -51,6 +51,9 @@ const RESPONSE_BYTES_MAX: usize = FETCH_BYTES_MAX as usize + 1024 * 1024;
 /// address that cannot be bound.
 pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     config.validate().map_err(Error::InvalidArgument)?;
+    let fd_limit = crate::fds::raise_fd_limit();
+    let fd_reserve = crate::fds::fd_reserve(&config, fd_limit);
+    tracing::info!(fd_limit, fd_reserve, "file descriptor limit; the rest is the partitions' budget");
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -72,6 +72,8 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
     // entry. Replaying them (applied = 0) made raft-rs read every committed
     // entry's data back, the whole log, before the partition served.
     let (applied, start_hw) = restart_point(&store)?;
+    tracing::debug!(group = config.group_id, applied, ?start_hw, "restart point");
+    let log_bytes = store.log().size_bytes();
     let raft_config = raft::Config {
         id: config.node_id,
         election_tick: config.election_ticks,
@@ -105,6 +107,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         pending: BTreeMap::new(),
         landed: BTreeMap::new(),
         ticks_since_commit_store: 0,
+        log_bytes_at_commit_store: log_bytes,
         idle_ticks: 0,
         maintenance: Vec::new(),
         caught_up: std::collections::HashMap::new(),
@@ -127,6 +130,8 @@ struct Driver<T: Transport> {
     pending: BTreeMap<u64, Pending>,
     landed: BTreeMap<u64, Landed>,
     ticks_since_commit_store: u64,
+    /// The log's size when the commit index was last stored.
+    log_bytes_at_commit_store: u64,
     /// Ticks since the group last did anything; see Quiescence.
     idle_ticks: u64,
     /// When each follower last matched the commit index (leader only).
@@ -533,6 +538,16 @@ impl<T: Transport> Driver<T> {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
+        // Busy or idle: what a restart re-applies from the log (everything
+        // after the stored commit index, read back) stays bounded by
+        // COMMIT_PERSIST_BYTES and what was written in COMMIT_PERSIST_TICKS.
+        let size = self.node.store().log().size_bytes();
+        self.log_bytes_at_commit_store = self.log_bytes_at_commit_store.min(size); // retention shrank it
+        if self.ticks_since_commit_store >= COMMIT_PERSIST_TICKS
+            || size - self.log_bytes_at_commit_store >= COMMIT_PERSIST_BYTES
+        {
+            self.persist_commit()?;
+        }
         Ok(())
     }
 
@@ -717,6 +732,7 @@ impl<T: Transport> Driver<T> {
 
     fn persist_commit(&mut self) -> Result<()> {
         self.ticks_since_commit_store = 0;
+        self.log_bytes_at_commit_store = self.node.store().log().size_bytes();
         let hs = self.node.raft.hard_state();
         self.node.mut_store().store_hard_state(&hs)
     }
