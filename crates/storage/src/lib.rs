@@ -35,8 +35,8 @@ mod recovery_point;
 mod segment;
 
 pub use config::{
-    FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
+    FlushPolicy, FsyncObserver, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_MIN,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
 };
 pub use error::{Error, Result};
 pub use log::{Appended, DeletedSegment, Log, RaftPos, ReadResult};
