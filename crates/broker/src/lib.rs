@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod groups;
 mod meta;
+mod metrics;
 mod partition;
 mod server;
 mod service;
