@@ -222,6 +222,18 @@ fn a_scrape_tells_what_was_published_and_consumed_and_prometheus_reads_it() {
     let oldest = samples(&scrape, "fjord_group_lag_seconds").values().copied().fold(0.0, f64::max);
     assert!((1.0..60.0).contains(&oldest), "the oldest unread record waited about a second: {oldest}");
 
+    // `fjord group describe` tells the same age, in ms in JSON and as
+    // seconds in its table.
+    let d: serde_json::Value =
+        serde_json::from_str(&fjord_ok(a, &["group", "describe", "G", "--format", "json"], b"")).unwrap();
+    let parts = d["partitions"].as_array().unwrap();
+    let lag: u64 = parts.iter().map(|p| p["lag"].as_u64().unwrap()).sum();
+    assert_eq!(lag, LAGGING as u64, "{d}");
+    let oldest_ms = parts.iter().map(|p| p["lag_ms"].as_i64().expect("lag_ms on a single broker")).max();
+    assert!((1_000..60_000).contains(&oldest_ms.unwrap()), "{d}");
+    let table = fjord_ok(a, &["group", "describe", "G"], b"");
+    assert!(table.contains("LAG_S"), "{table}");
+
     if let Err(why) = ensure_prometheus() {
         println!("SKIPPED the promtool and Prometheus part: {why}");
         return;

@@ -99,6 +99,21 @@ impl Partition {
         self.group.status().high_watermark()
     }
 
+    /// Timestamp of the record at `offset` (below `hw`), reading the one
+    /// batch that holds it: for the age of a group's oldest unconsumed
+    /// record. `None` if it cannot be read (removed by retention meanwhile,
+    /// or damaged: a metric is no place to report that).
+    pub(crate) fn timestamp_at(&self, offset: u64, hw: u64) -> Option<i64> {
+        // The log returns at least one whole batch whatever the limit.
+        let read = self.log.read(offset, 1, hw).ok()?;
+        let (h, batch) = fjord_codec::split_batches(read.batches).next()?.ok()?;
+        if offset == h.base_offset {
+            return Some(h.first_timestamp);
+        }
+        let mut records = fjord_codec::records(&batch).ok()?;
+        records.find_map(|r| r.ok().filter(|r| r.offset >= offset)).map(|r| r.timestamp)
+    }
+
     /// A receiver that sees every advance of the high watermark.
     pub(crate) fn watch_hw(&self) -> watch::Receiver<u64> {
         self.group.status().watch_high_watermark()

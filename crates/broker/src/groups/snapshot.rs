@@ -76,3 +76,22 @@ impl Coordinator {
         out
     }
 }
+
+impl Coordinator {
+    /// Age in ms of the oldest record a group has not consumed in a
+    /// partition: 0 when `lag` is 0, else now minus the timestamp of the
+    /// record at `committed`, read from this broker's serving replica
+    /// (`None` when it has none, or the record cannot be read). One batch
+    /// read from the page cache; `DescribeGroup` and scrapes call it.
+    pub(crate) fn lag_ms(&self, topic: &str, partition: u32, committed: u64, lag: u64) -> Option<i64> {
+        if lag == 0 {
+            return Some(0);
+        }
+        let p = self.broker.partition(topic, partition).ok()?;
+        if !p.group.status().is_serving() {
+            return None;
+        }
+        let ts = p.timestamp_at(committed, p.high_watermark())?;
+        Some((super::now_ms() - ts).max(0))
+    }
+}

@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 
-use fjord_codec::{records, split_batches};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -30,9 +29,6 @@ use crate::partition::Partition;
 /// MB in the usual one (batches of tens of KiB); lagging partitions beyond
 /// it get no lag-seconds series in that scrape.
 const LAG_SECONDS_READS_MAX: usize = 1_000;
-/// Bytes asked for when reading the batch at a committed offset: the log
-/// returns at least one whole batch whatever the limit.
-const LAG_SECONDS_READ_BYTES: usize = 1;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
@@ -285,7 +281,7 @@ impl StateCollector {
                     lag_seconds.push((labels, ConstGauge::new(0.0)));
                 } else if reads_left > 0 {
                     reads_left -= 1;
-                    if let Some(ts) = timestamp_at(&p, *offset, hw) {
+                    if let Some(ts) = p.timestamp_at(*offset, hw) {
                         lag_seconds.push((labels, ConstGauge::new((now - ts).max(0) as f64 / 1000.0)));
                     }
                 }
@@ -340,15 +336,4 @@ impl StateCollector {
             ConstGauge::new(total as i64),
         )
     }
-}
-
-/// Timestamp of the record at `offset`, reading the one batch that holds
-/// it; `None` if it cannot be read (removed by retention meanwhile, or damaged).
-fn timestamp_at(p: &Partition, offset: u64, hw: u64) -> Option<i64> {
-    let read = p.log.read(offset, LAG_SECONDS_READ_BYTES, hw).ok()?;
-    let (h, batch) = split_batches(read.batches).next()?.ok()?;
-    if offset == h.base_offset {
-        return Some(h.first_timestamp);
-    }
-    records(&batch).ok()?.filter_map(|r| r.ok()).find(|r| r.offset >= offset).map(|r| r.timestamp)
 }
