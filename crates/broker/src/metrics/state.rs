@@ -18,7 +18,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::groups::{Coordinator, Snapshot};
 use crate::partition::Partition;
 
@@ -261,7 +261,6 @@ impl StateCollector {
         let mut lag = Vec::new();
         let mut lag_seconds = Vec::new();
         let mut reads_left = LAG_SECONDS_READS_MAX;
-        let now = now_ms();
         for g in &snap.groups {
             for (topic, partition, offset) in &g.offsets {
                 let labels = GroupPartitionLabels {
@@ -274,16 +273,16 @@ impl StateCollector {
                 if !p.group.status().is_serving() {
                     continue; // only the leader knows the commit point
                 }
-                let hw = p.high_watermark();
-                let records = hw.saturating_sub(*offset);
+                let records = p.high_watermark().saturating_sub(*offset);
                 lag.push((labels.clone(), ConstGauge::new(records as i64)));
-                if records == 0 {
-                    lag_seconds.push((labels, ConstGauge::new(0.0)));
-                } else if reads_left > 0 {
-                    reads_left -= 1;
-                    if let Some(ts) = p.timestamp_at(*offset, hw) {
-                        lag_seconds.push((labels, ConstGauge::new((now - ts).max(0) as f64 / 1000.0)));
+                if records > 0 {
+                    if reads_left == 0 {
+                        continue;
                     }
+                    reads_left -= 1;
+                }
+                if let Some(ms) = self.coordinator.lag_ms(topic, *partition, *offset, records) {
+                    lag_seconds.push((labels, ConstGauge::new(ms as f64 / 1000.0)));
                 }
             }
         }
