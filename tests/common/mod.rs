@@ -48,6 +48,9 @@ impl Broker {
             .arg(data_dir)
             .args(args)
             .env_remove("RUST_LOG")
+            // Many brokers run at once: no metrics endpoint unless a test
+            // asks for one with --metrics-listen (the flag overrides this).
+            .env("FJORD_METRICS_LISTEN", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

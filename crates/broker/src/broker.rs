@@ -105,6 +105,7 @@ impl Broker {
             retention_ms: None,
             retention_bytes: None,
             flush: FlushPolicy::Always,
+            fsync_observer: config.fsync_observer.clone(),
             ..LogConfig::default()
         };
         let (log, state) = {
@@ -403,7 +404,10 @@ impl Broker {
                         let hosted = replicas.contains(&me);
                         let dir = self.partition_dir(&meta.name, p as u32);
                         let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
-                        let log_config = meta.settings.log_config(self.config.flush);
+                        let log_config = LogConfig {
+                            fsync_observer: self.config.fsync_observer.clone(),
+                            ..meta.settings.log_config(self.config.flush)
+                        };
                         let (transport, peers) = (self.transport.clone(), self.peers.clone());
                         async move {
                             if !hosted {

@@ -9,6 +9,9 @@ use fjord_storage::FlushPolicy;
 
 /// Default client port, as Kafka's.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// Default address of the Prometheus metrics endpoint (Redpanda's port;
+/// loopback, so that nothing is exposed until an operator says so).
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "fjord-data";
 
@@ -93,6 +96,13 @@ pub struct BrokerConfig {
     /// produce is refused. Default (`None`): the smaller of 1 GiB and 5%
     /// of the volume.
     pub min_free_bytes: Option<u64>,
+    /// Address of the HTTP endpoint serving Prometheus metrics at
+    /// `/metrics`; `None` serves none. Default `127.0.0.1:9644`; port 0
+    /// picks a free one (printed on stdout after the listening line).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Told how long each log fsync took. The server sets it to feed its
+    /// fsync histogram; default none.
+    pub fsync_observer: fjord_storage::FsyncObserver,
 }
 
 impl Default for BrokerConfig {
@@ -112,6 +122,8 @@ impl Default for BrokerConfig {
             fault_injection: false,
             maintenance_interval: MAINTENANCE_INTERVAL,
             min_free_bytes: None,
+            metrics_listen: Some(METRICS_LISTEN_DEFAULT.parse().expect("valid default address")),
+            fsync_observer: fjord_storage::FsyncObserver::default(),
         }
     }
 }

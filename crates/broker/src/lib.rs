@@ -15,6 +15,7 @@ mod error;
 mod fds;
 mod groups;
 mod meta;
+mod metrics;
 mod partition;
 mod server;
 mod service;

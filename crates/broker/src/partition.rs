@@ -8,7 +8,7 @@
 //! advances. A single broker is a group of one.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +31,28 @@ pub(crate) struct Partition {
     peers: Peers,
     /// Set when the topic is deleted; readers holding the partition stop.
     closed: AtomicBool,
+    /// Records and bytes produced to and fetched from this replica, for metrics.
+    pub(crate) traffic: Arc<Traffic>,
+}
+
+/// Counters of one replica's traffic since it was opened: plain atomics on
+/// the hot path, turned into Prometheus counters only when scraped.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) records_produced: AtomicU64,
+    pub(crate) bytes_produced: AtomicU64,
+    pub(crate) records_fetched: AtomicU64,
+    pub(crate) bytes_fetched: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts a fetch that returned `bytes` of batches ending at `next_offset`,
+    /// asked from `offset` (the first batch may start before it: those
+    /// records are not counted).
+    pub(crate) fn fetched(&self, offset: u64, next_offset: u64, bytes: usize) {
+        self.records_fetched.fetch_add(next_offset.saturating_sub(offset), Ordering::Relaxed);
+        self.bytes_fetched.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 impl Partition {
@@ -68,12 +90,28 @@ impl Partition {
             replicas,
             peers,
             closed: AtomicBool::new(false),
+            traffic: Arc::default(),
         })
     }
 
     /// The high watermark: offsets below it are committed.
     pub(crate) fn high_watermark(&self) -> u64 {
         self.group.status().high_watermark()
+    }
+
+    /// Timestamp of the record at `offset` (below `hw`), reading the one
+    /// batch that holds it: for the age of a group's oldest unconsumed
+    /// record. `None` if it cannot be read (removed by retention meanwhile,
+    /// or damaged: a metric is no place to report that).
+    pub(crate) fn timestamp_at(&self, offset: u64, hw: u64) -> Option<i64> {
+        // The log returns at least one whole batch whatever the limit.
+        let read = self.log.read(offset, 1, hw).ok()?;
+        let (h, batch) = fjord_codec::split_batches(read.batches).next()?.ok()?;
+        if offset == h.base_offset {
+            return Some(h.first_timestamp);
+        }
+        let mut records = fjord_codec::records(&batch).ok()?;
+        records.find_map(|r| r.ok().filter(|r| r.offset >= offset)).map(|r| r.timestamp)
     }
 
     /// A receiver that sees every advance of the high watermark.
@@ -126,10 +164,19 @@ impl Partition {
         if self.is_closed() {
             return Err(Error::UnknownTopic(self.topic.clone()));
         }
+        let bytes = batch.len() as u64;
         let pending = self.group.submit(batch, ack).await.map_err(replication_err)?;
         let (topic, id, peers) = (self.topic.clone(), self.id, self.peers.clone());
+        let traffic = self.traffic.clone();
         Ok(async move {
-            pending.await.map_err(|e| {
+            let acked = pending.await;
+            if let Ok(c) = &acked {
+                if !c.duplicate {
+                    traffic.records_produced.fetch_add(c.next_offset - c.base_offset, Ordering::Relaxed);
+                    traffic.bytes_produced.fetch_add(bytes, Ordering::Relaxed);
+                }
+            }
+            acked.map_err(|e| {
                 use fjord_replication::Error as R;
                 match e {
                     R::NotLeader { leader } => not_leader(&topic, id, leader, &peers),

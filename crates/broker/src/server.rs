@@ -58,6 +58,9 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| Error::Unavailable(e.to_string()))?;
+    let metrics_listener = crate::metrics::bind(config.metrics_listen).await?;
+    let metrics = crate::metrics::Metrics::new();
+    let config = BrokerConfig { fsync_observer: metrics.fsync_observer(), ..config };
     let mut peers = config.peers.clone();
     if peers.is_empty() {
         peers.insert(config.broker_id, addr.to_string());
@@ -85,6 +88,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let upkeep = tokio::spawn(upkeep(broker.clone(), stop_rx.clone()));
     let coordinator = crate::groups::Coordinator::new(broker.clone());
     let group_upkeep = tokio::spawn(coordinator.clone().upkeep(stop_rx.clone()));
+    let metrics_coordinator = coordinator.clone();
     let groups = GroupsService { coordinator };
     let producer = ProducerService { broker: broker.clone() };
     let consumer = ConsumerService { broker: broker.clone(), shutdown: stop_rx.clone() };
@@ -100,6 +104,13 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let incoming = limited(listener, limits);
     println!("fjord broker {} listening on {addr}", config.broker_id);
     tracing::info!(%addr, broker_id = config.broker_id, data_dir = %config.data_dir.display(), "broker ready");
+    let metrics_endpoint = crate::metrics::start(
+        metrics_listener,
+        &metrics,
+        broker.clone(),
+        metrics_coordinator,
+        stop_rx.clone(),
+    );
 
     let serve = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(IN_FLIGHT_PER_CONNECTION_MAX)
@@ -108,6 +119,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .initial_connection_window_size(http2::CONNECTION_WINDOW_BYTES)
         .max_frame_size(http2::FRAME_BYTES_MAX)
         .layer(TrackStreamsLayer)
+        .layer(metrics.rpc_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -128,7 +140,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
                 .max_decoding_message_size(RAFT_BATCH_BYTES_MAX)
                 .max_encoding_message_size(RAFT_BATCH_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(incoming, async move {
+        .serve_with_incoming_shutdown(metrics.count_connections(incoming), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop_tx.send(true);
@@ -136,6 +148,9 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let served = serve.await;
     let _ = upkeep.await;
     let _ = group_upkeep.await;
+    if let Some(endpoint) = metrics_endpoint {
+        let _ = endpoint.await;
+    }
     broker.flush_all().await;
     tracing::info!("broker stopped");
     served.map_err(|e| Error::Unavailable(format!("server failed: {e}")))

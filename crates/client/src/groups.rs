@@ -75,6 +75,9 @@ pub struct GroupPartition {
     pub log_end: Option<u64>,
     /// `log_end - committed`, when both are known.
     pub lag: Option<u64>,
+    /// Age of the oldest unconsumed record, ms (0 when `lag` is 0), when
+    /// the coordinator could read it.
+    pub lag_ms: Option<i64>,
 }
 
 /// A group as its coordinator describes it.
@@ -323,6 +326,7 @@ impl Client {
                     committed: p.committed_offset,
                     log_end: p.log_end_offset,
                     lag: p.lag,
+                    lag_ms: p.lag_ms,
                 })
                 .collect(),
         })

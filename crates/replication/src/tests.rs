@@ -89,6 +89,8 @@ async fn three_nodes_replicate_fail_over_and_agree_byte_for_byte() {
     net.down.lock().unwrap().push(old);
     let l2 = leader(&nodes, Some(old)).await;
     assert_ne!(l2, l);
+    let changes = nodes[l2].0.status().leader_changes();
+    assert!(changes >= 2, "the new leader saw the first election and the failover: {changes}");
     let mut after = Vec::new();
     for i in 0..20 {
         after.push(nodes[l2].0.propose(batch(&format!("w{i}")), Ack::Quorum).await.unwrap());

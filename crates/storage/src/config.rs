@@ -49,7 +49,54 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Durability of appends. Default [`FlushPolicy::Always`].
     pub flush: FlushPolicy,
+    /// Told how long each data fsync of the log took. Default: nobody.
+    pub fsync_observer: FsyncObserver,
 }
+
+/// A callback told the duration of every data fsync of a log (the group
+/// commit in [`crate::Log::sync_through`] and the sealing of closed
+/// segments), so that the broker can keep a latency histogram without this
+/// crate knowing about metrics. It runs on the fsyncing thread, after the
+/// fsync and outside every lock: it must be cheap (a histogram update).
+#[derive(Clone, Default)]
+pub struct FsyncObserver(Option<std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>>);
+
+impl FsyncObserver {
+    /// An observer that calls `f` with each fsync's duration.
+    pub fn new(f: impl Fn(std::time::Duration) + Send + Sync + 'static) -> FsyncObserver {
+        FsyncObserver(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Runs `fsync`, then reports how long it took (whether or not it failed:
+    /// a slow failing disk is worth seeing too).
+    pub(crate) fn time<T>(&self, fsync: impl FnOnce() -> T) -> T {
+        let Some(f) = &self.0 else { return fsync() };
+        let start = std::time::Instant::now();
+        let result = fsync();
+        f(start.elapsed());
+        result
+    }
+}
+
+impl std::fmt::Debug for FsyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "FsyncObserver(set)" } else { "FsyncObserver(none)" })
+    }
+}
+
+/// Two observers are equal when they are the same callback (or both absent),
+/// so that configs still compare.
+impl PartialEq for FsyncObserver {
+    fn eq(&self, other: &FsyncObserver) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FsyncObserver {}
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -60,6 +107,7 @@ impl Default for LogConfig {
             retention_ms: Some(SEGMENT_MS_DEFAULT),
             retention_bytes: None,
             flush: FlushPolicy::Always,
+            fsync_observer: FsyncObserver::default(),
         }
     }
 }

@@ -36,8 +36,8 @@ mod recovery_point;
 mod segment;
 
 pub use config::{
-    FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_MIN, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
+    FlushPolicy, FsyncObserver, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_MIN,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
 };
 pub use disk::{disk_space, DiskSpace};
 pub use error::{Error, Result};

@@ -311,6 +311,29 @@ fn altered_settings_apply_to_an_open_log_and_never_overfill_a_segment() {
 }
 
 #[test]
+fn the_fsync_observer_sees_every_group_commit_and_seal() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let observer = FsyncObserver::new(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let log = Log::open(dir.path(), LogConfig { fsync_observer: observer, ..small_config() }).unwrap();
+    for i in 0..3 {
+        log.append_durable(&batch(i, 1, 0), pos(1, i + 1)).unwrap();
+    }
+    assert_eq!(seen.load(Ordering::Relaxed), 3, "one fsync per durable append, one at a time");
+    for i in 3..40 {
+        log.append(&batch(i, 4, 0), pos(1, i + 1)).unwrap(); // rolls 4 KiB segments
+    }
+    assert!(log.segment_count() > 2);
+    log.flush().unwrap();
+    assert!(seen.load(Ordering::Relaxed) >= 5, "the flush and the seal of closed segments are timed too");
+}
+
+#[test]
 fn concurrent_appenders_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::sync::Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());

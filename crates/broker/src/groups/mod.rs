@@ -20,6 +20,8 @@ pub(crate) mod assignor;
 pub(crate) mod limits;
 mod lookup;
 pub(crate) mod records;
+mod snapshot;
+pub(crate) use snapshot::Snapshot;
 pub(crate) mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -103,6 +103,7 @@ async fn long_poll(
         hw.borrow_and_update();
         let resp = read(&f.partition, offset, f.max_bytes)?;
         if resp.batches.len() >= f.min_bytes.max(1) || Instant::now() >= deadline || *shutdown.borrow() {
+            f.partition.traffic.fetched(offset, resp.next_offset, resp.batches.len());
             return Ok(resp);
         }
         tokio::select! {

@@ -156,13 +156,18 @@ impl Groups for GroupsService {
             .into_iter()
             .map(|(tp, member_id, committed, end)| {
                 let committed = committed.map(|c| c.offset);
+                let lag = committed.zip(end).map(|(c, e)| e.saturating_sub(c));
+                let lag_ms = committed
+                    .zip(lag)
+                    .and_then(|(c, lag)| self.coordinator.lag_ms(&tp.topic, tp.partition, c, lag));
                 pb::GroupPartitionDescription {
                     topic: tp.topic,
                     partition: tp.partition,
                     member_id,
                     committed_offset: committed,
                     log_end_offset: end,
-                    lag: committed.zip(end).map(|(c, e)| e.saturating_sub(c)),
+                    lag,
+                    lag_ms,
                 }
             })
             .collect();

@@ -146,6 +146,12 @@ pub(crate) async fn long_poll_records(
         let resp = crate::broker::blocking(move || decode(&p, offset, max_records, max_bytes)).await?;
         let done = !resp.records.is_empty() || Instant::now() >= deadline || *shutdown.borrow();
         if done {
+            let bytes = resp
+                .records
+                .iter()
+                .map(|r| r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
+                .sum();
+            f.partition.traffic.fetched(offset, resp.next_offset, bytes);
             return Ok(resp);
         }
         if resp.next_offset > offset {

@@ -67,6 +67,22 @@ pub(crate) struct BrokerArgs {
     /// How often retention and interval flushes run, e.g. `5s`.
     #[arg(long, env = "FJORD_MAINTENANCE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) maintenance_interval: std::time::Duration,
+    /// Address of the Prometheus metrics endpoint (`/metrics`), or `none`.
+    /// Port 0 picks a free port, printed on stdout after the listening line.
+    #[arg(long, env = "FJORD_METRICS_LISTEN", default_value = fjord_broker::METRICS_LISTEN_DEFAULT,
+          value_name = "ADDR|none", value_parser = parse_metrics_listen)]
+    pub(crate) metrics_listen: MetricsListen,
+}
+
+/// `--metrics-listen`: an address, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MetricsListen(Option<SocketAddr>);
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(MetricsListen(None));
+    }
+    s.parse().map(|a| MetricsListen(Some(a))).map_err(|_| format!("expected HOST:PORT or none, got {s:?}"))
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -119,6 +135,7 @@ impl BrokerArgs {
             default_replication_factor: self.default_replication_factor,
             fault_injection: self.enable_fault_injection,
             min_free_bytes: self.min_free_bytes,
+            metrics_listen: self.metrics_listen.0,
             ..Default::default()
         }
     }
@@ -163,6 +180,25 @@ mod tests {
         assert_eq!(p.get(&2).map(String::as_str), Some("127.0.0.1:9093"));
         for bad in ["", "1", "x=a:1", "0=a:1", "1=a", "1=a:1,1=b:2"] {
             assert!(parse_peers(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_none() {
+        assert_eq!(parse_metrics_listen("none"), Ok(MetricsListen(None)));
+        assert_eq!(
+            parse_metrics_listen("127.0.0.1:0"),
+            Ok(MetricsListen(Some("127.0.0.1:0".parse().unwrap())))
+        );
+        assert!(parse_metrics_listen("9644").is_err());
+        let cli = Cli::try_parse_from(["fjord", "broker"]).unwrap();
+        let Command::Broker(args) = cli.command else { panic!("not the broker command") };
+        if std::env::var_os("FJORD_METRICS_LISTEN").is_none() {
+            assert_eq!(
+                args.config().metrics_listen,
+                Some("127.0.0.1:9644".parse().unwrap()),
+                "on by default"
+            );
         }
     }
 

@@ -103,6 +103,7 @@ fn description_json(d: &GroupDescription) -> Value {
             "committed": p.committed,
             "log_end": p.log_end,
             "lag": p.lag,
+            "lag_ms": p.lag_ms,
         })).collect::<Vec<_>>(),
     })
 }
@@ -118,7 +119,7 @@ fn description_text(d: &GroupDescription) -> String {
         d.coordinator_id,
         d.members.len()
     );
-    let mut t = Table::new(&["TOPIC", "PARTITION", "MEMBER", "COMMITTED", "END", "LAG"]);
+    let mut t = Table::new(&["TOPIC", "PARTITION", "MEMBER", "COMMITTED", "END", "LAG", "LAG_S"]);
     for p in &d.partitions {
         t.row(vec![
             p.topic.clone(),
@@ -127,6 +128,7 @@ fn description_text(d: &GroupDescription) -> String {
             dash(p.committed),
             dash(p.log_end),
             dash(p.lag),
+            p.lag_ms.map_or("-".to_string(), |ms| format!("{:.1}", ms as f64 / 1000.0)),
         ]);
     }
     out.push_str(&t.render());

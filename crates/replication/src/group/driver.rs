@@ -98,6 +98,7 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
         serving: AtomicBool::new(false),
         in_sync: std::sync::Mutex::new(Vec::new()),
         high_watermark: watch::Sender::new(start_hw.unwrap_or(start_offset).max(start_offset)),
+        leader_changes: AtomicU64::new(0),
     });
     let driver = Driver {
         node,
@@ -561,7 +562,9 @@ impl<T: Transport> Driver<T> {
         }
         let was_leader = self.status.is_leader.swap(role == StateRole::Leader, Ordering::AcqRel);
         self.status.serving.store(false, Ordering::Release);
-        self.status.leader.store(leader, Ordering::Release);
+        if self.status.leader.swap(leader, Ordering::AcqRel) != leader {
+            self.status.leader_changes.fetch_add(1, Ordering::AcqRel);
+        }
         if was_leader && role != StateRole::Leader {
             self.fail_pending(Error::NotLeader { leader });
         }

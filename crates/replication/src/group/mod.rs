@@ -180,6 +180,9 @@ pub struct GroupStatus {
     in_sync: std::sync::Mutex<Vec<u64>>,
     /// Offset after the last committed (and applied) batch.
     high_watermark: watch::Sender<u64>,
+    /// Times this node saw the group's leader change (to another node or to
+    /// none), since it started: elections and handoffs, for metrics.
+    leader_changes: AtomicU64,
 }
 
 impl GroupStatus {
@@ -217,6 +220,11 @@ impl GroupStatus {
     /// Offsets below it are committed.
     pub fn high_watermark(&self) -> u64 {
         *self.high_watermark.borrow()
+    }
+
+    /// Times this node saw the leader change since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Acquire)
     }
 
     /// A receiver that sees every advance of the high watermark (and stop).

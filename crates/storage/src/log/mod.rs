@@ -363,9 +363,11 @@ impl Log {
                     path: self.dir.clone(),
                     source: std::io::Error::other("injected fsync failure"),
                 }),
-                false => unsealed
-                    .iter()
-                    .try_for_each(|(file, path)| file.sync_data().map_err(io("fdatasync", path))),
+                false => self.config().fsync_observer.time(|| {
+                    unsealed
+                        .iter()
+                        .try_for_each(|(file, path)| file.sync_data().map_err(io("fdatasync", path)))
+                }),
             };
             st = self.lock_sync();
             st.syncing = false;
@@ -470,7 +472,9 @@ impl Log {
             return Ok(());
         }
         for (_, (file, path)) in &pending {
-            if let Err(e) = file.sync_data().map_err(io("fdatasync", path)) {
+            if let Err(e) =
+                self.config().fsync_observer.time(|| file.sync_data()).map_err(io("fdatasync", path))
+            {
                 let mut inner = self.lock();
                 return Err(self.poison(&mut inner, e));
             }
