@@ -121,7 +121,18 @@ impl Log {
         let (recovery_point, point) = RecoveryPoint::open(&dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
-            let durable = point.filter(|p| p.0 == base).map_or(0, |p| p.1);
+            // How much of this segment is known fsynced. The point names
+            // the active segment of its fsync, and that fsync covered every
+            // unsealed segment before it (`sync_through`), so a segment
+            // below the point's is durable whole: after a crash its index
+            // points are trusted and only the batches after the last one are
+            // checked, instead of every batch of a segment the crash left
+            // unsealed (which read every closed segment since the last seal).
+            let durable = match point {
+                Some((point_base, _)) if base < point_base => u64::MAX,
+                Some((point_base, position)) if base == point_base => position,
+                _ => 0,
+            };
             let (seg, discarded) = Segment::open(&dir, base, bases.get(i + 1).copied(), durable, &config)?;
             if discarded > 0 {
                 tracing::warn!(dir = %dir.display(), base, discarded, "discarded a damaged segment tail");
