@@ -18,8 +18,9 @@ use crate::{Error, Result};
 
 /// Descriptors one partition replica holds open: its active segment's log,
 /// offset index and time index, and one for the `raft-state` and recovery
-/// point files it rewrites. Each closed segment holds three more, which
-/// the count of open descriptors sees once they exist.
+/// point files it rewrites. A closed segment holds three more only until it
+/// is sealed (the next flush or maintenance pass), after which it is read
+/// through its maps alone (`fjord_storage`'s `handle` module).
 pub(crate) const FDS_PER_REPLICA: u64 = 4;
 /// Descriptors kept for everything but partitions and connections: the
 /// listener, the runtime's epoll and eventfds, the metadata log, logs,

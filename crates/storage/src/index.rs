@@ -9,19 +9,19 @@
 //! strictly increasing and agree with the log (see `segment::recover`).
 
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fjord_codec::format::*;
 use memmap2::MmapMut;
 
 use crate::error::io;
+use crate::handle::FileHandle;
 use crate::Result;
 
 /// A file of fixed-width entries, mapped read-write.
 #[derive(Debug)]
 pub(crate) struct IndexFile {
-    path: PathBuf,
-    file: File,
+    file: FileHandle,
     map: Option<MmapMut>,
     entry_len: usize,
     len: usize,
@@ -38,7 +38,8 @@ impl IndexFile {
             .truncate(true)
             .open(path)
             .map_err(io("create", path))?;
-        let mut index = IndexFile { path: path.to_owned(), file, map: None, entry_len, len: 0, cap: 0 };
+        let file = FileHandle::new(path.to_owned(), file);
+        let mut index = IndexFile { file, map: None, entry_len, len: 0, cap: 0 };
         index.set_capacity(cap)?;
         Ok(index)
     }
@@ -54,12 +55,12 @@ impl IndexFile {
         let bytes = file.metadata().map_err(io("stat", path))?.len() as usize;
         let cap = bytes / entry_len;
         let map = map_file(&file, path, cap * entry_len)?;
-        Ok(Some(IndexFile { path: path.to_owned(), file, map, entry_len, len: cap, cap }))
+        Ok(Some(IndexFile { file: FileHandle::new(path.to_owned(), file), map, entry_len, len: cap, cap }))
     }
 
     /// Whether the file's length is not a whole number of entries.
     pub(crate) fn has_partial_entry(&self) -> Result<bool> {
-        let bytes = self.file.metadata().map_err(io("stat", &self.path))?.len() as usize;
+        let bytes = self.file.shared()?.metadata().map_err(io("stat", self.path()))?.len() as usize;
         Ok(!bytes.is_multiple_of(self.entry_len))
     }
 
@@ -68,7 +69,7 @@ impl IndexFile {
     }
 
     pub(crate) fn entry(&self, i: usize) -> &[u8] {
-        assert!(i < self.len, "index entry {i} beyond {} in {}", self.len, self.path.display());
+        assert!(i < self.len, "index entry {i} beyond {} in {}", self.len, self.path().display());
         let map = self.map.as_ref().expect("a non-empty index is mapped");
         &map[i * self.entry_len..(i + 1) * self.entry_len]
     }
@@ -80,7 +81,7 @@ impl IndexFile {
     /// (`LogConfig::index_capacity`), so that is a bug.
     pub(crate) fn push(&mut self, entry: &[u8]) {
         assert_eq!(entry.len(), self.entry_len);
-        assert!(self.len < self.cap, "index {} is full ({} entries)", self.path.display(), self.cap);
+        assert!(self.len < self.cap, "index {} is full ({} entries)", self.path().display(), self.cap);
         let at = self.len * self.entry_len;
         let map = self.map.as_mut().expect("a non-empty index is mapped");
         map[at..at + self.entry_len].copy_from_slice(entry);
@@ -97,9 +98,10 @@ impl IndexFile {
         }
         let (from, to) = ((n * self.entry_len) as u64, (self.len * self.entry_len) as u64);
         use rustix::fs::{fallocate, FallocateFlags};
-        let punched =
-            fallocate(&self.file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, from, to - from);
-        if punched.is_err() {
+        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        // A released file that cannot be reopened is zeroed through the map.
+        let punched = self.file.get().ok().is_some_and(|f| fallocate(&**f, flags, from, to - from).is_ok());
+        if !punched {
             if let Some(map) = self.map.as_mut() {
                 map[from as usize..to as usize].fill(0);
             }
@@ -111,8 +113,9 @@ impl IndexFile {
     /// beyond `cap` are dropped.
     pub(crate) fn set_capacity(&mut self, cap: usize) -> Result<()> {
         self.map = None;
-        self.file.set_len((cap * self.entry_len) as u64).map_err(io("resize", &self.path))?;
-        self.map = map_file(&self.file, &self.path, cap * self.entry_len)?;
+        let file = self.file.get()?.clone();
+        file.set_len((cap * self.entry_len) as u64).map_err(io("resize", self.path()))?;
+        self.map = map_file(&file, self.path(), cap * self.entry_len)?;
         self.cap = cap;
         self.len = self.len.min(cap);
         Ok(())
@@ -121,9 +124,18 @@ impl IndexFile {
     /// Writes mapped changes back and fsyncs the file.
     pub(crate) fn sync(&self) -> Result<()> {
         if let Some(map) = &self.map {
-            map.flush().map_err(io("msync", &self.path))?;
+            map.flush().map_err(io("msync", self.path()))?;
         }
-        self.file.sync_all().map_err(io("fsync", &self.path))
+        self.file.shared()?.sync_all().map_err(io("fsync", self.path()))
+    }
+
+    /// Closes the file's descriptor; entries stay readable through the map.
+    pub(crate) fn release(&mut self) {
+        self.file.release();
+    }
+
+    fn path(&self) -> &Path {
+        self.file.path()
     }
 }
 

@@ -29,6 +29,7 @@
 mod config;
 mod disk;
 mod error;
+mod handle;
 mod index;
 mod log;
 mod raft_state;

@@ -30,6 +30,7 @@ use fjord_codec::{verified_stamped_prefix, verify_crc, BatchHeader};
 
 use crate::config::LogConfig;
 use crate::error::io;
+use crate::handle::FileHandle;
 use crate::index::{IndexFile, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::{Error, Result};
 
@@ -68,7 +69,8 @@ impl SegmentView {
 pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     log_path: PathBuf,
-    file: Arc<File>,
+    /// Released once sealed ([`crate::handle`]).
+    file: FileHandle,
     map: Bytes,
     /// Bytes of valid batches.
     pub(crate) size: u64,
@@ -121,8 +123,8 @@ impl Segment {
     ) -> Self {
         Segment {
             base_offset: base,
+            file: FileHandle::new(log_path.clone(), file),
             log_path,
-            file: Arc::new(file),
             map: Bytes::new(),
             size: 0,
             next_offset: base,
@@ -184,6 +186,7 @@ impl Segment {
             seg.next_offset = next_base.expect("closed segments have a successor");
             seg.max_timestamp = seg.times.last().map_or(i64::MIN, |t| t.timestamp);
             seg.sealed = true;
+            seg.release_files();
             return Ok((seg, 0));
         }
         let discarded = seg.recover(config, durable)?;
@@ -208,7 +211,7 @@ impl Segment {
     /// batch after the chosen one is validated. Returns the bytes of damaged
     /// tail discarded (0 when the tail was clean zeros).
     pub(crate) fn recover(&mut self, config: &LogConfig, durable: u64) -> Result<u64> {
-        let file_len = self.file.metadata().map_err(io("stat", &self.log_path))?.len();
+        let file_len = self.file.get()?.metadata().map_err(io("stat", &self.log_path))?.len();
         self.map_file(file_len.max(config.segment_capacity()))?;
         let view_len = file_len as usize;
         // Step 1: strictly increasing prefixes.
@@ -346,9 +349,9 @@ impl Segment {
         let pos = self.size;
         let end = pos + batch.len() as u64;
         assert!(end <= self.map.len() as u64, "batch past the segment capacity: sized by LogConfig");
-        self.file.write_all_at(&prefix, pos).map_err(io("write", &self.log_path))?;
-        self.file
-            .write_all_at(&batch[STAMP_END..], pos + STAMP_END as u64)
+        let file = self.file.get()?;
+        file.write_all_at(&prefix, pos).map_err(io("write", &self.log_path))?;
+        file.write_all_at(&batch[STAMP_END..], pos + STAMP_END as u64)
             .map_err(io("write", &self.log_path))?;
         self.note_batch(header);
         Ok(())
@@ -388,7 +391,7 @@ impl Segment {
             }
         }
         self.set_file_len(self.size)?;
-        self.file.sync_all().map_err(io("fsync", &self.log_path))?;
+        self.file.get()?.sync_all().map_err(io("fsync", &self.log_path))?;
         let (n_off, n_time) = (self.offsets.0.len(), self.times.0.len());
         self.offsets.0.set_capacity(n_off)?;
         self.times.0.set_capacity(n_time)?;
@@ -396,15 +399,23 @@ impl Segment {
         self.times.0.sync()?;
         self.active = false;
         self.sealed = true;
+        self.release_files();
         Ok(())
+    }
+
+    /// Closes the three descriptors of a sealed segment; its maps stay.
+    fn release_files(&mut self) {
+        self.file.release();
+        self.offsets.0.release();
+        self.times.0.release();
     }
 
     /// Discards every batch from byte `pos` on (a batch boundary) and makes
     /// the segment active again.
     pub(crate) fn truncate_to(&mut self, pos: u64, config: &LogConfig) -> Result<()> {
-        let file_len = self.file.metadata().map_err(io("stat", &self.log_path))?.len();
+        let file_len = self.file.get()?.metadata().map_err(io("stat", &self.log_path))?.len();
         self.zero_from(pos, file_len)?;
-        self.file.sync_all().map_err(io("fsync", &self.log_path))?;
+        self.file.get()?.sync_all().map_err(io("fsync", &self.log_path))?;
         self.recover(config, pos)?;
         assert_eq!(self.size, pos, "truncation point {pos} is a batch boundary");
         Ok(())
@@ -418,14 +429,15 @@ impl Segment {
         }
         use rustix::fs::{fallocate, FallocateFlags};
         let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        if fallocate(&*self.file, flags, from, to - from).is_ok() {
+        let file = self.file.shared()?;
+        if fallocate(&*file, flags, from, to - from).is_ok() {
             return Ok(());
         }
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..n], at).map_err(io("zero", &self.log_path))?;
+            file.write_all_at(&ZEROS[..n], at).map_err(io("zero", &self.log_path))?;
             at += n as u64;
         }
         Ok(())
@@ -433,7 +445,7 @@ impl Segment {
 
     fn set_file_len(&mut self, len: u64) -> Result<()> {
         self.map = Bytes::new();
-        self.file.set_len(len).map_err(io("resize", &self.log_path))?;
+        self.file.get()?.set_len(len).map_err(io("resize", &self.log_path))?;
         self.map_file(len)
     }
 
@@ -442,28 +454,29 @@ impl Segment {
             self.map = Bytes::new();
             return Ok(());
         }
-        let file_len = self.file.metadata().map_err(io("stat", &self.log_path))?.len();
+        let file = self.file.get()?.clone();
+        let file_len = file.metadata().map_err(io("stat", &self.log_path))?.len();
         if file_len < len {
-            self.file.set_len(len).map_err(io("resize", &self.log_path))?;
+            file.set_len(len).map_err(io("resize", &self.log_path))?;
         }
         // SAFETY: the file belongs to this partition log alone. Bytes that
         // readers may hold slices of are below `size` and are never changed
         // except by truncation of uncommitted data (which zeroes them, never
         // shrinking the file under a live map: `set_file_len` replaces the
         // map, and shrinking happens only in `close`, below nothing readable).
-        let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&*self.file) };
+        let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&*file) };
         self.map = Bytes::from_owner(map.map_err(io("mmap", &self.log_path))?);
         Ok(())
     }
 
     /// fdatasync of the log file.
     pub(crate) fn sync_data(&self) -> Result<()> {
-        self.file.sync_data().map_err(io("fdatasync", &self.log_path))
+        self.file.shared()?.sync_data().map_err(io("fdatasync", &self.log_path))
     }
 
     /// A handle to fsync outside the log's lock (group commit).
-    pub(crate) fn file_handle(&self) -> (Arc<File>, PathBuf) {
-        (self.file.clone(), self.log_path.clone())
+    pub(crate) fn file_handle(&self) -> Result<(Arc<File>, PathBuf)> {
+        Ok((self.file.shared()?, self.log_path.clone()))
     }
 
     pub(crate) fn view(&self) -> SegmentView {

@@ -434,3 +434,40 @@ fn tail_start_covers_at_least_the_bytes_asked_for_in_whole_segments() {
     }
     assert!(held > 4096, "{held} bytes from {two}");
 }
+
+/// Descriptors this process holds on files under `dir`.
+fn descriptors_under(dir: &std::path::Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .count()
+}
+
+#[test]
+fn sealed_segments_hold_no_descriptors_and_reopen_when_truncated_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut boundaries = vec![0];
+    for i in 1..=250u64 {
+        boundaries.push(log.append_durable(&batch(i, 2, 0), pos(1, i)).unwrap().next_offset);
+    }
+    log.flush().unwrap();
+    let segments = log.segment_count();
+    assert!(segments > 10, "small segments must roll: {segments}");
+    // The active segment's log and two indexes, and the recovery point:
+    // not three more per closed segment.
+    let open = descriptors_under(dir.path());
+    assert!(open <= 4, "{open} descriptors open for {segments} segments");
+    let before = read_all(&log, 0);
+    assert_eq!(before.len(), 500, "sealed segments read through their maps");
+    // A truncation into a sealed segment reopens its files.
+    log.truncate_suffix(boundaries[10]).unwrap();
+    assert_eq!(read_all(&log, 0), before[..boundaries[10] as usize].to_vec());
+    log.append_durable(&batch(77, 1, 0), pos(2, 11)).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(read_all(&log, 0).len(), boundaries[10] as usize + 1);
+    assert!(descriptors_under(dir.path()) <= 4);
+}

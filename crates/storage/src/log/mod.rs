@@ -360,7 +360,7 @@ impl Log {
             let (unsealed, end, base, size) = {
                 let inner = self.lock();
                 let active = inner.segments.last().expect("never empty");
-                let unsealed: Vec<_> =
+                let unsealed: Result<Vec<_>> =
                     inner.segments.iter().filter(|s| !s.sealed).map(|s| s.file_handle()).collect();
                 (unsealed, active.next_offset, active.base_offset, active.size)
             };
@@ -374,10 +374,12 @@ impl Log {
                     path: self.dir.clone(),
                     source: std::io::Error::other("injected fsync failure"),
                 }),
-                false => self.config().fsync_observer.time(|| {
-                    unsealed
-                        .iter()
-                        .try_for_each(|(file, path)| file.sync_data().map_err(io("fdatasync", path)))
+                false => unsealed.and_then(|unsealed| {
+                    self.config().fsync_observer.time(|| {
+                        unsealed
+                            .iter()
+                            .try_for_each(|(file, path)| file.sync_data().map_err(io("fdatasync", path)))
+                    })
                 }),
             };
             st = self.lock_sync();
@@ -470,14 +472,18 @@ impl Log {
     /// # Errors
     /// An fsync or trim failure, which poisons the log.
     pub fn seal_closed(&self) -> Result<()> {
-        let pending: Vec<_> = {
+        let pending: Result<Vec<_>> = {
             let inner = self.lock();
             inner
                 .segments
                 .iter()
                 .filter(|s| !s.active && !s.sealed)
-                .map(|s| (s.base_offset, s.file_handle()))
+                .map(|s| s.file_handle().map(|h| (s.base_offset, h)))
                 .collect()
+        };
+        let pending: Vec<_> = match pending {
+            Ok(p) => p,
+            Err(e) => return Err(self.poison(&mut self.lock(), e)),
         };
         if pending.is_empty() {
             return Ok(());
