@@ -55,6 +55,17 @@ impl IndexFile {
         let bytes = file.metadata().map_err(io("stat", path))?.len() as usize;
         let cap = bytes / entry_len;
         let map = map_file(&file, path, cap * entry_len)?;
+        // An index that was never trimmed (the active segment's, after a
+        // stop) is scanned from the front by `segment::recover`, which a map
+        // advised random would fault in a page at a time: read ahead its
+        // first data extent instead, up to the first hole, where the
+        // sparse preallocated rest begins. A trimmed index has no hole and
+        // is only probed at its end.
+        if let (Some(m), Ok(hole)) = (&map, rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0))) {
+            if (hole as usize) < bytes {
+                let _ = m.advise_range(memmap2::Advice::WillNeed, 0, (hole as usize).min(m.len()));
+            }
+        }
         Ok(Some(IndexFile { file: FileHandle::new(path.to_owned(), file), map, entry_len, len: cap, cap }))
     }
 
@@ -148,7 +159,15 @@ fn map_file(file: &File, path: &Path, bytes: usize) -> Result<Option<MmapMut>> {
     // is never shrunk below the mapped length while the map exists
     // (`set_capacity` drops the map first).
     let map = unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(file) };
-    map.map(Some).map_err(io("mmap", path))
+    let map = map.map_err(io("mmap", path))?;
+    // Lookups binary-search and appends touch one page at a time, so a
+    // fault must not read ahead: on a disk whose read-ahead is 8 MiB, the
+    // first entry of a new (sparse) index read and zeroed the whole
+    // preallocated file, 7 MiB per partition, which made creating 4,096
+    // partitions fill the page cache (issue #21, 3). Advisory: a kernel
+    // that refuses it only reads more.
+    let _ = map.advise(memmap2::Advice::Random);
+    Ok(Some(map))
 }
 
 /// One offset-index entry (§5).
