@@ -564,3 +564,52 @@ async fn a_topic_beyond_the_fd_budget_is_refused_and_nothing_else_stops() {
     assert_eq!(got, ["after", "before"]);
     assert!(!broker.log().contains("Too many open files"), "{}", broker.log());
 }
+
+/// A partition replica that cannot be opened when its topic is created
+/// (here a file stands where its directory goes; in the field, no
+/// descriptors or a broken disk) stops neither the topic's other
+/// partitions nor the metadata log: it answers UNAVAILABLE naming itself,
+/// and it opens in the background once the obstacle is gone, without a
+/// restart. Main once failed the whole apply: the topic was committed but
+/// answered "unknown topic" on this broker, and every restart re-applied
+/// it and failed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_open_stops_nothing_else_and_opens_once_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Broker::start(&data, &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "other", "--partitions", "1"], b"");
+    let obstacle = data.join("topics").join("t").join("1");
+    std::fs::create_dir_all(obstacle.parent().unwrap()).unwrap();
+    std::fs::write(&obstacle, b"not a directory").unwrap();
+    fjord_ok(&broker.addr, &["topic", "create", "t", "--partitions", "3"], b"");
+    for p in ["0", "2"] {
+        fjord_ok(&broker.addr, &["publish", "t", "--partition", p], format!("to {p}\n").as_bytes());
+    }
+    let out = fjord(&broker.addr, &["--timeout", "2s", "publish", "t", "--partition", "1"], b"lost?\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("partition 1 of topic t could not be opened on broker 1"), "{stderr}");
+    fjord_ok(&broker.addr, &["publish", "other"], b"unaffected\n");
+    assert!(broker.log().contains("cannot open the partition replica; it is retried"), "{}", broker.log());
+
+    std::fs::remove_file(&obstacle).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = fjord(&broker.addr, &["--timeout", "2s", "publish", "t", "--partition", "1"], b"to 1\n");
+        if out.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(broker.log().contains("opened the partition replica on a retry"), "{}", broker.log());
+    // Whole after a restart: every partition holds what was acknowledged.
+    broker.kill();
+    let broker = Broker::start(&data, &[]);
+    for p in ["0", "1", "2"] {
+        let got = fjord_ok(&broker.addr, &["tail", "t", "--partition", p, "--from-beginning"], b"");
+        assert_eq!(got, format!("to {p}\n"), "partition {p}");
+    }
+    assert_eq!(fjord_ok(&broker.addr, &["tail", "other", "--from-beginning"], b""), "unaffected\n");
+}

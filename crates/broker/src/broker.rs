@@ -17,7 +17,7 @@ use fjord_codec::BatchBuilder;
 use fjord_proto::pb;
 use fjord_replication::{Ack, GroupConfig, GroupHandle, GroupStore, Message};
 use fjord_storage::{FlushPolicy, Log, LogConfig, RaftState};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, PARTITIONS_MAX, TOPICS_MAX};
@@ -49,6 +49,10 @@ const ADMIN_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 const METADATA_READ_BYTES: usize = 1024 * 1024;
 /// Partition replicas opened at once when a topic is created or replayed.
 const PARTITION_OPENS_PARALLEL: usize = 32;
+/// First wait before a replica that could not be opened is tried again;
+/// it doubles up to [`PARTITION_REOPEN_BACKOFF_MAX`].
+const PARTITION_REOPEN_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const PARTITION_REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// A topic and the replicas of its partitions on this broker.
 #[derive(Debug)]
@@ -81,6 +85,10 @@ pub(crate) struct Broker {
     groups: RwLock<HashMap<u64, GroupHandle>>,
     /// Serializes admin changes proposed by this broker.
     admin: tokio::sync::Mutex<()>,
+    /// Held while a metadata change is applied here, and while a replica
+    /// that failed to open is retried, so a retry never races the
+    /// deletion of its topic.
+    applying: tokio::sync::Mutex<()>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -144,6 +152,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             groups: RwLock::new(HashMap::from([(METADATA_GROUP, metadata)])),
             admin: tokio::sync::Mutex::new(()),
+            applying: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(apply_loop(broker.clone()));
         Ok(broker)
@@ -213,6 +222,13 @@ impl Broker {
                 count: t.meta.partitions(),
             }),
             Some(Some(p)) => Ok(p.clone()),
+            Some(None) if t.meta.assignment[partition as usize].contains(&self.config.broker_id) => {
+                Err(Error::Unavailable(format!(
+                    "partition {partition} of topic {topic} could not be opened on broker {}; \
+                     it is being retried (see the broker's log)",
+                    self.config.broker_id
+                )))
+            }
             Some(None) => {
                 let leader = t.meta.assignment[partition as usize][0];
                 Err(Error::NotLeader {
@@ -395,45 +411,44 @@ impl Broker {
                 let me = self.config.broker_id;
                 // Replicas open in parallel (file creation and directory
                 // fsyncs overlap), a bounded number at a time.
-                let opens: Vec<_> = meta
-                    .assignment
-                    .clone()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(p, replicas)| {
-                        let hosted = replicas.contains(&me);
-                        let dir = self.partition_dir(&meta.name, p as u32);
-                        let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
-                        let log_config = LogConfig {
-                            fsync_observer: self.config.fsync_observer.clone(),
-                            ..meta.settings.log_config(self.config.flush)
-                        };
-                        let (transport, peers) = (self.transport.clone(), self.peers.clone());
+                let opens: Vec<_> = (0..meta.partitions())
+                    .map(|p| {
+                        let hosted = meta.assignment[p as usize].contains(&me);
+                        let meta = &meta;
                         async move {
-                            if !hosted {
-                                return Ok(None);
+                            match hosted {
+                                true => self.open_partition(meta, p).await.map(Some),
+                                false => Ok(None),
                             }
-                            blocking(move || {
-                                Partition::open(
-                                    &dir, &name, p as u32, log_config, group, me, replicas, transport, peers,
-                                )
-                            })
-                            .await
-                            .map(|p| Some(Arc::new(p)))
                         }
                     })
                     .collect();
-                let partitions: Vec<Option<Arc<Partition>>> =
-                    futures::stream::iter(opens).buffered(PARTITION_OPENS_PARALLEL).try_collect().await?;
-                {
-                    let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
-                    for p in partitions.iter().flatten() {
-                        groups.insert(meta.first_group + p.id as u64, p.group.clone());
-                    }
-                }
+                let opened: Vec<Result<Option<Arc<Partition>>>> =
+                    futures::stream::iter(opens).buffered(PARTITION_OPENS_PARALLEL).collect().await;
+                // A replica that cannot be opened (no descriptors, a full
+                // or broken disk) stops neither the topic's other replicas
+                // nor the metadata log: it answers UNAVAILABLE and is tried
+                // again in the background until it opens.
+                let mut failed = Vec::new();
+                let partitions: Vec<Option<Arc<Partition>>> = opened
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, r)| {
+                        r.unwrap_or_else(|e| {
+                            tracing::error!(topic = %meta.name, partition = p, error = %e,
+                                "cannot open the partition replica; it is retried");
+                            failed.push(p as u32);
+                            None
+                        })
+                    })
+                    .collect();
+                self.insert_partitions(&meta, partitions.iter().flatten());
                 let topic =
                     Arc::new(Topic { meta: meta.clone(), partitions, next_keyless: AtomicU32::new(0) });
                 self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), topic);
+                if !failed.is_empty() {
+                    tokio::spawn(reopen_failed(self.clone(), meta, failed));
+                }
             }
             Change::Altered(meta) => {
                 let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
@@ -476,6 +491,31 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Opens (creating, the first time) this broker's replica of partition
+    /// `p` of `meta`.
+    async fn open_partition(&self, meta: &TopicMeta, p: u32) -> Result<Arc<Partition>> {
+        let me = self.config.broker_id;
+        let dir = self.partition_dir(&meta.name, p);
+        let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
+        let replicas = meta.assignment[p as usize].clone();
+        let log_config = LogConfig {
+            fsync_observer: self.config.fsync_observer.clone(),
+            ..meta.settings.log_config(self.config.flush)
+        };
+        let (transport, peers) = (self.transport.clone(), self.peers.clone());
+        blocking(move || Partition::open(&dir, &name, p, log_config, group, me, replicas, transport, peers))
+            .await
+            .map(Arc::new)
+    }
+
+    /// Routes peers' Raft messages for `partitions` of `meta` to them.
+    fn insert_partitions<'a>(&self, meta: &TopicMeta, partitions: impl Iterator<Item = &'a Arc<Partition>>) {
+        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            groups.insert(meta.first_group + p.id as u64, p.group.clone());
+        }
     }
 
     /// Runs retention and interval flushes on every replica here, logging
@@ -604,6 +644,7 @@ async fn apply_loop(broker: Arc<Broker>) {
                     return;
                 };
                 let change = broker.state.write().unwrap_or_else(|p| p.into_inner()).apply(cmd);
+                let _applying = broker.applying.lock().await;
                 if let Err(e) = broker.apply_change(change).await {
                     tracing::error!(error = %e, "applying a metadata change failed");
                 }
@@ -614,6 +655,44 @@ async fn apply_loop(broker: Arc<Broker>) {
         if hw.changed().await.is_err() || broker.metadata.status().is_stopped() {
             return;
         }
+    }
+}
+
+/// Tries again, with a growing pause, to open the replicas of `meta` that
+/// could not be opened when it was applied, until each opens or the topic
+/// is deleted (or the broker stops).
+async fn reopen_failed(broker: Arc<Broker>, meta: TopicMeta, mut failed: Vec<u32>) {
+    let mut backoff = PARTITION_REOPEN_BACKOFF_MIN;
+    while !failed.is_empty() {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(PARTITION_REOPEN_BACKOFF_MAX);
+        if broker.metadata.status().is_stopped() {
+            return;
+        }
+        let _applying = broker.applying.lock().await;
+        // Deleted (and perhaps created again) meanwhile: not ours any more.
+        let current = broker.topics.read().unwrap_or_else(|p| p.into_inner()).get(&meta.name).cloned();
+        let Some(current) = current.filter(|t| t.meta.first_group == meta.first_group) else { return };
+        let mut partitions = current.partitions.clone();
+        let mut still = Vec::new();
+        for p in failed {
+            match broker.open_partition(&current.meta, p).await {
+                Ok(opened) => {
+                    tracing::info!(topic = %meta.name, partition = p, "opened the partition replica on a retry");
+                    partitions[p as usize] = Some(opened);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %meta.name, partition = p, error = %e, retry_in = ?backoff,
+                        "still cannot open the partition replica");
+                    still.push(p);
+                }
+            }
+        }
+        broker.insert_partitions(&current.meta, partitions.iter().flatten());
+        let next = current.next_keyless.load(std::sync::atomic::Ordering::Relaxed);
+        let topic = Topic { meta: current.meta.clone(), partitions, next_keyless: AtomicU32::new(next) };
+        broker.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), Arc::new(topic));
+        failed = still;
     }
 }
 
