@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!(): a build-script binary
+    // reused from a target directory shared by two checkouts would
+    // otherwise compile the other checkout's .proto files.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [root.join("fjord/v1/fjord.proto"), root.join("fjord/v1/internal.proto")];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
