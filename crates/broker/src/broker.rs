@@ -356,9 +356,16 @@ impl Broker {
         if topic.meta.assignment != assignment {
             return Err(Error::TopicAlreadyExists(req.name));
         }
-        // Wait for leaders of the partitions hosted here.
+        self.wait_for_leaders(&topic, 0).await;
+        tracing::info!(topic = %req.name, partitions, replication_factor = rf, "created topic");
+        Ok(topic)
+    }
+
+    /// Waits (bounded) for leaders of partitions `from..` of `topic` that
+    /// are hosted here, so that they can be produced to at once.
+    async fn wait_for_leaders(&self, topic: &Topic, from: u32) {
         let deadline = tokio::time::Instant::now() + CREATE_WAIT_FOR_LEADERS;
-        for p in topic.partitions.iter().flatten() {
+        for p in topic.partitions.iter().skip(from as usize).flatten() {
             let settled = |s: &fjord_replication::GroupStatus| {
                 let leader = s.leader();
                 leader != 0 && (leader != self.config.broker_id || s.is_serving())
@@ -367,7 +374,48 @@ impl Broker {
                 tokio::time::sleep(ELECTION_POLL_INTERVAL).await;
             }
         }
-        tracing::info!(topic = %req.name, partitions, replication_factor = rf, "created topic");
+    }
+
+    /// Raises a topic's partition count to `to` through the metadata group
+    /// (Kafka's CreatePartitions): the new partitions are placed as if the
+    /// topic had been created with `to`, every replica opens them as it
+    /// applies the command, and producers' partitioners and consumer groups
+    /// pick the new count up from metadata. Partitions are never removed:
+    /// keyed records would move and offsets would be lost.
+    pub(crate) async fn add_partitions(&self, name: &str, to: u32) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        if to > PARTITIONS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "partitions {to} exceeds the limit of {PARTITIONS_MAX}"
+            )));
+        }
+        self.check_metadata_leader()?;
+        let _admin = self.admin.lock().await;
+        let current = self.state.read().unwrap_or_else(|p| p.into_inner()).topics.get(name).cloned();
+        let Some(current) = current else { return Err(Error::UnknownTopic(name.to_owned())) };
+        let from = current.partitions();
+        if to <= from {
+            return Err(Error::InvalidArgument(format!(
+                "partitions: topic {name} has {from} partitions and {to} is not more; \
+                 partitions can be added, never removed"
+            )));
+        }
+        let brokers: Vec<u64> = self.peers.keys().copied().collect();
+        if current.replication_factor as usize > brokers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "topic {name} has replication factor {} but the cluster has {} broker(s)",
+                current.replication_factor,
+                brokers.len()
+            )));
+        }
+        let assignment =
+            assign(&brokers, to, current.replication_factor, current.first_group).split_off(from as usize);
+        let here = assignment.iter().filter(|r| r.contains(&self.config.broker_id)).count() as u64;
+        crate::fds::check_fd_budget(&self.config, name, here)?;
+        self.propose_metadata(&Command::AddPartitions { name: name.to_owned(), from, assignment }).await?;
+        let topic = self.topic(name)?;
+        self.wait_for_leaders(&topic, from).await;
+        tracing::info!(topic = %name, from, to, "partitions added");
         Ok(topic)
     }
 
@@ -408,44 +456,28 @@ impl Broker {
         match change {
             Change::None => {}
             Change::Created(meta) => {
-                let me = self.config.broker_id;
-                // Replicas open in parallel (file creation and directory
-                // fsyncs overlap), a bounded number at a time.
-                let opens: Vec<_> = (0..meta.partitions())
-                    .map(|p| {
-                        let hosted = meta.assignment[p as usize].contains(&me);
-                        let meta = &meta;
-                        async move {
-                            match hosted {
-                                true => self.open_partition(meta, p).await.map(Some),
-                                false => Ok(None),
-                            }
-                        }
-                    })
-                    .collect();
-                let opened: Vec<Result<Option<Arc<Partition>>>> =
-                    futures::stream::iter(opens).buffered(PARTITION_OPENS_PARALLEL).collect().await;
-                // A replica that cannot be opened (no descriptors, a full
-                // or broken disk) stops neither the topic's other replicas
-                // nor the metadata log: it answers UNAVAILABLE and is tried
-                // again in the background until it opens.
-                let mut failed = Vec::new();
-                let partitions: Vec<Option<Arc<Partition>>> = opened
-                    .into_iter()
-                    .enumerate()
-                    .map(|(p, r)| {
-                        r.unwrap_or_else(|e| {
-                            tracing::error!(topic = %meta.name, partition = p, error = %e,
-                                "cannot open the partition replica; it is retried");
-                            failed.push(p as u32);
-                            None
-                        })
-                    })
-                    .collect();
+                let (partitions, failed) = self.open_replicas(&meta, 0).await;
                 self.insert_partitions(&meta, partitions.iter().flatten());
                 let topic =
                     Arc::new(Topic { meta: meta.clone(), partitions, next_keyless: AtomicU32::new(0) });
                 self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(meta.name.clone(), topic);
+                if !failed.is_empty() {
+                    tokio::spawn(reopen_failed(self.clone(), meta, failed));
+                }
+            }
+            Change::Grown { meta, from } => {
+                let (added, failed) = self.open_replicas(&meta, from).await;
+                self.insert_partitions(&meta, added.iter().flatten());
+                let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+                let old = topics.get(&meta.name).cloned();
+                let mut partitions = old.as_ref().map(|t| t.partitions.clone()).unwrap_or_default();
+                partitions.resize(from as usize, None);
+                partitions.extend(added);
+                let next = old.map_or(0, |t| t.next_keyless.load(std::sync::atomic::Ordering::Relaxed));
+                let topic = Topic { meta: meta.clone(), partitions, next_keyless: AtomicU32::new(next) };
+                topics.insert(meta.name.clone(), Arc::new(topic));
+                drop(topics);
+                tracing::info!(topic = %meta.name, from, to = meta.partitions(), "added partitions");
                 if !failed.is_empty() {
                     tokio::spawn(reopen_failed(self.clone(), meta, failed));
                 }
@@ -474,10 +506,7 @@ impl Broker {
                 let topic = self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&meta.name);
                 if let Some(topic) = topic {
                     for p in topic.partitions.iter().flatten() {
-                        self.groups
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&(meta.first_group + p.id as u64));
+                        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&meta.group(p.id));
                         p.close().await;
                     }
                 }
@@ -493,12 +522,50 @@ impl Broker {
         Ok(())
     }
 
+    /// Opens this broker's replicas of partitions `from..` of `meta`, in
+    /// parallel (file creation and directory fsyncs overlap), a bounded
+    /// number at a time. Returns one entry per partition from `from` on
+    /// (`None` where this broker holds no replica or the open failed) and
+    /// the partitions that failed.
+    ///
+    /// A replica that cannot be opened (no descriptors, a full or broken
+    /// disk) stops neither the topic's other replicas nor the metadata log:
+    /// it answers UNAVAILABLE and the caller has it retried in the
+    /// background ([`reopen_failed`]) until it opens.
+    async fn open_replicas(&self, meta: &TopicMeta, from: u32) -> (Vec<Option<Arc<Partition>>>, Vec<u32>) {
+        let me = self.config.broker_id;
+        let opens: Vec<_> = (from..meta.partitions())
+            .map(|p| async move {
+                match meta.assignment[p as usize].contains(&me) {
+                    true => self.open_partition(meta, p).await.map(Some),
+                    false => Ok(None),
+                }
+            })
+            .collect();
+        let opened: Vec<Result<Option<Arc<Partition>>>> =
+            futures::stream::iter(opens).buffered(PARTITION_OPENS_PARALLEL).collect().await;
+        let mut failed = Vec::new();
+        let partitions = opened
+            .into_iter()
+            .zip(from..)
+            .map(|(r, p)| {
+                r.unwrap_or_else(|e| {
+                    tracing::error!(topic = %meta.name, partition = p, error = %e,
+                        "cannot open the partition replica; it is retried");
+                    failed.push(p);
+                    None
+                })
+            })
+            .collect();
+        (partitions, failed)
+    }
+
     /// Opens (creating, the first time) this broker's replica of partition
     /// `p` of `meta`.
     async fn open_partition(&self, meta: &TopicMeta, p: u32) -> Result<Arc<Partition>> {
         let me = self.config.broker_id;
         let dir = self.partition_dir(&meta.name, p);
-        let (name, group) = (meta.name.clone(), meta.first_group + p as u64);
+        let (name, group) = (meta.name.clone(), meta.group(p));
         let replicas = meta.assignment[p as usize].clone();
         let log_config = LogConfig {
             fsync_observer: self.config.fsync_observer.clone(),
@@ -514,7 +581,7 @@ impl Broker {
     fn insert_partitions<'a>(&self, meta: &TopicMeta, partitions: impl Iterator<Item = &'a Arc<Partition>>) {
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
         for p in partitions {
-            groups.insert(meta.first_group + p.id as u64, p.group.clone());
+            groups.insert(meta.group(p.id), p.group.clone());
         }
     }
 

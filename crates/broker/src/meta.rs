@@ -21,15 +21,28 @@ pub(crate) struct TopicMeta {
     pub(crate) name: String,
     pub(crate) replication_factor: u32,
     pub(crate) settings: TopicSettings,
-    /// Raft group of partition `p` is `first_group + p`.
+    /// Raft group of partition `p` is `first_group + p` for the partitions
+    /// the topic was created with, and `added_groups[p - created]` for
+    /// those added later (handed out when they were added).
     pub(crate) first_group: u64,
     /// Replicas of each partition, preferred leader first.
     pub(crate) assignment: Vec<Vec<u64>>,
+    /// Raft groups of the partitions added after creation, in order.
+    pub(crate) added_groups: Vec<u64>,
 }
 
 impl TopicMeta {
     pub(crate) fn partitions(&self) -> u32 {
         self.assignment.len() as u32
+    }
+
+    /// The Raft group of partition `p` (< [`TopicMeta::partitions`]).
+    pub(crate) fn group(&self, p: u32) -> u64 {
+        let created = (self.assignment.len() - self.added_groups.len()) as u32;
+        match p.checked_sub(created) {
+            None => self.first_group + p as u64,
+            Some(i) => self.added_groups[i as usize],
+        }
     }
 }
 
@@ -44,6 +57,10 @@ pub(crate) enum Command {
     /// Replaces a topic's settings if it exists (the whole validated set,
     /// so applying it does not depend on what was there before).
     AlterTopic { name: String, settings: TopicSettings },
+    /// Adds partitions placed on `assignment` to a topic that has exactly
+    /// `from` partitions (so a command proposed against a count that
+    /// changed meanwhile does nothing). Partitions are never removed.
+    AddPartitions { name: String, from: u32, assignment: Vec<Vec<u64>> },
     /// Allocates a producer id: the metadata log offset of this command,
     /// unique and never reused, so applying it changes nothing.
     AllocateProducerId,
@@ -63,6 +80,11 @@ pub(crate) enum Change {
     Created(TopicMeta),
     Deleted(TopicMeta),
     Altered(TopicMeta),
+    /// Partitions `from..` were added to the topic.
+    Grown {
+        meta: TopicMeta,
+        from: u32,
+    },
     None,
 }
 
@@ -81,6 +103,7 @@ impl MetaState {
                     settings,
                     first_group: self.next_group,
                     assignment,
+                    added_groups: Vec::new(),
                 };
                 self.next_group += meta.partitions() as u64;
                 self.topics.insert(name, meta.clone());
@@ -96,6 +119,17 @@ impl MetaState {
                     Change::Altered(meta.clone())
                 }
                 None => Change::None,
+            },
+            Command::AddPartitions { name, from, assignment } => match self.topics.get_mut(&name) {
+                Some(meta) if meta.partitions() == from && !assignment.is_empty() => {
+                    for replicas in assignment {
+                        meta.assignment.push(replicas);
+                        meta.added_groups.push(self.next_group);
+                        self.next_group += 1;
+                    }
+                    Change::Grown { meta: meta.clone(), from }
+                }
+                _ => Change::None,
             },
             Command::AllocateProducerId => Change::None,
         }
@@ -168,5 +202,31 @@ mod tests {
         assert_eq!(a.topics["z"].first_group, 6);
         assert!(!a.topics.contains_key("x"));
         assert_eq!(a.next_group, 7);
+    }
+
+    #[test]
+    fn added_partitions_get_fresh_groups_and_a_stale_add_does_nothing() {
+        let settings = TopicSettings::from_request(None).unwrap();
+        let create = |name: &str, parts: u32| Command::CreateTopic {
+            name: name.into(),
+            replication_factor: 1,
+            settings: settings.clone(),
+            assignment: assign(&[1], parts, 1, 0),
+        };
+        let add = |from: u32, n: u32| Command::AddPartitions {
+            name: "x".into(),
+            from,
+            assignment: assign(&[1], n, 1, 0),
+        };
+        let mut s = MetaState::default();
+        s.apply(create("x", 2)); // groups 1, 2
+        s.apply(create("y", 1)); // group 3
+        assert!(matches!(s.apply(add(2, 2)), Change::Grown { from: 2, .. }));
+        assert_eq!(s.apply(add(2, 1)), Change::None, "proposed against a stale count");
+        let x = &s.topics["x"];
+        let groups: Vec<u64> = (0..x.partitions()).map(|p| x.group(p)).collect();
+        assert_eq!(groups, [1, 2, 4, 5]);
+        assert_eq!(s.next_group, 6);
+        assert_eq!(s.topics["y"].group(0), 3);
     }
 }

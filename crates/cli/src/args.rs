@@ -132,6 +132,10 @@ pub(crate) struct AlterTopicArgs {
     pub(crate) name: String,
     #[command(flatten)]
     pub(crate) settings: TopicSettingsArgs,
+    /// Raise the partition count to this (never lowered: partitions are
+    /// only added). Keyed records may map to other partitions afterwards.
+    #[arg(long, short = 'p')]
+    pub(crate) partitions: Option<u32>,
 }
 
 /// Per-topic settings, as `topic create` sets and `topic alter` changes them.

@@ -121,8 +121,11 @@ impl Client {
     /// # Errors
     /// [`Error::UnknownTopic`] if the cluster does not know it.
     pub async fn partition_count(&self, topic: &str) -> Result<u32> {
-        // Every send asks: answer from the cache without setting up retries.
+        // Every send asks: answer from the cache without setting up retries,
+        // refreshing it in the background once it is older than
+        // `metadata_max_age` (partitions may have been added).
         if let Some(n) = self.cluster.cached_partition_count(topic) {
+            self.cluster.refresh_in_background_if_older(self.config().metadata_max_age);
             return Ok(n);
         }
         // A broker that is starting (metadata not loaded yet) is worth the
@@ -187,11 +190,30 @@ impl Client {
     /// [`Error::UnknownTopic`], [`Error::InvalidArgument`] naming the bad
     /// field (or that none is set), or a transport/availability error after retries.
     pub async fn alter_topic(&self, name: &str, settings: TopicSettings) -> Result<TopicDescription> {
-        let msg = pb::AlterTopicRequest { name: name.to_string(), config: Some(settings.into()) };
+        let msg =
+            pb::AlterTopicRequest { name: name.to_string(), config: Some(settings.into()), partitions: None };
         // A change goes to the metadata leader alone (following NOT_LEADER
         // hints), not hedged across brokers as reads are.
         let resp =
             self.admin(false, msg, |ch, r| async move { AdminClient::new(ch).alter_topic(r).await }).await?;
+        Ok(resp.topic.ok_or_else(|| missing("AlterTopicResponse.topic"))?.into())
+    }
+
+    /// Raises a topic's partition count to `partitions` (Kafka's
+    /// `createPartitions`); partitions are never removed. Refreshes this
+    /// client's metadata, so its producers use the new partitions at once
+    /// (other clients within their `metadata_max_age`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], [`Error::InvalidArgument`] if `partitions`
+    /// is not above the current count or over the limit, or a
+    /// transport/availability error after retries.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicDescription> {
+        let msg =
+            pb::AlterTopicRequest { name: name.to_string(), config: None, partitions: Some(partitions) };
+        let resp =
+            self.admin(false, msg, |ch, r| async move { AdminClient::new(ch).alter_topic(r).await }).await?;
+        let _ = self.cluster.refresh().await;
         Ok(resp.topic.ok_or_else(|| missing("AlterTopicResponse.topic"))?.into())
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub(crate) struct Cluster {
     created: Instant,
     /// ms after `created` of the last successful refresh (0: none yet).
     refreshed_ms: AtomicU64,
+    /// A background refresh is under way ([`Cluster::refresh_in_background_if_older`]).
+    refreshing: AtomicBool,
 }
 
 impl Cluster {
@@ -57,15 +59,40 @@ impl Cluster {
             refresh_lock: tokio::sync::Mutex::new(()),
             created: Instant::now(),
             refreshed_ms: AtomicU64::new(0),
+            refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the cache was refreshed less than `age` ago.
+    fn is_younger_than(&self, age: Duration) -> bool {
+        let at = self.refreshed_ms.load(Ordering::Acquire);
+        at > 0 && self.created.elapsed().saturating_sub(Duration::from_millis(at)) < age
+    }
+
+    /// Starts one refresh on the runtime if the cache is `age` old or
+    /// older and none is under way; the caller goes on with the cache.
+    pub(crate) fn refresh_in_background_if_older(self: &Arc<Self>, age: Duration) {
+        if self.is_younger_than(age) || self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let cluster = self.clone();
+        runtime.spawn(async move {
+            if let Err(e) = cluster.refresh().await {
+                tracing::debug!(error = %e, "background metadata refresh failed");
+            }
+            cluster.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// The cached metadata if it was refreshed less than `age` ago, else
     /// fresh metadata (the cache if no broker answers). Many waiters polling
     /// for a leader change share one refresh per `age`.
     pub(crate) async fn refresh_if_older(&self, age: Duration) -> Arc<Metadata> {
-        let at = self.refreshed_ms.load(Ordering::Acquire);
-        if at > 0 && self.created.elapsed().saturating_sub(Duration::from_millis(at)) < age {
+        if self.is_younger_than(age) {
             return self.metadata();
         }
         self.refresh().await.unwrap_or_else(|_| self.metadata())

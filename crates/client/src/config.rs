@@ -26,6 +26,11 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub const RETRIES_MAX_DEFAULT: u32 = 13;
 /// Default bound on one call including all its retries (`retry_deadline`).
 pub const RETRY_DEADLINE_DEFAULT: Duration = Duration::from_secs(60);
+/// Default most age of cached metadata (`metadata_max_age`), Kafka's
+/// `metadata.max.age.ms`: older metadata is refreshed in the background
+/// on the next send, so a producer's partitioner sees partitions added to
+/// a topic within this long even when nothing fails.
+pub const METADATA_MAX_AGE_DEFAULT: Duration = Duration::from_secs(300);
 /// Most addresses accepted in a bootstrap list.
 pub const BOOTSTRAP_ADDRESSES_MAX: usize = 64;
 const _: () = assert!(RETRY_BACKOFF_INITIAL.as_millis() < RETRY_BACKOFF_MAX.as_millis());
@@ -48,6 +53,9 @@ pub struct ClientConfig {
     pub retries_max: u32,
     /// Bound on one call including retries. Default [`RETRY_DEADLINE_DEFAULT`] (60 s).
     pub retry_deadline: Duration,
+    /// Cached metadata older than this is refreshed (in the background) on
+    /// the next send. Default [`METADATA_MAX_AGE_DEFAULT`] (5 min).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +68,7 @@ impl Default for ClientConfig {
             retry_backoff_max: RETRY_BACKOFF_MAX,
             retries_max: RETRIES_MAX_DEFAULT,
             retry_deadline: RETRY_DEADLINE_DEFAULT,
+            metadata_max_age: METADATA_MAX_AGE_DEFAULT,
         }
     }
 }
@@ -93,6 +102,9 @@ impl ClientConfig {
         }
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout must be above 0".into());
+        }
+        if self.metadata_max_age.is_zero() {
+            return bad("metadata_max_age must be above 0".into());
         }
         if self.retry_backoff_initial > self.retry_backoff_max {
             return bad("retry_backoff_initial must not exceed retry_backoff_max".into());

@@ -180,7 +180,14 @@ impl Consumer {
     /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], or
     /// [`Error::InvalidArgument`] past [`ASSIGNED_PARTITIONS_MAX`].
     pub async fn assign(&mut self, topic: &str, partitions: Option<&[u32]>) -> Result<()> {
-        let count = self.client.partition_count(topic).await?;
+        let mut count = self.client.partition_count(topic).await?;
+        if partitions.is_some_and(|ps| ps.iter().any(|p| *p >= count)) {
+            // Partitions may have been added since the cache was filled (a
+            // group coordinator assigns from the broker's count): ask again.
+            if let Ok(t) = self.client.cluster.refresh().await.and_then(|m| m.topic(topic).cloned()) {
+                count = t.partitions.len() as u32;
+            }
+        }
         let list: Vec<u32> = match partitions {
             Some(ps) => ps.to_vec(),
             None => (0..count).collect(),

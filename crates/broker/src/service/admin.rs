@@ -75,7 +75,20 @@ impl Admin for AdminService {
         let req = request.into_inner();
         crate::topics::check_user_topic(&req.name)?;
         let config = req.config.unwrap_or_default();
-        let topic = self.broker.alter_topic(&req.name, &config).await?;
+        let topic = match (config_changes(&config), req.partitions) {
+            (false, None) => {
+                return Err(crate::Error::InvalidArgument(
+                    "config, partitions: set at least one setting or the partition count to change".into(),
+                )
+                .into())
+            }
+            (false, Some(n)) => self.broker.add_partitions(&req.name, n).await?,
+            (true, None) => self.broker.alter_topic(&req.name, &config).await?,
+            (true, Some(n)) => {
+                self.broker.alter_topic(&req.name, &config).await?;
+                self.broker.add_partitions(&req.name, n).await?
+            }
+        };
         Ok(Response::new(pb::AlterTopicResponse { topic: Some(self.describe(&topic)) }))
     }
 
@@ -163,4 +176,9 @@ impl Admin for AdminService {
             .collect();
         Ok(Response::new(pb::MetadataResponse { brokers: self.brokers(), topics }))
     }
+}
+
+/// Whether an alter request's config sets anything.
+fn config_changes(c: &pb::TopicConfig) -> bool {
+    *c != pb::TopicConfig::default()
 }

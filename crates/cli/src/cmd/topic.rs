@@ -37,7 +37,15 @@ pub(crate) async fn run(client: &Client, format: TableFormat, command: TopicComm
             }
         }
         TopicCommand::Alter(args) => {
-            let d = client.alter_topic(&args.name, settings(args.settings)).await?;
+            let s = settings(args.settings);
+            let d = match args.partitions {
+                Some(n) if s == TopicSettings::default() => client.add_partitions(&args.name, n).await?,
+                Some(n) => {
+                    client.alter_topic(&args.name, s).await?;
+                    client.add_partitions(&args.name, n).await?
+                }
+                None => client.alter_topic(&args.name, s).await?,
+            };
             match format {
                 TableFormat::Json => print_json(&description_json(&d)),
                 TableFormat::Table => {
