@@ -4,6 +4,12 @@
 //! broker, its other topic and its metadata keep serving; deleting the
 //! topic frees the space, and writes resume without a restart, with every
 //! acknowledged record of the other topic read back.
+//!
+//! And past the threshold (`--min-free-bytes 0`, another program filling
+//! the disk): a write that hits ENOSPC is cut off and refused with "disk
+//! full", the partition is not poisoned, and it takes writes again once
+//! space is freed, with every acknowledged record read back, also after a
+//! restart.
 
 mod common;
 
@@ -108,6 +114,111 @@ fn a_full_disk_refuses_produce_and_recovers_when_space_is_freed() {
     let expected: String = lines("keep", KEEP_RECORDS / 2, 100) + &lines("after", KEEP_RECORDS / 2, 100);
     assert_eq!(kept, expected, "every acknowledged record of keep, in order");
     assert!(broker.is_running());
+    broker.kill();
+    drop(mount);
+}
+
+/// The records of `fill` read back are every record of the publishes that
+/// succeeded, then a prefix of the one refused (its batches acknowledged
+/// before the disk filled), in order, and nothing else.
+fn assert_fill_is(read: &str, chunks: &[String], refused: &str) {
+    let whole: String = chunks.concat();
+    assert!(read.starts_with(&whole), "every acknowledged chunk is read back whole and in order");
+    let rest = &read[whole.len()..];
+    assert!(
+        refused.starts_with(rest),
+        "after them, at most a prefix of the refused chunk: {} bytes",
+        rest.len()
+    );
+}
+
+#[test]
+fn a_write_that_finds_the_disk_full_is_cut_off_and_the_partition_takes_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = match Mount::new(&dir.path().join("volume")) {
+        Ok(m) => m,
+        Err(why) => {
+            println!("skipped: a full-disk test needs a small filesystem and {why}");
+            return;
+        }
+    };
+    // Another program's file on the same disk, removed later to free space.
+    let ballast = mount.0.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 8 << 20]).unwrap();
+    let data = mount.0.join("data");
+    let args = ["--maintenance-interval", "1s", "--min-free-bytes", "0"];
+    let mut broker = Broker::start(&data, &args);
+    let addr = broker.addr.clone();
+    fjord_ok(&addr, &["topic", "create", "keep", "--partitions", "1"], b"");
+    fjord_ok(&addr, &["topic", "create", "fill", "--partitions", "1", "--segment-bytes", "4194304"], b"");
+    fjord_ok(&addr, &["publish", "keep"], lines("keep", KEEP_RECORDS / 2, 100).as_bytes());
+
+    // 1 MiB per publish until a write fails on the full disk.
+    let mut chunks = Vec::new();
+    let mut refused = None;
+    for n in 0..80 {
+        let chunk = lines(&format!("fill{n:02}"), 1024, 1000);
+        let out = fjord(&addr, &["publish", "fill", "--partition", "0"], chunk.as_bytes());
+        if !out.status.success() {
+            refused = Some((String::from_utf8_lossy(&out.stderr).into_owned(), chunk));
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let (refusal, refused_chunk) = refused.expect("64 MiB filled up without a refusal");
+    let last = refusal.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("No space left on device")
+            && last.contains("retry once space is freed"),
+        "the refusal says why: {refusal}"
+    );
+    assert!(broker.is_running(), "the broker lives on: {}", broker.log());
+    let log = broker.log();
+    assert!(log.contains("disk full: the write was cut off"), "one line says what happened:\n{log}");
+    assert!(!log.contains("poison"), "no partition was poisoned:\n{log}");
+
+    // The other topic and the metadata keep serving while the disk is full.
+    let kept = fjord_ok(&addr, &["tail", "keep", "--from-beginning"], b"");
+    assert_eq!(kept, lines("keep", KEEP_RECORDS / 2, 100));
+    let d = fjord_ok(&addr, &["topic", "describe", "fill"], b"");
+    assert!(d.contains("fill"), "{d}");
+    let read = fjord_ok(&addr, &["tail", "fill", "--from-beginning"], b"");
+    assert_fill_is(&read, &chunks, &refused_chunk);
+
+    // Space returns: the same partition takes writes again, without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let after = lines("after", 1024, 1000);
+    let mut resumed = false;
+    for _ in 0..120 {
+        if fjord(&addr, &["publish", "fill", "--partition", "0"], after.as_bytes()).status.success() {
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(resumed, "publish to fill resumed once space was freed:\n{}", broker.log());
+    assert!(broker.log().contains("retrying writes after a full disk"), "{}", broker.log());
+    let read = fjord_ok(&addr, &["tail", "fill", "--from-beginning"], b"");
+    assert!(read.ends_with(&after), "the write after the refusal is read back last");
+    let before = &read[..read.len() - after.len()];
+    assert_fill_is(before, &chunks, &refused_chunk);
+
+    // A restart reads back the same.
+    broker.kill();
+    let mut broker = Broker::start(&data, &args);
+    let addr = broker.addr.clone();
+    let mut again = String::new();
+    for _ in 0..50 {
+        let out = fjord(&addr, &["tail", "fill", "--from-beginning"], b"");
+        again = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && again.len() == read.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(again, read, "after a restart: {}", broker.log());
+    assert_eq!(fjord_ok(&addr, &["tail", "keep", "--from-beginning"], b""), kept);
     broker.kill();
     drop(mount);
 }

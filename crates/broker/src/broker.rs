@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fjord_codec::BatchBuilder;
 use fjord_proto::pb;
 use fjord_replication::{Ack, GroupConfig, GroupHandle, GroupStore, Message};
-use fjord_storage::{FlushPolicy, Log, LogConfig, RaftState};
+use fjord_storage::{FlushPolicy, Log, LogConfig};
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -116,20 +116,20 @@ impl Broker {
             fsync_observer: config.fsync_observer.clone(),
             ..LogConfig::default()
         };
-        let (log, state) = {
+        let log = {
             let dir = dir.clone();
             blocking(move || {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Error::Metadata { path: dir.clone(), reason: e.to_string() })?;
-                let log = Arc::new(Log::open(&dir, log_config)?);
-                Ok((log, RaftState::load(&dir)?.unwrap_or_default()))
+                Ok(Arc::new(Log::open(&dir, log_config)?))
             })
             .await?
         };
         let disk = crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes)?;
         let transport = Arc::new(PeerTransport::start(me, &peers, faults.clone()));
         let voters: Vec<u64> = peers.keys().copied().collect();
-        let store = GroupStore::new(log.clone(), state, voters.clone());
+        let store =
+            GroupStore::open(log.clone(), voters.clone()).map_err(crate::partition::replication_err)?;
         let metadata = fjord_replication::start(
             GroupConfig::new(METADATA_GROUP, me, voters.clone()),
             store,

@@ -121,6 +121,14 @@ pub enum Error {
         /// The threshold.
         min_free_bytes: u64,
     },
+    /// A write hit a full disk after all (past the `min_free_bytes`
+    /// check): it was cut off and refused, the partition takes writes again
+    /// once space is freed.
+    #[error(
+        "{0}; the write was cut off on this broker and not acknowledged (another replica may still \
+         commit it, as after a timeout); retry once space is freed (delete a topic or lower retention)"
+    )]
+    NoSpace(String),
     /// The request did not complete in time.
     #[error("{0}")]
     Timeout(String),
@@ -254,7 +262,9 @@ impl Error {
             Error::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
-            Error::DiskFull { .. } => (Code::ResourceExhausted, ErrorCode::DiskFull),
+            Error::DiskFull { .. } | Error::NoSpace(_) | Error::Storage(S::NoSpace { .. }) => {
+                (Code::ResourceExhausted, ErrorCode::DiskFull)
+            }
             Error::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
             Error::NotLeader { .. } | Error::NotMetadataLeader { .. } => {
                 (Code::Unavailable, ErrorCode::NotLeader)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_replication::{Ack, Committed, GroupConfig, GroupHandle, GroupStore, Transport};
-use fjord_storage::{DeletedSegment, Log, LogConfig, RaftState};
+use fjord_storage::{DeletedSegment, Log, LogConfig};
 use tokio::sync::watch;
 
 use crate::{Error, Result};
@@ -74,8 +74,7 @@ impl Partition {
     ) -> Result<Partition> {
         let flush = log_config.flush;
         let log = Arc::new(Log::open(dir, log_config)?);
-        let state = RaftState::load(dir)?.unwrap_or_default();
-        let store = GroupStore::new(log.clone(), state, replicas.clone());
+        let store = GroupStore::open(log.clone(), replicas.clone()).map_err(replication_err)?;
         let mut config = GroupConfig::new(group_id, node_id, replicas.clone());
         config.flush = flush;
         let group = fjord_replication::start(config, store, transport).map_err(replication_err)?;
@@ -226,6 +225,7 @@ pub(crate) fn replication_err(e: fjord_replication::Error) -> Error {
         fjord_replication::Error::DuplicateInFlight => Error::Unavailable(
             "an earlier copy of this batch is still being replicated; retry to get its offsets".into(),
         ),
+        fjord_replication::Error::NoSpace(reason) => Error::NoSpace(reason),
         e => Error::Replication(e.to_string()),
     }
 }

@@ -158,20 +158,24 @@ const _: () = assert!(TIME_INDEX_ENTRY_LEN == 12);
 
 /// File name of a partition's Raft hard state; §7.
 pub const RAFT_STATE_FILE: &str = "raft-state";
-/// Temporary name it is written under before the atomic rename; §7.
+/// Temporary name it is first written under before the atomic rename; §7.
 pub const RAFT_STATE_TMP_FILE: &str = "raft-state.tmp";
 /// `u32` magic, the ASCII bytes "FJRS"; §7.
 pub const RAFT_STATE_MAGIC: u32 = u32::from_le_bytes(*b"FJRS");
-/// Version of the Raft state layout; §7.
-pub const RAFT_STATE_VERSION: u16 = 1;
+/// Version of the Raft state layout: two slots written in place; §7.
+pub const RAFT_STATE_VERSION: u16 = 2;
+/// Version 1: one record, replaced whole by a rename; still read; §7.
+pub const RAFT_STATE_VERSION_1: u16 = 1;
 /// `u32` magic; §7.
 pub const RS_MAGIC_AT: usize = 0;
 /// `u16` version; §7.
 pub const RS_VERSION_AT: usize = RS_MAGIC_AT + 4;
 /// `u16` reserved, 0; §7.
 pub const RS_RESERVED_AT: usize = RS_VERSION_AT + 2;
+/// `u64` sequence number of the write: the slot with the higher one is current; §7.
+pub const RS_SEQUENCE_AT: usize = RS_RESERVED_AT + 2;
 /// `u64` current term; §7.
-pub const RS_TERM_AT: usize = RS_RESERVED_AT + 2;
+pub const RS_TERM_AT: usize = RS_SEQUENCE_AT + 8;
 /// `u64` vote (node id, 0 for none); §7.
 pub const RS_VOTE_AT: usize = RS_TERM_AT + 8;
 /// `u64` commit index; §7.
@@ -182,11 +186,21 @@ pub const RS_APPLIED_AT: usize = RS_COMMIT_AT + 8;
 pub const RS_SNAPSHOT_INDEX_AT: usize = RS_APPLIED_AT + 8;
 /// `u64` term of that entry; §7.
 pub const RS_SNAPSHOT_TERM_AT: usize = RS_SNAPSHOT_INDEX_AT + 8;
-/// `u32` CRC-32 of bytes `[0, RS_CRC_AT)`; §7.
+/// `u32` CRC-32 of bytes `[0, RS_CRC_AT)` of the slot; §7.
 pub const RS_CRC_AT: usize = RS_SNAPSHOT_TERM_AT + 8;
-/// Total length of the Raft state file; §7.
+/// Length of one slot's record; §7.
 pub const RAFT_STATE_LEN: usize = RS_CRC_AT + 4;
-const _: () = assert!(RAFT_STATE_LEN == 60);
+const _: () = assert!(RAFT_STATE_LEN == 68);
+/// Distance between the slots, so that each lies in its own 512-byte
+/// sector and a torn write of one cannot touch the other; §7.
+pub const RAFT_STATE_SLOT_BYTES: usize = 512;
+/// Slots in the file; the write with sequence `s` goes to slot `s % 2`; §7.
+pub const RAFT_STATE_SLOTS: usize = 2;
+/// Length of the (version 2) file; §7.
+pub const RAFT_STATE_FILE_LEN: usize = RAFT_STATE_SLOT_BYTES * RAFT_STATE_SLOTS;
+/// Length of a version 1 file: the same fields without the sequence, each
+/// 8 bytes earlier, the CRC at 56; §7.
+pub const RAFT_STATE_V1_LEN: usize = RAFT_STATE_LEN - 8;
 
 // ---------------------------------------------------------------------------
 // storage-format.md §8 "Recovery point file"

@@ -74,6 +74,10 @@ pub enum Error {
     /// The log failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The log's filesystem is full: the write was cut off and refused, and
+    /// the group waits for space (see `group`'s "A full disk"). Retriable.
+    #[error("no space left on the disk: {0}")]
+    NoSpace(String),
     /// raft-rs refused something.
     #[error("raft: {0}")]
     Raft(String),
@@ -123,7 +127,10 @@ pub enum Error {
 
 impl From<fjord_storage::Error> for Error {
     fn from(e: fjord_storage::Error) -> Self {
-        Error::Storage(e.to_string())
+        match e {
+            e @ fjord_storage::Error::NoSpace { .. } => Error::NoSpace(e.to_string()),
+            e => Error::Storage(e.to_string()),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fjord_codec::format::{CONTROL_CONF_CHANGE, CONTROL_NOOP};
 use fjord_codec::{records, BatchBuilder, BatchHeader};
-use fjord_storage::{Log, RaftPos, RaftState};
+use fjord_storage::{Log, RaftPos, RaftState, RaftStateFile};
 use raft::prelude::*;
 use raft::{GetEntriesContext, StorageError};
 
@@ -22,17 +22,33 @@ const CONF_CHANGE_V2: u8 = 2;
 #[derive(Debug)]
 pub struct GroupStore {
     log: Arc<Log>,
+    file: RaftStateFile,
     state: RaftState,
     conf: ConfState,
 }
 
 impl GroupStore {
-    /// Wraps an opened log. `voters` is the group's membership (from the
-    /// cluster metadata); `state` the persisted Raft state.
-    pub fn new(log: Arc<Log>, state: RaftState, voters: Vec<u64>) -> GroupStore {
+    /// Wraps an opened log and reads the Raft state stored beside it.
+    /// `voters` is the group's membership (from the cluster metadata).
+    ///
+    /// # Errors
+    /// The state file failing to read, or corrupt.
+    pub fn open(log: Arc<Log>, voters: Vec<u64>) -> Result<GroupStore> {
+        let (file, state) = RaftStateFile::open(log.dir())?;
         let mut conf = ConfState::default();
         conf.set_voters(voters);
-        GroupStore { log, state, conf }
+        Ok(GroupStore { log, file, state: state.unwrap_or_default(), conf })
+    }
+
+    /// The same store for a new raft-rs node over the same log and state
+    /// (the driver restarting its node after a full disk).
+    pub(crate) fn reopened(&self) -> GroupStore {
+        GroupStore {
+            log: self.log.clone(),
+            file: self.file.clone(),
+            state: self.state,
+            conf: self.conf.clone(),
+        }
     }
 
     /// The log.
@@ -55,7 +71,7 @@ impl GroupStore {
         next.vote = hs.vote;
         next.commit = hs.commit;
         if next != self.state {
-            next.store(self.log.dir())?;
+            self.file.store(&next)?;
             self.state = next;
         }
         Ok(())
@@ -71,7 +87,7 @@ impl GroupStore {
         next.snapshot_index = index;
         next.snapshot_term = term;
         next.commit = next.commit.max(index);
-        next.store(self.log.dir())?;
+        self.file.store(&next)?;
         self.state = next;
         Ok(())
     }

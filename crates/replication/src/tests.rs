@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_codec::BatchBuilder;
-use fjord_storage::{Log, LogConfig, RaftState};
+use fjord_storage::{Log, LogConfig};
 
 use crate::*;
 
@@ -44,8 +44,7 @@ fn batch(v: &str) -> Bytes {
 
 fn start_node(net: &Arc<Net>, dir: &std::path::Path, id: u64) -> (GroupHandle, Arc<Log>) {
     let log = Arc::new(Log::open(dir.join(id.to_string()), LogConfig::default()).unwrap());
-    let state = RaftState::load(log.dir()).unwrap().unwrap_or_default();
-    let store = GroupStore::new(log.clone(), state, vec![1, 2, 3]);
+    let store = GroupStore::open(log.clone(), vec![1, 2, 3]).unwrap();
     let mut config = GroupConfig::new(7, id, vec![1, 2, 3]);
     config.tick = Duration::from_millis(20);
     let h = start(config, store, net.clone()).unwrap();
@@ -145,7 +144,7 @@ async fn three_nodes_replicate_fail_over_and_agree_byte_for_byte() {
 async fn a_group_of_one_commits_its_own_appends() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
-    let store = GroupStore::new(log.clone(), RaftState::default(), vec![1]);
+    let store = GroupStore::open(log.clone(), vec![1]).unwrap();
     let h = start(GroupConfig::new(1, 1, vec![1]), store, Arc::new(Net::default())).unwrap();
     h.campaign();
     let mut c = None;

@@ -16,6 +16,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An I/O call failed because the filesystem is full (`ENOSPC`, or
+    /// `EDQUOT` for a quota). Unlike other I/O failures it never poisons
+    /// the log: whatever was partly written is cut off, so the log is as
+    /// it was before the call and takes writes again once space is freed.
+    #[error("{op} {path}: {source}")]
+    NoSpace {
+        /// What was being done ("write", "fdatasync", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A read or lookup below the log start or above the log end.
     #[error("offset {offset} is out of range: the log holds [{log_start}, {log_end})")]
     OffsetOutOfRange {
@@ -74,8 +88,24 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Wraps an `io::Error` with the operation and path, for `map_err`.
+impl Error {
+    /// Whether the failure is a full filesystem (see [`Error::NoSpace`]).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
+    }
+}
+
+/// Wraps an `io::Error` with the operation and path, for `map_err`; a full
+/// filesystem becomes [`Error::NoSpace`].
 pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
-    move |source| Error::Io { op, path, source }
+    move |source| match source.raw_os_error() {
+        Some(code)
+            if code == rustix::io::Errno::NOSPC.raw_os_error()
+                || code == rustix::io::Errno::DQUOT.raw_os_error() =>
+        {
+            Error::NoSpace { op, path, source }
+        }
+        _ => Error::Io { op, path, source },
+    }
 }

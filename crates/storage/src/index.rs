@@ -18,7 +18,18 @@ use crate::error::io;
 use crate::handle::FileHandle;
 use crate::Result;
 
+/// Bytes of an index file allocated at a time ahead of the entries
+/// written through its map: one page, so a partition holds at most a page
+/// per index allocated beyond its entries (4,096 partitions: 32 MiB).
+const INDEX_RESERVE_BYTES: usize = 4096;
+
 /// A file of fixed-width entries, mapped read-write.
+///
+/// The preallocated file is sparse, and a store through a map into a hole
+/// that the filesystem cannot fill (it is full) raises `SIGBUS`, which
+/// would kill the whole broker. So the blocks under the next entry are
+/// allocated (`fallocate`) before it is written, where a full filesystem
+/// is an ordinary error ([`IndexFile::reserve_next`]).
 #[derive(Debug)]
 pub(crate) struct IndexFile {
     file: FileHandle,
@@ -26,6 +37,8 @@ pub(crate) struct IndexFile {
     entry_len: usize,
     len: usize,
     cap: usize,
+    /// Bytes from the start of the file known to have blocks under them.
+    allocated: usize,
 }
 
 impl IndexFile {
@@ -39,7 +52,7 @@ impl IndexFile {
             .open(path)
             .map_err(io("create", path))?;
         let file = FileHandle::new(path.to_owned(), file);
-        let mut index = IndexFile { file, map: None, entry_len, len: 0, cap: 0 };
+        let mut index = IndexFile { file, map: None, entry_len, len: 0, cap: 0, allocated: 0 };
         index.set_capacity(cap)?;
         Ok(index)
     }
@@ -66,7 +79,9 @@ impl IndexFile {
                 let _ = m.advise_range(memmap2::Advice::WillNeed, 0, (hole as usize).min(m.len()));
             }
         }
-        Ok(Some(IndexFile { file: FileHandle::new(path.to_owned(), file), map, entry_len, len: cap, cap }))
+        // Nothing is known allocated: the first entry written reserves its page.
+        let file = FileHandle::new(path.to_owned(), file);
+        Ok(Some(IndexFile { file, map, entry_len, len: cap, cap, allocated: 0 }))
     }
 
     /// Whether the file's length is not a whole number of entries.
@@ -85,18 +100,54 @@ impl IndexFile {
         &map[i * self.entry_len..(i + 1) * self.entry_len]
     }
 
-    /// Appends an entry.
+    /// Makes sure the blocks under the next entry exist, so that writing
+    /// it through the map cannot fault on a full filesystem.
+    ///
+    /// # Errors
+    /// [`crate::Error::NoSpace`] when the filesystem is full (nothing is
+    /// written), or another I/O error.
+    pub(crate) fn reserve_next(&mut self) -> Result<()> {
+        let end = (self.len + 1) * self.entry_len;
+        if end <= self.allocated || self.len >= self.cap {
+            return Ok(());
+        }
+        let from = self.allocated.max(self.len * self.entry_len) / INDEX_RESERVE_BYTES * INDEX_RESERVE_BYTES;
+        let to = (end.div_ceil(INDEX_RESERVE_BYTES) * INDEX_RESERVE_BYTES).min(self.cap * self.entry_len);
+        let file = self.file.get()?;
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(&**file, FallocateFlags::KEEP_SIZE, from as u64, (to - from) as u64) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
+                // No fallocate here: fill the blocks with the zeros they
+                // hold, through the file (these bytes are past every entry).
+                use std::os::unix::fs::FileExt;
+                let at = self.len * self.entry_len;
+                file.write_all_at(&vec![0u8; to - at], at as u64).map_err(io("allocate", self.path()))?;
+            }
+            Err(e) => return Err(io("allocate", self.path())(e.into())),
+        }
+        self.allocated = to;
+        Ok(())
+    }
+
+    /// Appends an entry, reserving its blocks first if
+    /// [`IndexFile::reserve_next`] has not.
+    ///
+    /// # Errors
+    /// As [`IndexFile::reserve_next`]; nothing is written then.
     ///
     /// # Panics
     /// If the index is full: capacities are sized from the segment limit
     /// (`LogConfig::index_capacity`), so that is a bug.
-    pub(crate) fn push(&mut self, entry: &[u8]) {
+    pub(crate) fn push(&mut self, entry: &[u8]) -> Result<()> {
         assert_eq!(entry.len(), self.entry_len);
         assert!(self.len < self.cap, "index {} is full ({} entries)", self.path().display(), self.cap);
+        self.reserve_next()?;
         let at = self.len * self.entry_len;
         let map = self.map.as_mut().expect("a non-empty index is mapped");
         map[at..at + self.entry_len].copy_from_slice(entry);
         self.len += 1;
+        Ok(())
     }
 
     /// Keeps the first `n` entries and zeroes the rest, so a later scan of
@@ -117,6 +168,7 @@ impl IndexFile {
                 map[from as usize..to as usize].fill(0);
             }
         }
+        self.allocated = self.allocated.min(from as usize);
         self.len = n;
     }
 
@@ -129,6 +181,7 @@ impl IndexFile {
         self.map = map_file(&file, self.path(), cap * self.entry_len)?;
         self.cap = cap;
         self.len = self.len.min(cap);
+        self.allocated = self.allocated.min(cap * self.entry_len);
         Ok(())
     }
 

@@ -43,7 +43,7 @@ pub use config::{
 pub use disk::{disk_space, DiskSpace};
 pub use error::{Error, Result};
 pub use log::{Appended, DeletedSegment, Log, RaftPos, ReadResult};
-pub use raft_state::RaftState;
+pub use raft_state::{RaftState, RaftStateFile};
 
 #[cfg(test)]
 mod tests;

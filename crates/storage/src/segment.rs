@@ -286,7 +286,7 @@ impl Segment {
                 torn = true;
                 break;
             }
-            self.note_batch(&h);
+            self.note_batch(&h)?;
         }
         // Step 4: nothing after the last good batch may be read back later.
         let discarded = if torn { file_len - self.size } else { 0 };
@@ -349,45 +349,74 @@ impl Segment {
         let pos = self.size;
         let end = pos + batch.len() as u64;
         assert!(end <= self.map.len() as u64, "batch past the segment capacity: sized by LogConfig");
-        let file = self.file.get()?;
-        file.write_all_at(&prefix, pos).map_err(io("write", &self.log_path))?;
-        file.write_all_at(&batch[STAMP_END..], pos + STAMP_END as u64)
-            .map_err(io("write", &self.log_path))?;
-        self.note_batch(header);
-        Ok(())
+        // The index entries this batch may add get their blocks first, so
+        // that nothing can fail once the batch is written.
+        if self.takes_index_point() {
+            self.offsets.0.reserve_next()?;
+            self.times.0.reserve_next()?;
+        }
+        let file = self.file.get()?.clone();
+        let written = file
+            .write_all_at(&prefix, pos)
+            .and_then(|()| file.write_all_at(&batch[STAMP_END..], pos + STAMP_END as u64))
+            .map_err(io("write", &self.log_path));
+        if let Err(e) = written {
+            // A full filesystem may have taken part of the batch: cut it off
+            // (which frees its blocks) so the log is exactly as it was.
+            if e.is_no_space() {
+                self.zero_from(pos, end)?;
+            }
+            return Err(e);
+        }
+        self.note_batch(header)
+    }
+
+    /// Whether the next batch gets offset- and time-index entries (§5, §6).
+    fn takes_index_point(&self) -> bool {
+        self.offsets.0.len() == 0 || self.bytes_since_index >= self.interval
     }
 
     /// Advances the in-memory state over a batch just written or validated
     /// at `self.size`, adding index entries at index points (§5, §6).
-    fn note_batch(&mut self, h: &BatchHeader) {
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] if an index entry's blocks cannot be allocated
+    /// (never after [`Segment::append`] reserved them); nothing has changed then.
+    fn note_batch(&mut self, h: &BatchHeader) -> Result<()> {
         let rel = (h.base_offset - self.base_offset) as u32;
+        if self.takes_index_point() {
+            self.offsets.0.reserve_next()?;
+            self.times.0.reserve_next()?;
+        }
         // Control batches (Raft bookkeeping) carry no records and no
         // meaningful time: they move neither the time index nor retention.
         if !h.is_control() {
             self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
             self.first_timestamp.get_or_insert(h.first_timestamp);
         }
-        if self.offsets.0.len() == 0 || self.bytes_since_index >= self.interval {
+        if self.takes_index_point() {
             let entry = OffsetEntry { rel_offset: rel, position: self.size as u32, raft_index: h.raft_index };
-            self.offsets.0.push(&entry.encode());
-            self.times.0.push(&TimeEntry { timestamp: self.max_timestamp, rel_offset: rel }.encode());
+            self.offsets.0.push(&entry.encode())?;
+            self.times.0.push(&TimeEntry { timestamp: self.max_timestamp, rel_offset: rel }.encode())?;
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += h.batch_len as u64;
         self.size += h.batch_len as u64;
         self.next_offset = h.next_offset();
         self.last_header = Some(*h);
+        Ok(())
     }
 
     /// Seals a closed segment: data fsynced, files trimmed to what is
     /// used, a final time entry holding the segment's max timestamp, indexes
     /// fsynced. After this the segment is trusted on open without a scan.
     pub(crate) fn seal(&mut self) -> Result<()> {
+        self.reserve_seal()?;
         self.sync_data()?;
         if let (Some(last), Some(h)) = (self.times.last(), &self.last_header) {
             if self.max_timestamp > last.timestamp {
                 let rel = (h.base_offset - self.base_offset) as u32;
-                self.times.0.push(&TimeEntry { timestamp: self.max_timestamp, rel_offset: rel }.encode());
+                self.times.0.push(&TimeEntry { timestamp: self.max_timestamp, rel_offset: rel }.encode())?;
             }
         }
         self.set_file_len(self.size)?;
@@ -400,6 +429,17 @@ impl Segment {
         self.active = false;
         self.sealed = true;
         self.release_files();
+        Ok(())
+    }
+
+    /// Allocates the blocks of the final time entry [`Segment::seal`] adds.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] on a full filesystem; nothing has changed then.
+    pub(crate) fn reserve_seal(&mut self) -> Result<()> {
+        if self.times.last().is_some_and(|last| self.max_timestamp > last.timestamp) {
+            self.times.0.reserve_next()?;
+        }
         Ok(())
     }
 

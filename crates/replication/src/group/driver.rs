@@ -102,6 +102,10 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
     });
     let driver = Driver {
         node,
+        raft_config,
+        logger,
+        stalled: None,
+        no_space_backoff: NO_SPACE_RETRY_FIRST,
         config,
         transport,
         status: status.clone(),
@@ -125,6 +129,13 @@ pub fn start<T: Transport>(config: GroupConfig, store: GroupStore, transport: Ar
 
 struct Driver<T: Transport> {
     node: RawNode<GroupStore>,
+    /// What the node was built with, to build it again after a full disk.
+    raft_config: raft::Config,
+    logger: slog::Logger,
+    /// Sitting out a full disk until then, with the error; see "A full disk".
+    stalled: Option<(tokio::time::Instant, String)>,
+    /// The next such pause.
+    no_space_backoff: std::time::Duration,
     config: GroupConfig,
     transport: Arc<T>,
     status: Arc<GroupStatus>,
@@ -174,9 +185,12 @@ impl<T: Transport> Driver<T> {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stopped_by = loop {
+        let stopped_by = 'run: loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    if self.sitting_out() {
+                        continue;
+                    }
                     self.campaign_if_leader_restarted();
                     if self.should_tick() {
                         self.node.tick();
@@ -202,12 +216,33 @@ impl<T: Transport> Driver<T> {
                     }
                 }
             }
-            if let Err(e) = self.on_ready().await {
-                tracing::error!(group = self.config.group_id, error = %e, "raft group stopped on a storage error");
-                break None;
+            match self.on_ready().await {
+                Ok(()) => {}
+                Err(Error::NoSpace(reason)) => {
+                    if let Err(e) = self.sit_out_full_disk(reason) {
+                        tracing::error!(group = self.config.group_id, error = %e, "raft group stopped: it could not restart after a full disk");
+                        break None;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(group = self.config.group_id, error = %e, "raft group stopped on a storage error");
+                    break None;
+                }
             }
             for (now_ms, reply) in std::mem::take(&mut self.maintenance) {
-                let _ = reply.send(self.maintain(now_ms).await);
+                let result = self.maintain(now_ms).await;
+                // A failed fsync on a full disk cuts the log back to what
+                // was durable, below what raft-rs was told it holds.
+                let cut = self.node.store().log().last_raft().map_or(0, |p| p.index)
+                    < self.node.raft.raft_log.last_index().min(self.node.raft.raft_log.persisted);
+                if let (Err(Error::NoSpace(reason)), true) = (&result, cut) {
+                    if let Err(e) = self.sit_out_full_disk(reason.clone()) {
+                        tracing::error!(group = self.config.group_id, error = %e, "raft group stopped: it could not restart after a full disk");
+                        let _ = reply.send(result);
+                        break 'run None;
+                    }
+                }
+                let _ = reply.send(result);
             }
         };
         let _ = self.persist_commit();
@@ -228,6 +263,17 @@ impl<T: Transport> Driver<T> {
             if matches!(m.get_msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse));
         if !heartbeat && !matches!(msg, Msg::Maintain { .. }) {
             self.idle_ticks = 0;
+        }
+        if self.stalled.is_some() {
+            match msg {
+                Msg::Raft(_) | Msg::Campaign | Msg::TransferLeader(_) => return None,
+                Msg::Propose { reply, .. } => {
+                    let reason = self.stalled.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+                    let _ = reply.send(Err(Error::NoSpace(reason)));
+                    return None;
+                }
+                _ => {}
+            }
         }
         match msg {
             Msg::Raft(m) => {
@@ -524,6 +570,7 @@ impl<T: Transport> Driver<T> {
         let entries = rd.take_entries();
         if !entries.is_empty() {
             self.append(entries).await?;
+            self.no_space_backoff = NO_SPACE_RETRY_FIRST;
         }
         if let Some(hs) = rd.hs() {
             let stored = self.node.store().raft_state();
@@ -571,6 +618,47 @@ impl<T: Transport> Driver<T> {
         tracing::info!(group = self.config.group_id, leader, role = ?role, term = self.node.raft.term, "raft role changed");
     }
 
+    /// After a write failed on a full disk: fails what is pending, builds
+    /// the node again from storage, and sits out a pause (see "A full disk").
+    ///
+    /// # Errors
+    /// The stored state no longer making a node (a storage failure).
+    fn sit_out_full_disk(&mut self, reason: String) -> Result<()> {
+        let pause = self.no_space_backoff;
+        self.no_space_backoff = (pause * 2).min(NO_SPACE_RETRY_MAX);
+        tracing::warn!(
+            group = self.config.group_id,
+            error = %reason,
+            retry_in_ms = pause.as_millis() as u64,
+            "disk full: the write was cut off and refused; the replica waits for space"
+        );
+        self.fail_pending(Error::NoSpace(reason.clone()));
+        let store = self.node.store().reopened();
+        let (applied, _) = restart_point(&store)?;
+        let mut config = self.raft_config.clone();
+        config.applied = applied;
+        self.node = RawNode::new(&config, store, &self.logger).map_err(|e| Error::Raft(e.to_string()))?;
+        self.landed.clear();
+        self.on_soft_state(0, StateRole::Follower);
+        self.stalled = Some((tokio::time::Instant::now() + pause, reason));
+        Ok(())
+    }
+
+    /// Whether the group is still sitting out a full disk; ends the pause
+    /// when it is over (a group of one campaigns at once, as on open).
+    fn sitting_out(&mut self) -> bool {
+        let Some((until, _)) = &self.stalled else { return false };
+        if tokio::time::Instant::now() < *until {
+            return true;
+        }
+        self.stalled = None;
+        tracing::info!(group = self.config.group_id, "retrying writes after a full disk");
+        if self.config.voters == [self.config.node_id] {
+            let _ = self.node.campaign();
+        }
+        false
+    }
+
     fn fail_pending(&mut self, e: Error) {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(e.clone()));
@@ -602,18 +690,32 @@ impl<T: Transport> Driver<T> {
                     log.truncate_suffix(h.base_offset)?;
                 }
             }
+            // On a full disk the whole Ready is cut off, not just the batch
+            // that failed: raft-rs is told none of it is persisted, and a
+            // node rebuilt from a log still holding the others would count
+            // them (and commit them) although their proposals failed.
+            let start = log.log_end_offset();
             let mut landed = Vec::with_capacity(entries.len());
             let mut end = 0;
-            for e in &entries {
+            let written = entries.iter().try_for_each(|e| {
                 let batch = entry_to_batch(e);
                 let a = log.append(&batch, RaftPos { term: e.term, index: e.index })?;
                 end = a.next_offset;
                 landed.push((e.index, Landed { base_offset: a.base_offset, next_offset: a.next_offset }));
+                Ok::<_, fjord_storage::Error>(())
+            });
+            let written = written.and_then(|()| match flush {
+                FlushPolicy::Always => log.sync_through(end),
+                _ => Ok(()),
+            });
+            match written {
+                Ok(()) => Ok(landed),
+                Err(e) if e.is_no_space() => {
+                    log.truncate_suffix(start)?;
+                    Err(e.into())
+                }
+                Err(e) => Err(e.into()),
             }
-            if flush == FlushPolicy::Always {
-                log.sync_through(end)?;
-            }
-            Ok(landed)
         })
         .await
         .map_err(|e| Error::Raft(format!("append task failed: {e}")))??;

@@ -14,6 +14,19 @@
 //!
 //! A storage error stops the group: it never continues on a broken log.
 //!
+//! # A full disk
+//! A full filesystem is the exception ([`crate::Error::NoSpace`]): the
+//! log cut off what it could not write and is a consistent prefix of what
+//! raft-rs was told, so the group drops its `RawNode` and builds a new one
+//! from storage, as a restarted process would, after failing every pending
+//! proposal with the error. Nothing it could not persist was acknowledged:
+//! an entry is counted for this node only after `advance`. It then sits
+//! out [`NO_SPACE_RETRY_FIRST`] (doubling to [`NO_SPACE_RETRY_MAX`] while
+//! writes keep failing), stepping no messages and refusing proposals, so
+//! the other voters elect a leader whose disk has room, and retention
+//! (maintenance runs on) can free space. Then it rejoins, and a group of
+//! one campaigns at once.
+//!
 //! # Quiescence
 //! An idle partition would still cost a tick and a heartbeat round trip
 //! per follower every 200 ms; a thousand of them keep a broker busy. So a
@@ -67,6 +80,12 @@ const REPLICA_LAG_MAX: Duration = Duration::from_secs(10);
 /// every entry after the stored one, so a recent one keeps its restart
 /// from reading what was written in more than this many ticks.
 const COMMIT_PERSIST_TICKS: u64 = 50;
+
+/// How long a group whose disk was full sits out before it tries again;
+/// see "A full disk".
+pub const NO_SPACE_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest such pause, reached by doubling while writes keep failing.
+pub const NO_SPACE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Bytes appended between two stores of the commit index, at most: what a
 /// restart reads back of a busy log. 32 MiB is under 0.1 s of a disk's
 /// sequential read; a store (a small file, two fsyncs) per 32 MiB written

@@ -88,9 +88,13 @@ struct SyncState {
     poisoned: Option<String>,
     last_flush_ms: Option<u64>,
     recovery_point: RecoveryPoint,
-    /// Test hook: the next fsync reports failure.
+    /// Bumped each time a failed fsync cut the log back to `durable`
+    /// (a full filesystem): a waiter that saw another value waits for
+    /// offsets that may be gone, and fails instead.
+    cuts: u64,
+    /// Test hook: the next fsync fails with this OS error.
     #[cfg(test)]
-    fail_next_sync: bool,
+    fail_next_sync: Option<i32>,
 }
 
 /// The log of one partition. See the crate documentation.
@@ -170,8 +174,9 @@ impl Log {
                 poisoned: None,
                 last_flush_ms: None,
                 recovery_point,
+                cuts: 0,
                 #[cfg(test)]
-                fail_next_sync: false,
+                fail_next_sync: None,
             }),
             synced: Condvar::new(),
         };
@@ -312,8 +317,10 @@ impl Log {
         header.raft_index = raft.index;
         match active.append(batch, &header) {
             Ok(()) => {}
-            // Refused before anything was written: the log is as it was.
+            // Refused before anything was written, or a full filesystem
+            // whose partial write was cut off: the log is as it was.
             Err(e @ Error::InvalidBatch(_)) => return Err(e),
+            Err(e) if e.is_no_space() => return Err(e),
             Err(e) => return Err(self.poison(&mut inner, e)),
         }
         inner.last_raft = Some(raft);
@@ -344,12 +351,20 @@ impl Log {
     /// fsync is never retried: the kernel may have dropped the dirty pages.
     pub fn sync_through(&self, offset: u64) -> Result<()> {
         let mut st = self.lock_sync();
+        let cuts = st.cuts;
         loop {
             if let Some(reason) = &st.poisoned {
                 return Err(Error::Poisoned { dir: self.dir.clone(), reason: reason.clone() });
             }
             if st.durable >= offset {
                 return Ok(());
+            }
+            if st.cuts != cuts {
+                return Err(Error::NoSpace {
+                    op: "fdatasync",
+                    path: self.dir.clone(),
+                    source: rustix::io::Errno::NOSPC.into(),
+                });
             }
             if st.syncing {
                 st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -367,14 +382,10 @@ impl Log {
             #[cfg(test)]
             let injected = std::mem::take(&mut self.lock_sync().fail_next_sync);
             #[cfg(not(test))]
-            let injected = false;
+            let injected: Option<i32> = None;
             let result = match injected {
-                true => Err(Error::Io {
-                    op: "fdatasync",
-                    path: self.dir.clone(),
-                    source: std::io::Error::other("injected fsync failure"),
-                }),
-                false => unsealed.and_then(|unsealed| {
+                Some(errno) => Err(io("fdatasync", &self.dir)(std::io::Error::from_raw_os_error(errno))),
+                None => unsealed.and_then(|unsealed| {
                     self.config().fsync_observer.time(|| {
                         unsealed
                             .iter()
@@ -386,6 +397,39 @@ impl Log {
             st.syncing = false;
             match result.and_then(|()| st.recovery_point.store(base, size)) {
                 Ok(()) => st.durable = st.durable.max(end),
+                Err(e) if e.is_no_space() => {
+                    // The kernel may have dropped the pages it could not
+                    // write, so nothing after the last good fsync can be
+                    // trusted: cut the log back to it (freeing those blocks)
+                    // and go on from there; only if the cut fails is the log
+                    // poisoned. What was cut was never acknowledged: an
+                    // acknowledgement waits for the fsync that failed.
+                    let durable = st.durable;
+                    st.cuts += 1;
+                    drop(st);
+                    let cut = self.truncate_suffix(durable);
+                    self.synced.notify_all();
+                    match cut {
+                        Ok(()) => tracing::warn!(
+                            dir = %self.dir.display(), error = %e, offset = durable,
+                            "fsync found the disk full; the log was cut back to what was durable"
+                        ),
+                        Err(cut) => {
+                            let reason =
+                                format!("{e}; cutting the log back to offset {durable} failed: {cut}");
+                            let mut inner = self.lock();
+                            self.poison(
+                                &mut inner,
+                                Error::Io {
+                                    op: "truncate",
+                                    path: self.dir.clone(),
+                                    source: std::io::Error::other(reason),
+                                },
+                            );
+                        }
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     let reason = e.to_string();
                     st.poisoned = Some(reason.clone());
@@ -457,6 +501,14 @@ impl Log {
             .and_then(|s| sync_dir(&self.dir).map(|()| s))
         {
             Ok(s) => s,
+            Err(e) if e.is_no_space() => {
+                // Nothing refers to the new files yet: remove what was made
+                // and stay on the old segment, which stays active.
+                for path in crate::segment::segment_paths(&self.dir, end) {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
             Err(e) => return Err(self.poison(inner, e)),
         };
         inner.segments.last_mut().expect("never empty").active = false;
@@ -502,6 +554,10 @@ impl Log {
             else {
                 continue; // deleted or truncated meanwhile
             };
+            // Sealing adds a final time entry: with no room for it, the
+            // segment stays unsealed (still fsynced with the active one)
+            // and the next pass retries.
+            inner.segments[i].reserve_seal()?;
             if let Err(e) = inner.segments[i].seal() {
                 return Err(self.poison(&mut inner, e));
             }
@@ -582,7 +638,11 @@ impl Log {
 #[cfg(test)]
 impl Log {
     pub(crate) fn fail_next_sync(&self) {
-        self.lock_sync().fail_next_sync = true;
+        self.fail_next_sync_with(rustix::io::Errno::IO.raw_os_error());
+    }
+
+    pub(crate) fn fail_next_sync_with(&self, errno: i32) {
+        self.lock_sync().fail_next_sync = Some(errno);
     }
 }
 
