@@ -10,13 +10,17 @@
 //! full", the partition is not poisoned, and it takes writes again once
 //! space is freed, with every acknowledged record read back, also after a
 //! restart.
+//!
+//! And in a cluster: a follower whose disk fills sits out while the other
+//! two go on acknowledging every write, then catches up and rejoins the
+//! in-sync replicas once space is freed, and can lead with every record.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fjord, fjord_ok, Broker};
+use common::{fjord, fjord_ok, Broker, Cluster};
 
 /// Size of the test filesystem.
 const VOLUME: &str = "64m";
@@ -220,5 +224,115 @@ fn a_write_that_finds_the_disk_full_is_cut_off_and_the_partition_takes_writes_ag
     assert_eq!(again, read, "after a restart: {}", broker.log());
     assert_eq!(fjord_ok(&addr, &["tail", "keep", "--from-beginning"], b""), kept);
     broker.kill();
+    drop(mount);
+}
+
+/// The partition's `(leader, in_sync_replicas)` from `topic describe`.
+fn leader_and_isr(addr: &str, topic: &str) -> (u64, Vec<u64>) {
+    let out = fjord_ok(addr, &["topic", "describe", topic, "--format", "json"], b"");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &d["partitions"][0];
+    let isr = p["in_sync_replicas"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    (p["leader"].as_u64().unwrap_or(0), isr)
+}
+
+#[test]
+fn a_follower_whose_disk_fills_sits_out_and_catches_up_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Broker 3's data directory is the small volume, most of it taken by
+    // another program's file.
+    let mount = match Mount::new(&dir.path().join("broker-3")) {
+        Ok(m) => m,
+        Err(why) => {
+            println!("skipped: a full-disk test needs a small filesystem and {why}");
+            return;
+        }
+    };
+    let ballast = mount.0.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 40 << 20]).unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let bootstrap = cluster.bootstrap();
+    fjord_ok(&bootstrap, &["topic", "create", "t", "--partitions", "1", "--replication-factor", "3"], b"");
+    let mut leader = 0;
+    for _ in 0..50 {
+        leader = leader_and_isr(&bootstrap, "t").0;
+        if leader != 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(leader == 1 || leader == 2, "the first replica leads, not the full one: {leader}");
+
+    // 32 MiB through a follower with about 20 MiB free: every write is
+    // acknowledged by the two replicas that have room.
+    let mut written = String::new();
+    for n in 0..32 {
+        let chunk = lines(&format!("c{n:02}"), 1024, 1000);
+        fjord_ok(&bootstrap, &["publish", "t"], chunk.as_bytes());
+        written += &chunk;
+    }
+    let log3 = cluster.brokers[2].as_ref().unwrap().log();
+    assert!(log3.contains("disk full: the write was cut off"), "broker 3 filled up:\n{log3}");
+    assert!(!log3.contains("poison"), "{log3}");
+    assert!(cluster.brokers[2].as_mut().unwrap().is_running());
+
+    // Space on broker 3 again: it rejoins the in-sync replicas.
+    std::fs::remove_file(&ballast).unwrap();
+    let mut isr = Vec::new();
+    for _ in 0..180 {
+        isr = leader_and_isr(&bootstrap, "t").1;
+        if isr.contains(&3) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        isr.contains(&3),
+        "broker 3 caught up: isr {isr:?}\n{}",
+        cluster.brokers[2].as_ref().unwrap().log()
+    );
+
+    // It holds everything: with the other healthy broker down, a write
+    // commits only if broker 3 has every entry before it; then, with the
+    // leader down and the other back (without that write), broker 3 must
+    // lead, and serves every record.
+    let other = 3 - leader;
+    cluster.kill(other);
+    let last = lines("last", 100, 100);
+    let mut committed = false;
+    for _ in 0..60 {
+        if fjord(&bootstrap, &["publish", "t"], last.as_bytes()).status.success() {
+            committed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        committed,
+        "a write commits on the leader and broker 3:\n{}",
+        cluster.brokers[2].as_ref().unwrap().log()
+    );
+    written += &last;
+    cluster.kill(leader);
+    cluster.restart(other);
+    let mut read = String::new();
+    for _ in 0..60 {
+        let out = fjord(&bootstrap, &["tail", "t", "--from-beginning"], b"");
+        read = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && read.len() == written.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        read == written,
+        "every acknowledged record, in order ({} of {} bytes)",
+        read.len(),
+        written.len()
+    );
+    assert_eq!(leader_and_isr(&bootstrap, "t").0, 3, "broker 3 leads: it alone has the last write");
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
     drop(mount);
 }
