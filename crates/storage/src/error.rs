@@ -71,6 +71,26 @@ pub enum Error {
         /// Why it is not allowed.
         reason: &'static str,
     },
+    /// A range of a closed segment failed a scrub's checks (bit rot): it is
+    /// not served until repaired from another replica.
+    #[error(
+        "offsets [{start_offset}, {end_offset}) of partition log {dir} are damaged on this replica and are not \
+         served until repaired from another replica ({reason})"
+    )]
+    Damaged {
+        /// The partition directory.
+        dir: PathBuf,
+        /// First damaged offset.
+        start_offset: u64,
+        /// The offset after the damaged range.
+        end_offset: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// A repair's copy does not fit the damaged range, or the range is no
+    /// longer damaged; nothing was written.
+    #[error("repair refused: {0}")]
+    RepairRefused(String),
     /// A configuration value is out of its range.
     #[error("invalid storage config: {0}")]
     Config(String),

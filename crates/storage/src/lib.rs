@@ -42,7 +42,9 @@ pub use config::{
 };
 pub use disk::{disk_space, DiskSpace};
 pub use error::{Error, Result};
-pub use log::{Appended, DeletedSegment, Log, RaftPos, ReadResult};
+pub use log::{
+    Appended, Damage, DeletedSegment, Log, RaftPos, ReadResult, ScrubReport, REPAIR_RANGE_BYTES_MAX,
+};
 pub use raft_state::{RaftState, RaftStateFile};
 
 #[cfg(test)]

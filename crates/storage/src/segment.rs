@@ -501,7 +501,9 @@ impl Segment {
         }
         // SAFETY: the file belongs to this partition log alone. Bytes that
         // readers may hold slices of are below `size` and are never changed
-        // except by truncation of uncommitted data (which zeroes them, never
+        // except by a scrub's repair (which writes good bytes over a range
+        // that failed its CRC and is refused to readers meanwhile) and by
+        // truncation of uncommitted data (which zeroes them, never
         // shrinking the file under a live map: `set_file_len` replaces the
         // map, and shrinking happens only in `close`, below nothing readable).
         let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&*file) };
@@ -540,6 +542,11 @@ impl Segment {
         let pos = self.walk_until(entry.position as u64, |h| h.raft_index >= index)?;
         let view = self.view();
         Ok((pos < self.size && view.header_at(pos as usize)?.raft_index == index).then_some(pos))
+    }
+
+    /// Every offset-index entry, for the scrubber.
+    pub(crate) fn offset_entries(&self) -> Vec<OffsetEntry> {
+        (0..self.offsets.0.len()).map(|i| self.offsets.get(i)).collect()
     }
 
     /// Raft index of the first batch, if any.

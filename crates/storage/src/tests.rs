@@ -5,6 +5,7 @@
 mod crash;
 mod full_disk;
 mod model;
+mod scrub;
 
 use bytes::Bytes;
 use fjord_codec::{records, split_batches, BatchBuilder};

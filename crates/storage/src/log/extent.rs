@@ -48,6 +48,7 @@ impl Log {
         inner.last_raft = last.map(|h| RaftPos { term: h.raft_term, index: h.raft_index });
         inner.next_raft_index = if inner.last_raft.is_none() { Some(first_dropped_raft) } else { None };
         inner.first_raft = inner.segments.iter().find_map(|s| s.first_raft_index());
+        super::scrub::forget_stale_damage(&mut inner);
         // `truncate_to` fsynced the segment: everything below `offset` is durable.
         let mut st = self.lock_sync();
         st.durable = offset;
@@ -91,6 +92,7 @@ impl Log {
         inner.last_raft = None;
         inner.first_raft = None;
         inner.next_raft_index = Some(next_raft_index);
+        inner.damaged.clear();
         let mut st = self.lock_sync();
         st.durable = start_offset;
         Ok(())
@@ -129,6 +131,7 @@ impl Log {
         }
         if !deleted.is_empty() {
             inner.first_raft = inner.segments.iter().find_map(|s| s.first_raft_index());
+            super::scrub::forget_stale_damage(inner);
             sync_dir(&self.dir)?;
         }
         Ok(deleted)

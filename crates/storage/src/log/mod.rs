@@ -15,6 +15,9 @@ use fjord_codec::format::*;
 use fjord_codec::{records, BatchHeader};
 
 mod extent;
+mod scrub;
+
+pub use scrub::{Damage, ScrubReport, REPAIR_RANGE_BYTES_MAX};
 
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::io;
@@ -77,6 +80,9 @@ struct Inner {
     /// to follow (after truncating everything); `None` accepts any.
     next_raft_index: Option<u64>,
     poisoned: Option<String>,
+    /// Ranges of closed segments a scrub found damaged, refused to readers
+    /// until repaired; sorted by offset. See `scrub`.
+    damaged: Vec<Damage>,
 }
 
 #[derive(Debug)]
@@ -167,6 +173,7 @@ impl Log {
                 first_raft,
                 next_raft_index: None,
                 poisoned: None,
+                damaged: Vec::new(),
             }),
             sync: Mutex::new(SyncState {
                 durable: end,
@@ -585,8 +592,22 @@ impl Log {
             if offset >= limit.min(end) {
                 return Ok(ReadResult { batches: Bytes::new(), next_offset: offset });
             }
+            if let Some(d) = scrub::damage_at(&inner, offset) {
+                return Err(Error::Damaged {
+                    dir: self.dir.clone(),
+                    start_offset: d.start_offset,
+                    end_offset: d.end_offset,
+                    reason: d.reason.clone(),
+                });
+            }
             let seg = segment_for(&inner.segments, offset);
-            (seg.view(), seg.position_of(offset)? as usize)
+            let pos = seg.position_of(offset)?;
+            // A read stops before a damaged range; the next one is refused.
+            let mut view = seg.view();
+            if let Some(stop) = scrub::damage_after(&inner, seg.base_offset, pos) {
+                view.size = view.size.min(stop as usize);
+            }
+            (view, pos as usize)
         };
         let mut end = pos;
         let mut next_offset = offset;
