@@ -100,6 +100,14 @@ pub struct BrokerConfig {
     /// `/metrics`; `None` serves none. Default `127.0.0.1:9644`; port 0
     /// picks a free one (printed on stdout after the listening line).
     pub metrics_listen: Option<SocketAddr>,
+    /// How often a background scrub re-reads every closed segment of this
+    /// broker's replicas (CRC, offsets, index) and repairs damage from a
+    /// peer; `None` runs none (`fjord topic scrub` still works). Default
+    /// [`SCRUB_INTERVAL_DEFAULT`].
+    pub scrub_interval: Option<Duration>,
+    /// Read rate of background scrubs, bytes per second; 0 for no limit.
+    /// Default [`SCRUB_BYTES_PER_SEC_DEFAULT`].
+    pub scrub_bytes_per_sec: u64,
     /// Told how long each log fsync took. The server sets it to feed its
     /// fsync histogram; default none.
     pub fsync_observer: fjord_storage::FsyncObserver,
@@ -124,6 +132,8 @@ impl Default for BrokerConfig {
             min_free_bytes: None,
             metrics_listen: Some(METRICS_LISTEN_DEFAULT.parse().expect("valid default address")),
             fsync_observer: fjord_storage::FsyncObserver::default(),
+            scrub_interval: Some(SCRUB_INTERVAL_DEFAULT),
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
         }
     }
 }
@@ -178,3 +188,10 @@ impl BrokerConfig {
         Ok(())
     }
 }
+
+/// Default time between background scrub passes: a day, so a 1 TB broker
+/// at the default rate spends about a third of it scrubbing.
+pub const SCRUB_INTERVAL_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+/// Default read rate of background scrubs: 32 MiB/s, a small share of a
+/// disk's bandwidth.
+pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 32 * 1024 * 1024;

@@ -53,6 +53,25 @@ pub enum Error {
         #[source]
         source: fjord_codec::Error,
     },
+    /// A scrub found this range of the replica damaged: it is not served
+    /// until repaired from another replica; reads outside it still work.
+    #[error(
+        "{topic}/{partition}: offsets [{start_offset}, {end_offset}) are damaged on this broker's replica and \
+         are not served until repaired from another replica; read from offset {end_offset} on to skip them \
+         ({reason})"
+    )]
+    Damaged {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// First damaged offset.
+        start_offset: u64,
+        /// The offset after the range.
+        end_offset: u64,
+        /// What the scrub found.
+        reason: String,
+    },
     /// A batch's bytes are malformed.
     #[error("corrupt batch for partition {partition}: {source}")]
     CorruptBatch {
@@ -257,7 +276,9 @@ impl Error {
             Error::MessageTooLarge { .. } | Error::RecordTooLarge { .. } => {
                 (Code::InvalidArgument, ErrorCode::MessageTooLarge)
             }
-            Error::CorruptData { .. } => (Code::DataLoss, ErrorCode::CorruptData),
+            Error::CorruptData { .. } | Error::Damaged { .. } | Error::Storage(S::Damaged { .. }) => {
+                (Code::DataLoss, ErrorCode::CorruptData)
+            }
             Error::CorruptBatch { .. } => (Code::InvalidArgument, ErrorCode::CorruptBatch),
             Error::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
@@ -296,6 +317,11 @@ impl Error {
             Error::OffsetOutOfRange { log_start, log_end, .. } => {
                 detail.log_start_offset = *log_start;
                 detail.log_end_offset = *log_end;
+            }
+            Error::Damaged { start_offset, end_offset, .. }
+            | Error::Storage(fjord_storage::Error::Damaged { start_offset, end_offset, .. }) => {
+                detail.damaged_start_offset = *start_offset;
+                detail.damaged_end_offset = *end_offset;
             }
             Error::NotLeader { leader, leader_address, .. }
             | Error::NotMetadataLeader { leader, leader_address } => {

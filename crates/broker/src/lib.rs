@@ -17,6 +17,7 @@ mod groups;
 mod meta;
 mod metrics;
 mod partition;
+mod scrub;
 mod server;
 mod service;
 mod topics;

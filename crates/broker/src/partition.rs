@@ -43,6 +43,11 @@ pub(crate) struct Traffic {
     pub(crate) bytes_produced: AtomicU64,
     pub(crate) records_fetched: AtomicU64,
     pub(crate) bytes_fetched: AtomicU64,
+    /// Bytes of closed segments scrubs read.
+    pub(crate) scrubbed_bytes: AtomicU64,
+    /// Damaged ranges scrubs found, and how many were repaired from a peer.
+    pub(crate) damaged_ranges_found: AtomicU64,
+    pub(crate) damaged_ranges_repaired: AtomicU64,
 }
 
 impl Traffic {

@@ -25,6 +25,7 @@ use crate::service::producer::ProducerService;
 use crate::transport::{Faults, RaftService};
 use crate::{Error, Result};
 use fjord_proto::internal::raft_server::RaftServer;
+use fjord_proto::internal::replica_server::ReplicaServer;
 
 /// Largest batch of Raft messages between brokers: append messages carry
 /// up to 4 MiB of entries each, but at least one entry (a batch of up to
@@ -94,6 +95,10 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let consumer = ConsumerService { broker: broker.clone(), shutdown: stop_rx.clone() };
     let admin = AdminService { broker: broker.clone() };
     let raft = RaftService { broker: broker.clone(), shutdown: stop_rx.clone() };
+    let replica = crate::scrub::ReplicaService { broker: broker.clone() };
+    let scrubber = config
+        .scrub_interval
+        .map(|every| tokio::spawn(crate::scrub::scrub_loop(broker.clone(), every, stop_rx.clone())));
     broker.wait_ready(READY_TIMEOUT).await;
     let limits = ConnectionLimits {
         max: config.connections_max,
@@ -140,6 +145,11 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
                 .max_decoding_message_size(RAFT_BATCH_BYTES_MAX)
                 .max_encoding_message_size(RAFT_BATCH_BYTES_MAX),
         )
+        .add_service(
+            ReplicaServer::new(replica)
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
+                .max_encoding_message_size(fjord_storage::REPAIR_RANGE_BYTES_MAX as usize + 1024 * 1024),
+        )
         .serve_with_incoming_shutdown(metrics.count_connections(incoming), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
@@ -148,6 +158,9 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
     let served = serve.await;
     let _ = upkeep.await;
     let _ = group_upkeep.await;
+    if let Some(scrubber) = scrubber {
+        let _ = scrubber.await;
+    }
     if let Some(endpoint) = metrics_endpoint {
         let _ = endpoint.await;
     }

@@ -108,6 +108,13 @@ pub(crate) enum TopicCommand {
     },
     /// Change a topic's settings on every replica, without a restart.
     Alter(AlterTopicArgs),
+    /// Re-read every closed segment of every replica of a topic now,
+    /// checking each batch's CRC, offsets and index, and repair damage from
+    /// another replica. Exits non-zero if damage remains unrepaired.
+    Scrub {
+        /// Topic name.
+        name: String,
+    },
 }
 
 /// `fjord topic create`

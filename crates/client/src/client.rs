@@ -20,9 +20,13 @@ use tokio::time::Instant;
 use crate::cluster::{at_broker, deadline, hedged, request, Cluster, HEDGE_AFTER};
 use crate::retry::Backoff;
 use crate::types::{
-    ClusterDescription, Fetched, Metadata, OffsetSpec, Offsets, TopicDescription, TopicSettings, TopicSummary,
+    ClusterDescription, Fetched, Metadata, OffsetSpec, Offsets, ReplicaScrub, TopicDescription,
+    TopicSettings, TopicSummary,
 };
 use crate::{Acks, ClientConfig, Error, Result};
+
+/// How long [`Client::scrub_topic`] waits: a scrub re-reads whole logs.
+pub const SCRUB_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Largest long-poll wait a fetch may ask for. Bounds how long a request
 /// can legitimately stay unanswered on top of `request_timeout`.
@@ -249,6 +253,30 @@ impl Client {
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
+    }
+
+    /// Scrubs every replica of `topic` now (see `Admin.ScrubTopic`): every
+    /// closed segment is re-read and checked, damage repaired from another
+    /// replica where one has a good copy. Reads whole logs, so it may take
+    /// up to [`SCRUB_TIMEOUT`]; tried on each known broker until one answers.
+    ///
+    /// # Errors
+    /// An unknown topic, or no broker answering.
+    pub async fn scrub_topic(&self, topic: &str) -> Result<Vec<ReplicaScrub>> {
+        let msg = pb::ScrubTopicRequest { topic: topic.to_string() };
+        let mut last = None;
+        for addr in self.cluster.any_addresses() {
+            let call = async {
+                let mut admin = AdminClient::new(self.cluster.channel(&addr)?);
+                Ok(admin.scrub_topic(request(msg.clone(), SCRUB_TIMEOUT)).await?.into_inner())
+            };
+            match deadline(SCRUB_TIMEOUT, call).await.map_err(|e| at_broker(&addr, e)) {
+                Ok(r) => return Ok(r.replicas.into_iter().map(ReplicaScrub::from).collect()),
+                Err(e) if e.is_retriable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable { message: "no broker to ask".into() }))
     }
 
     /// A topic's settings and partition states.

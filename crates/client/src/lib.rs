@@ -37,7 +37,7 @@ mod producer;
 mod retry;
 mod types;
 
-pub use client::Client;
+pub use client::{Client, SCRUB_TIMEOUT};
 pub use config::{
     parse_bootstrap, ClientConfig, BOOTSTRAP_ADDRESSES_MAX, CONNECT_TIMEOUT_DEFAULT,
     METADATA_MAX_AGE_DEFAULT, REQUEST_TIMEOUT_DEFAULT, RETRIES_MAX_DEFAULT, RETRY_BACKOFF_INITIAL,
@@ -61,6 +61,7 @@ pub use producer::{
     MAX_IN_FLIGHT_REQUESTS_DEFAULT,
 };
 pub use types::{
-    BrokerInfo, ClusterDescription, Fetched, Metadata, OffsetSpec, Offsets, PartitionDescription,
-    PartitionMetadata, TopicDescription, TopicMetadata, TopicSettings, TopicSummary,
+    BrokerInfo, ClusterDescription, DamagedRange, Fetched, Metadata, OffsetSpec, Offsets,
+    PartitionDescription, PartitionMetadata, ReplicaScrub, TopicDescription, TopicMetadata, TopicSettings,
+    TopicSummary,
 };

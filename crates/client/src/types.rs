@@ -373,3 +373,68 @@ mod tests {
         assert_eq!(m.topics["t"].partitions[0].partition, 0);
     }
 }
+
+/// What a scrub found on one replica of a partition ([`crate::Client::scrub_topic`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaScrub {
+    /// The broker holding the replica.
+    pub broker: u64,
+    /// The partition.
+    pub partition: u32,
+    /// Closed segments, bytes and batches checked.
+    pub segments: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Batches that passed.
+    pub batches: u64,
+    /// Damaged ranges found, repaired or not.
+    pub damaged: Vec<DamagedRange>,
+    /// Offset-index entries that do not name the batch they point at.
+    pub index_damage: Vec<String>,
+    /// Why the replica could not be scrubbed, if it could not.
+    pub error: Option<String>,
+}
+
+/// A range a scrub found damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// First damaged offset.
+    pub start_offset: u64,
+    /// The offset after the range.
+    pub end_offset: u64,
+    /// Its length on the replica.
+    pub bytes: u64,
+    /// What failed.
+    pub reason: String,
+    /// Replaced with another replica's good copy.
+    pub repaired: bool,
+    /// Why it was not, if it was not.
+    pub repair_error: Option<String>,
+}
+
+impl From<pb::ReplicaScrub> for ReplicaScrub {
+    fn from(r: pb::ReplicaScrub) -> Self {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        ReplicaScrub {
+            broker: r.broker,
+            partition: r.partition,
+            segments: r.segments,
+            bytes: r.bytes,
+            batches: r.batches,
+            damaged: r
+                .damaged
+                .into_iter()
+                .map(|d| DamagedRange {
+                    start_offset: d.start_offset,
+                    end_offset: d.end_offset,
+                    bytes: d.bytes,
+                    reason: d.reason,
+                    repaired: d.repaired,
+                    repair_error: some(d.repair_error),
+                })
+                .collect(),
+            index_damage: r.index_damage,
+            error: some(r.error),
+        }
+    }
+}

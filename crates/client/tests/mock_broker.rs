@@ -98,6 +98,12 @@ impl pb::admin_server::Admin for Mock {
         };
         Err(detailed(tonic::Code::NotFound, detail))
     }
+    async fn scrub_topic(
+        &self,
+        _: Request<pb::ScrubTopicRequest>,
+    ) -> Result<Response<pb::ScrubTopicResponse>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn describe_cluster(
         &self,
         _: Request<pb::DescribeClusterRequest>,

@@ -235,6 +235,21 @@ impl StateCollector {
             "fjord_bytes_fetched",
             "Bytes returned to consumers (batch bytes for Fetch, key and value bytes for Read)",
             |t| t.bytes_fetched.load(Relaxed),
+        )?;
+        traffic("fjord_scrub_bytes", "Bytes of closed segments scrubs re-read on this replica", |t| {
+            t.scrubbed_bytes.load(Relaxed)
+        })?;
+        traffic("fjord_scrub_damaged_ranges", "Damaged ranges scrubs found on this replica", |t| {
+            t.damaged_ranges_found.load(Relaxed)
+        })?;
+        traffic("fjord_scrub_repaired_ranges", "Damaged ranges repaired from another replica", |t| {
+            t.damaged_ranges_repaired.load(Relaxed)
+        })?;
+        family(
+            e,
+            "fjord_partition_damaged_ranges",
+            "Ranges of this replica a scrub found damaged and not yet repaired (not served)",
+            replicas.iter().map(gauge(|r| r.p.log.damaged().len() as u64)),
         )
     }
 }

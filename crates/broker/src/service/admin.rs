@@ -150,6 +150,14 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn scrub_topic(
+        &self,
+        request: Request<pb::ScrubTopicRequest>,
+    ) -> Result<Response<pb::ScrubTopicResponse>, Status> {
+        let topic = request.into_inner().topic;
+        Ok(Response::new(self.broker.scrub_topic(&topic).await?))
+    }
+
     async fn metadata(
         &self,
         request: Request<pb::MetadataRequest>,

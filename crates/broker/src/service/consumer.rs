@@ -79,6 +79,9 @@ pub(crate) fn read(p: &Partition, offset: u64, max_bytes: usize) -> Result<pb::F
     }
     let r = p.log.read(offset, max_bytes, hw).map_err(|e| match e {
         fjord_storage::Error::OffsetOutOfRange { .. } => out_of_range(),
+        fjord_storage::Error::Damaged { start_offset, end_offset, reason, .. } => {
+            Error::Damaged { topic: p.topic.clone(), partition: p.id, start_offset, end_offset, reason }
+        }
         e => Error::Storage(e),
     })?;
     Ok(pb::FetchResponse {

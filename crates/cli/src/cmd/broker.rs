@@ -67,11 +67,34 @@ pub(crate) struct BrokerArgs {
     /// How often retention and interval flushes run, e.g. `5s`.
     #[arg(long, env = "FJORD_MAINTENANCE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) maintenance_interval: std::time::Duration,
+    /// How often a background scrub re-reads every closed segment of this
+    /// broker's replicas and repairs damage from another replica, e.g.
+    /// `24h`, or `none`.
+    #[arg(long, env = "FJORD_SCRUB_INTERVAL", default_value = "24h", value_name = "DURATION|none",
+          value_parser = parse_scrub_interval)]
+    pub(crate) scrub_interval: ScrubInterval,
+    /// Read rate of background scrubs in bytes per second; 0 for no limit.
+    #[arg(long, env = "FJORD_SCRUB_BYTES_PER_SEC", default_value_t = fjord_broker::SCRUB_BYTES_PER_SEC_DEFAULT)]
+    pub(crate) scrub_bytes_per_sec: u64,
     /// Address of the Prometheus metrics endpoint (`/metrics`), or `none`.
     /// Port 0 picks a free port, printed on stdout after the listening line.
     #[arg(long, env = "FJORD_METRICS_LISTEN", default_value = fjord_broker::METRICS_LISTEN_DEFAULT,
           value_name = "ADDR|none", value_parser = parse_metrics_listen)]
     pub(crate) metrics_listen: MetricsListen,
+}
+
+/// `--scrub-interval`: a duration, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScrubInterval(Option<std::time::Duration>);
+
+fn parse_scrub_interval(s: &str) -> Result<ScrubInterval, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(ScrubInterval(None));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if d.as_millis() >= 1 => Ok(ScrubInterval(Some(d))),
+        _ => Err(format!("expected a duration like 24h or none, got {s:?}")),
+    }
 }
 
 /// `--metrics-listen`: an address, or none.
@@ -136,6 +159,8 @@ impl BrokerArgs {
             fault_injection: self.enable_fault_injection,
             min_free_bytes: self.min_free_bytes,
             metrics_listen: self.metrics_listen.0,
+            scrub_interval: self.scrub_interval.0,
+            scrub_bytes_per_sec: self.scrub_bytes_per_sec,
             ..Default::default()
         }
     }

@@ -54,6 +54,7 @@ pub(crate) async fn run(client: &Client, format: TableFormat, command: TopicComm
                 }
             }
         }
+        TopicCommand::Scrub { name } => scrub(client, format, &name).await,
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await?;
             match format {
@@ -65,6 +66,73 @@ pub(crate) async fn run(client: &Client, format: TableFormat, command: TopicComm
             }
         }
     }
+}
+
+/// `fjord topic scrub`: one row per replica, one line per damaged range.
+async fn scrub(client: &Client, format: TableFormat, name: &str) -> anyhow::Result<()> {
+    let replicas = client.scrub_topic(name).await?;
+    let unrepaired = replicas.iter().flat_map(|r| &r.damaged).filter(|d| !d.repaired).count();
+    let failed = replicas.iter().filter(|r| r.error.is_some()).count();
+    match format {
+        TableFormat::Json => {
+            let list: Vec<Value> = replicas
+                .iter()
+                .map(|r| {
+                    json!({
+                        "broker": r.broker, "partition": r.partition, "segments": r.segments,
+                        "bytes": r.bytes, "batches": r.batches, "error": r.error,
+                        "index_damage": r.index_damage,
+                        "damaged": r.damaged.iter().map(|d| json!({
+                            "start_offset": d.start_offset, "end_offset": d.end_offset, "bytes": d.bytes,
+                            "reason": d.reason, "repaired": d.repaired, "repair_error": d.repair_error,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            print_json(&Value::Array(list))?;
+        }
+        TableFormat::Table => {
+            let mut t =
+                Table::new(&["PARTITION", "BROKER", "SEGMENTS", "BYTES", "BATCHES", "DAMAGED", "REPAIRED"]);
+            for r in &replicas {
+                let repaired = r.damaged.iter().filter(|d| d.repaired).count();
+                t.row(vec![
+                    r.partition.to_string(),
+                    r.broker.to_string(),
+                    r.segments.to_string(),
+                    r.bytes.to_string(),
+                    r.batches.to_string(),
+                    r.damaged.len().to_string(),
+                    repaired.to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+            for r in &replicas {
+                let at = format!("partition {} on broker {}", r.partition, r.broker);
+                if let Some(e) = &r.error {
+                    println!("{at}: not scrubbed: {e}");
+                }
+                for d in &r.damaged {
+                    let outcome = match (&d.repaired, &d.repair_error) {
+                        (true, _) => "repaired from another replica".to_string(),
+                        (false, Some(e)) => format!("NOT repaired, not served: {e}"),
+                        (false, None) => "NOT repaired, not served".to_string(),
+                    };
+                    println!(
+                        "{at}: offsets [{}, {}) ({} bytes) damaged: {}; {outcome}",
+                        d.start_offset, d.end_offset, d.bytes, d.reason
+                    );
+                }
+                for line in &r.index_damage {
+                    println!("{at}: {line}");
+                }
+            }
+        }
+    }
+    if unrepaired > 0 || failed > 0 {
+        anyhow::bail!("{unrepaired} damaged range(s) not repaired and {failed} replica(s) not scrubbed");
+    }
+    Ok(())
 }
 
 fn settings(a: TopicSettingsArgs) -> TopicSettings {

@@ -151,6 +151,9 @@ impl pb::admin_server::Admin for Mock {
     async fn describe_topic(&self, _: Request<pb::DescribeTopicRequest>) -> Reply<pb::DescribeTopicResponse> {
         Err(Status::unimplemented("mock"))
     }
+    async fn scrub_topic(&self, _: Request<pb::ScrubTopicRequest>) -> Reply<pb::ScrubTopicResponse> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn describe_cluster(
         &self,
         _: Request<pb::DescribeClusterRequest>,
