@@ -80,6 +80,14 @@ pub(crate) struct Broker {
     state: RwLock<MetaState>,
     /// Offset of the metadata log applied so far.
     applied: watch::Sender<u64>,
+    /// End of the metadata log when this broker started: what it held
+    /// then (committed as far as the cluster knows, maybe not as far as
+    /// its persisted commit index says) must be applied before it answers
+    /// metadata, or a restarted broker describes topics as they were
+    /// before changes it already holds (a partition count, a setting).
+    replay_to: u64,
+    /// Set once the metadata is applied that far; never cleared.
+    caught_up: std::sync::atomic::AtomicBool,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Raft group id → handle, for routing messages from peers.
     groups: RwLock<HashMap<u64, GroupHandle>>,
@@ -139,6 +147,7 @@ impl Broker {
         if voters.first() == Some(&me) {
             metadata.campaign();
         }
+        let replay_to = log.log_end_offset();
         let broker = Arc::new(Broker {
             config,
             peers,
@@ -149,6 +158,8 @@ impl Broker {
             metadata_log: log,
             state: RwLock::new(MetaState::default()),
             applied: watch::Sender::new(0),
+            replay_to,
+            caught_up: std::sync::atomic::AtomicBool::new(false),
             topics: RwLock::new(BTreeMap::new()),
             groups: RwLock::new(HashMap::from([(METADATA_GROUP, metadata)])),
             admin: tokio::sync::Mutex::new(()),
@@ -192,9 +203,15 @@ impl Broker {
     /// that just started does not answer "unknown topic" or an empty list
     /// for topics it has not replayed yet.
     pub(crate) fn check_metadata_loaded(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
         let status = self.metadata.status();
-        let loaded = status.leader() != 0 && *self.applied.borrow() >= status.high_watermark();
-        if loaded {
+        let hw = status.high_watermark();
+        let applied = status.leader() != 0 && *self.applied.borrow() >= hw;
+        // What the log held at start is committed once the high watermark
+        // passes it, or was an uncommitted tail if the log was cut below it.
+        let replayed = hw >= self.replay_to || self.metadata_log.log_end_offset() < self.replay_to;
+        if applied && (replayed || self.caught_up.load(Ordering::Acquire)) {
+            self.caught_up.store(true, Ordering::Release);
             Ok(())
         } else {
             Err(Error::Unavailable("this broker has not loaded the cluster metadata yet; retry".into()))
@@ -287,9 +304,7 @@ impl Broker {
                 .await
                 .map_err(|_| Error::Timeout("the metadata change was not committed in time".into()))?
                 .map_err(|e| match e {
-                    fjord_replication::Error::NotLeader { leader } => Error::NotLeader {
-                        topic: String::new(),
-                        partition: 0,
+                    fjord_replication::Error::NotLeader { leader } => Error::NotMetadataLeader {
                         leader,
                         leader_address: self.peers.get(&leader).cloned().unwrap_or_default(),
                     },

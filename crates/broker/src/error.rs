@@ -1,5 +1,7 @@
 //! Broker errors, and the one place they become gRPC statuses.
 
+use std::sync::Arc;
+
 use fjord_proto::pb::{ErrorCode, ErrorDetail};
 use tonic::{Code, Status};
 
@@ -123,9 +125,22 @@ pub enum Error {
     /// The topic already exists.
     #[error("topic {} already exists", quoted(.0))]
     TopicAlreadyExists(String),
-    /// The partition's storage failed; it accepts no writes.
+    /// The storage engine failed outside a partition (the metadata log).
     #[error("storage failure: {0}")]
-    Storage(#[from] fjord_storage::Error),
+    Storage(#[source] Arc<fjord_storage::Error>),
+    /// A partition's storage failed, as the storage engine said: its code
+    /// follows the failure (a full disk is DISK_FULL, a damaged range
+    /// CORRUPT_DATA, a poisoned log STORAGE_FAILED).
+    #[error("{topic}/{partition}: {source}{}", storage_hint(source))]
+    PartitionStorage {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// What failed.
+        #[source]
+        source: Arc<fjord_storage::Error>,
+    },
     /// The disk is nearly full: produce is refused until space is freed.
     #[error(
         "disk nearly full: {free} bytes free on {}, below min_free_bytes {min_free_bytes}; produce is refused \
@@ -140,14 +155,6 @@ pub enum Error {
         /// The threshold.
         min_free_bytes: u64,
     },
-    /// A write hit a full disk after all (past the `min_free_bytes`
-    /// check): it was cut off and refused, the partition takes writes again
-    /// once space is freed.
-    #[error(
-        "{0}; the write was cut off on this broker and not acknowledged (another replica may still \
-         commit it, as after a timeout); retry once space is freed (delete a topic or lower retention)"
-    )]
-    NoSpace(String),
     /// The request did not complete in time.
     #[error("{0}")]
     Timeout(String),
@@ -268,7 +275,6 @@ fn who(role: &str, id: u64, address: &str) -> String {
 
 impl Error {
     fn code(&self) -> (Code, ErrorCode) {
-        use fjord_storage::Error as S;
         match self {
             Error::UnknownTopic(_) => (Code::NotFound, ErrorCode::UnknownTopic),
             Error::UnknownPartition { .. } => (Code::NotFound, ErrorCode::UnknownPartition),
@@ -276,23 +282,19 @@ impl Error {
             Error::MessageTooLarge { .. } | Error::RecordTooLarge { .. } => {
                 (Code::InvalidArgument, ErrorCode::MessageTooLarge)
             }
-            Error::CorruptData { .. } | Error::Damaged { .. } | Error::Storage(S::Damaged { .. }) => {
-                (Code::DataLoss, ErrorCode::CorruptData)
-            }
+            Error::CorruptData { .. } | Error::Damaged { .. } => (Code::DataLoss, ErrorCode::CorruptData),
             Error::CorruptBatch { .. } => (Code::InvalidArgument, ErrorCode::CorruptBatch),
             Error::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
             Error::TopicAlreadyExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
-            Error::DiskFull { .. } | Error::NoSpace(_) | Error::Storage(S::NoSpace { .. }) => {
-                (Code::ResourceExhausted, ErrorCode::DiskFull)
-            }
+            Error::DiskFull { .. } => (Code::ResourceExhausted, ErrorCode::DiskFull),
             Error::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
             Error::NotLeader { .. } | Error::NotMetadataLeader { .. } => {
                 (Code::Unavailable, ErrorCode::NotLeader)
             }
             Error::Replication(_) => (Code::Internal, ErrorCode::StorageFailed),
-            Error::Storage(S::InvalidBatch(_)) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
-            Error::Storage(_) | Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
+            Error::Storage(s) | Error::PartitionStorage { source: s, .. } => storage_code(s),
+            Error::Metadata { .. } => (Code::Internal, ErrorCode::StorageFailed),
             Error::OutOfOrderSequence { .. } => (Code::FailedPrecondition, ErrorCode::OutOfOrderSequence),
             Error::ProducerFenced { .. } => (Code::FailedPrecondition, ErrorCode::ProducerFenced),
             Error::NotCoordinator { .. } => (Code::Unavailable, ErrorCode::NotCoordinator),
@@ -318,10 +320,15 @@ impl Error {
                 detail.log_start_offset = *log_start;
                 detail.log_end_offset = *log_end;
             }
-            Error::Damaged { start_offset, end_offset, .. }
-            | Error::Storage(fjord_storage::Error::Damaged { start_offset, end_offset, .. }) => {
+            Error::Damaged { start_offset, end_offset, .. } => {
                 detail.damaged_start_offset = *start_offset;
                 detail.damaged_end_offset = *end_offset;
+            }
+            Error::Storage(s) | Error::PartitionStorage { source: s, .. } => {
+                if let fjord_storage::Error::Damaged { start_offset, end_offset, .. } = **s {
+                    detail.damaged_start_offset = start_offset;
+                    detail.damaged_end_offset = end_offset;
+                }
             }
             Error::NotLeader { leader, leader_address, .. }
             | Error::NotMetadataLeader { leader, leader_address } => {
@@ -335,6 +342,35 @@ impl Error {
             _ => {}
         }
         detail
+    }
+}
+
+impl From<fjord_storage::Error> for Error {
+    fn from(e: fjord_storage::Error) -> Self {
+        Error::Storage(Arc::new(e))
+    }
+}
+
+/// The code of a storage failure: by what failed, not where.
+fn storage_code(e: &fjord_storage::Error) -> (Code, ErrorCode) {
+    use fjord_storage::Error as S;
+    match e {
+        S::NoSpace { .. } => (Code::ResourceExhausted, ErrorCode::DiskFull),
+        S::Damaged { .. } | S::Corrupt { .. } => (Code::DataLoss, ErrorCode::CorruptData),
+        S::InvalidBatch(_) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
+        _ => (Code::Internal, ErrorCode::StorageFailed),
+    }
+}
+
+/// What a client should know beyond the storage engine's words.
+fn storage_hint(e: &fjord_storage::Error) -> &'static str {
+    match e {
+        fjord_storage::Error::NoSpace { .. } => {
+            "; the write was cut off on this broker and not acknowledged (another replica may still commit \
+             it, as after a timeout); retry once space is freed (delete a topic or lower retention)"
+        }
+        fjord_storage::Error::Poisoned { .. } => "; the replica takes no writes until the broker restarts",
+        _ => "",
     }
 }
 
@@ -372,6 +408,54 @@ mod tests {
         assert_eq!(fjord_proto::decode_status_details(s.details()).unwrap().code(), ErrorCode::UnknownTopic);
         let standard = tonic_types::pb::Status::decode(s.details()).unwrap();
         assert_eq!((standard.code, standard.details.len()), (Code::NotFound as i32, 1));
+    }
+
+    /// A partition's storage failure keeps its kind through replication
+    /// to the client: the code follows what failed, the message names the
+    /// partition, and a damaged range's offsets travel in the detail.
+    #[test]
+    fn partition_storage_failures_are_typed_by_what_failed_and_name_the_partition() {
+        use fjord_storage::Error as S;
+        let via_replication = |e: S| {
+            let r: fjord_replication::Error = e.into();
+            let peers = Arc::new(std::collections::BTreeMap::new());
+            crate::partition::partition_err("t", 3, &peers, r)
+        };
+        let cases = [
+            (
+                S::Poisoned { dir: "/d".into(), reason: "fdatasync failed".into() },
+                Code::Internal,
+                ErrorCode::StorageFailed,
+                "restarts",
+            ),
+            (
+                S::NoSpace {
+                    op: "write",
+                    path: "/d/0.log".into(),
+                    source: std::io::Error::from_raw_os_error(28),
+                },
+                Code::ResourceExhausted,
+                ErrorCode::DiskFull,
+                "retry once space is freed",
+            ),
+            (
+                S::Damaged { dir: "/d".into(), start_offset: 10, end_offset: 20, reason: "CRC".into() },
+                Code::DataLoss,
+                ErrorCode::CorruptData,
+                "[10, 20)",
+            ),
+        ];
+        for (e, code, detail_code, says) in cases {
+            let err = via_replication(e);
+            let detail = err.detail();
+            let s = Status::from(err);
+            assert_eq!(s.code(), code, "{}", s.message());
+            assert_eq!(detail.code, detail_code as i32, "{}", s.message());
+            assert!(s.message().starts_with("t/3: ") && s.message().contains(says), "{}", s.message());
+            if detail_code == ErrorCode::CorruptData {
+                assert_eq!((detail.damaged_start_offset, detail.damaged_end_offset), (10, 20));
+            }
+        }
     }
 
     #[test]

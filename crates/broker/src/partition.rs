@@ -79,10 +79,12 @@ impl Partition {
     ) -> Result<Partition> {
         let flush = log_config.flush;
         let log = Arc::new(Log::open(dir, log_config)?);
-        let store = GroupStore::open(log.clone(), replicas.clone()).map_err(replication_err)?;
+        let store = GroupStore::open(log.clone(), replicas.clone())
+            .map_err(|e| partition_err(topic, id, &peers, e))?;
         let mut config = GroupConfig::new(group_id, node_id, replicas.clone());
         config.flush = flush;
-        let group = fjord_replication::start(config, store, transport).map_err(replication_err)?;
+        let group = fjord_replication::start(config, store, transport)
+            .map_err(|e| partition_err(topic, id, &peers, e))?;
         if replicas.first() == Some(&node_id) {
             group.campaign();
         }
@@ -153,6 +155,11 @@ impl Partition {
         Err(self.not_leader(status.leader()))
     }
 
+    /// This partition's replication error as the broker's.
+    fn replication_err(&self, e: fjord_replication::Error) -> Error {
+        partition_err(&self.topic, self.id, &self.peers, e)
+    }
+
     /// The error that sends a client to `leader` (no hint if unknown).
     pub(crate) fn not_leader(&self, leader: u64) -> Error {
         not_leader(&self.topic, self.id, leader, &self.peers)
@@ -169,7 +176,7 @@ impl Partition {
             return Err(Error::UnknownTopic(self.topic.clone()));
         }
         let bytes = batch.len() as u64;
-        let pending = self.group.submit(batch, ack).await.map_err(replication_err)?;
+        let pending = self.group.submit(batch, ack).await.map_err(|e| self.replication_err(e))?;
         let (topic, id, peers) = (self.topic.clone(), self.id, self.peers.clone());
         let traffic = self.traffic.clone();
         Ok(async move {
@@ -180,25 +187,13 @@ impl Partition {
                     traffic.bytes_produced.fetch_add(bytes, Ordering::Relaxed);
                 }
             }
-            acked.map_err(|e| {
-                use fjord_replication::Error as R;
-                match e {
-                    R::NotLeader { leader } => not_leader(&topic, id, leader, &peers),
-                    R::OutOfOrderSequence { producer_id, expected, got } => {
-                        Error::OutOfOrderSequence { topic, partition: id, producer_id, expected, got }
-                    }
-                    R::ProducerFenced { producer_id, epoch, current_epoch } => {
-                        Error::ProducerFenced { topic, partition: id, producer_id, epoch, current_epoch }
-                    }
-                    e => replication_err(e),
-                }
-            })
+            acked.map_err(|e| partition_err(&topic, id, &peers, e))
         })
     }
 
     /// Retention and interval flushes, run by the group (see `GroupHandle::maintain`).
     pub(crate) async fn maintain(&self, now_ms: i64) -> Result<Vec<DeletedSegment>> {
-        self.group.maintain(now_ms).await.map_err(replication_err)
+        self.group.maintain(now_ms).await.map_err(|e| self.replication_err(e))
     }
 }
 
@@ -217,20 +212,48 @@ fn not_leader(topic: &str, partition: u32, leader: u64, peers: &Peers) -> Error 
     }
 }
 
-/// Maps a replication error to the broker's.
+/// Maps a replication error outside any partition (the metadata group,
+/// opening a group) to the broker's.
 pub(crate) fn replication_err(e: fjord_replication::Error) -> Error {
+    use fjord_replication::Error as R;
     match e {
-        fjord_replication::Error::NotLeader { leader } => {
+        R::NotLeader { leader } => {
             Error::Unavailable(format!("not the leader (the leader is broker {leader})"))
         }
-        fjord_replication::Error::Stopped => Error::Unavailable("the partition's replica has stopped".into()),
-        fjord_replication::Error::NotServing => {
-            Error::Unavailable("the partition's new leader is not serving yet; retry".into())
-        }
-        fjord_replication::Error::DuplicateInFlight => Error::Unavailable(
-            "an earlier copy of this batch is still being replicated; retry to get its offsets".into(),
-        ),
-        fjord_replication::Error::NoSpace(reason) => Error::NoSpace(reason),
+        R::Stopped => Error::Unavailable("the raft group has stopped".into()),
+        R::NotServing => Error::Unavailable("the new leader is not serving yet; retry".into()),
+        R::Storage(s) => Error::Storage(s),
         e => Error::Replication(e.to_string()),
+    }
+}
+
+/// Maps a replication error of partition `partition` of `topic` to the
+/// broker's, naming the partition: the one mapping for every partition
+/// path (produce, maintenance, open).
+pub(crate) fn partition_err(
+    topic: &str,
+    partition: u32,
+    peers: &Peers,
+    e: fjord_replication::Error,
+) -> Error {
+    use fjord_replication::Error as R;
+    let topic = topic.to_owned();
+    match e {
+        R::NotLeader { leader } => not_leader(&topic, partition, leader, peers),
+        R::Stopped => Error::Unavailable(format!("{topic}/{partition}: the replica has stopped")),
+        R::NotServing => {
+            Error::Unavailable(format!("{topic}/{partition}: the new leader is not serving yet; retry"))
+        }
+        R::DuplicateInFlight => Error::Unavailable(format!(
+            "{topic}/{partition}: an earlier copy of this batch is still being replicated; retry to get its offsets"
+        )),
+        R::OutOfOrderSequence { producer_id, expected, got } => {
+            Error::OutOfOrderSequence { topic, partition, producer_id, expected, got }
+        }
+        R::ProducerFenced { producer_id, epoch, current_epoch } => {
+            Error::ProducerFenced { topic, partition, producer_id, epoch, current_epoch }
+        }
+        R::Storage(source) => Error::PartitionStorage { topic, partition, source },
+        e => Error::Replication(format!("{topic}/{partition}: {e}")),
     }
 }

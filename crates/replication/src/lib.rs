@@ -71,13 +71,12 @@ pub enum Error {
     /// The group's task has stopped.
     #[error("the raft group has stopped")]
     Stopped,
-    /// The log failed.
+    /// The log failed, as the storage engine said (shared: an error is
+    /// handed to every pending proposal). A full filesystem
+    /// ([`Error::is_no_space`]) is retriable: the write was cut off and the
+    /// group waits for space (see `group`'s "A full disk").
     #[error("storage: {0}")]
-    Storage(String),
-    /// The log's filesystem is full: the write was cut off and refused, and
-    /// the group waits for space (see `group`'s "A full disk"). Retriable.
-    #[error("no space left on the disk: {0}")]
-    NoSpace(String),
+    Storage(#[source] std::sync::Arc<fjord_storage::Error>),
     /// raft-rs refused something.
     #[error("raft: {0}")]
     Raft(String),
@@ -127,10 +126,14 @@ pub enum Error {
 
 impl From<fjord_storage::Error> for Error {
     fn from(e: fjord_storage::Error) -> Self {
-        match e {
-            e @ fjord_storage::Error::NoSpace { .. } => Error::NoSpace(e.to_string()),
-            e => Error::Storage(e.to_string()),
-        }
+        Error::Storage(std::sync::Arc::new(e))
+    }
+}
+
+impl Error {
+    /// Whether the log's filesystem is full (see [`Error::Storage`]).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.is_no_space())
     }
 }
 

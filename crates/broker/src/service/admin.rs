@@ -134,6 +134,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.broker.check_metadata_loaded()?;
         let topic = self.broker.topic(&request.into_inner().name)?;
         Ok(Response::new(pb::DescribeTopicResponse { topic: Some(self.describe(&topic)) }))
     }

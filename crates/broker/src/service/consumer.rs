@@ -82,7 +82,11 @@ pub(crate) fn read(p: &Partition, offset: u64, max_bytes: usize) -> Result<pb::F
         fjord_storage::Error::Damaged { start_offset, end_offset, reason, .. } => {
             Error::Damaged { topic: p.topic.clone(), partition: p.id, start_offset, end_offset, reason }
         }
-        e => Error::Storage(e),
+        e => Error::PartitionStorage {
+            topic: p.topic.clone(),
+            partition: p.id,
+            source: std::sync::Arc::new(e),
+        },
     })?;
     Ok(pb::FetchResponse {
         topic: p.topic.clone(),

@@ -133,7 +133,7 @@ struct Driver<T: Transport> {
     raft_config: raft::Config,
     logger: slog::Logger,
     /// Sitting out a full disk until then, with the error; see "A full disk".
-    stalled: Option<(tokio::time::Instant, String)>,
+    stalled: Option<(tokio::time::Instant, Error)>,
     /// The next such pause.
     no_space_backoff: std::time::Duration,
     config: GroupConfig,
@@ -218,8 +218,8 @@ impl<T: Transport> Driver<T> {
             }
             match self.on_ready().await {
                 Ok(()) => {}
-                Err(Error::NoSpace(reason)) => {
-                    if let Err(e) = self.sit_out_full_disk(reason) {
+                Err(e) if e.is_no_space() => {
+                    if let Err(e) = self.sit_out_full_disk(e) {
                         tracing::error!(group = self.config.group_id, error = %e, "raft group stopped: it could not restart after a full disk");
                         break None;
                     }
@@ -235,8 +235,9 @@ impl<T: Transport> Driver<T> {
                 // was durable, below what raft-rs was told it holds.
                 let cut = self.node.store().log().last_raft().map_or(0, |p| p.index)
                     < self.node.raft.raft_log.last_index().min(self.node.raft.raft_log.persisted);
-                if let (Err(Error::NoSpace(reason)), true) = (&result, cut) {
-                    if let Err(e) = self.sit_out_full_disk(reason.clone()) {
+                let full = result.as_ref().err().filter(|e| cut && e.is_no_space()).cloned();
+                if let Some(full) = full {
+                    if let Err(e) = self.sit_out_full_disk(full) {
                         tracing::error!(group = self.config.group_id, error = %e, "raft group stopped: it could not restart after a full disk");
                         let _ = reply.send(result);
                         break 'run None;
@@ -268,8 +269,9 @@ impl<T: Transport> Driver<T> {
             match msg {
                 Msg::Raft(_) | Msg::Campaign | Msg::TransferLeader(_) => return None,
                 Msg::Propose { reply, .. } => {
-                    let reason = self.stalled.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-                    let _ = reply.send(Err(Error::NoSpace(reason)));
+                    if let Some((_, e)) = &self.stalled {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                     return None;
                 }
                 _ => {}
@@ -623,7 +625,7 @@ impl<T: Transport> Driver<T> {
     ///
     /// # Errors
     /// The stored state no longer making a node (a storage failure).
-    fn sit_out_full_disk(&mut self, reason: String) -> Result<()> {
+    fn sit_out_full_disk(&mut self, reason: Error) -> Result<()> {
         let pause = self.no_space_backoff;
         self.no_space_backoff = (pause * 2).min(NO_SPACE_RETRY_MAX);
         tracing::warn!(
@@ -632,7 +634,7 @@ impl<T: Transport> Driver<T> {
             retry_in_ms = pause.as_millis() as u64,
             "disk full: the write was cut off and refused; the replica waits for space"
         );
-        self.fail_pending(Error::NoSpace(reason.clone()));
+        self.fail_pending(reason.clone());
         let store = self.node.store().reopened();
         let (applied, _) = restart_point(&store)?;
         let mut config = self.raft_config.clone();
