@@ -516,7 +516,8 @@ async fn health_and_reflection_are_served() {
             "ListTopics",
             "DescribeTopic",
             "DescribeCluster",
-            "Metadata"
+            "Metadata",
+            "ScrubTopic"
         ]
     );
     assert_eq!(
