@@ -46,6 +46,15 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// The mount, or `None` after printing why the test is skipped.
+    fn or_skip(at: &Path) -> Option<Mount> {
+        Mount::new(at)
+            .map_err(|why| println!("skipped: a full-disk test needs a small filesystem and {why}"))
+            .ok()
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -59,13 +68,7 @@ fn lines(prefix: &str, n: usize, size: usize) -> String {
 #[test]
 fn a_full_disk_refuses_produce_and_recovers_when_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let mount = match Mount::new(&dir.path().join("volume")) {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipped: a full-disk test needs a small filesystem and {why}");
-            return;
-        }
-    };
+    let Some(mount) = Mount::or_skip(&dir.path().join("volume")) else { return };
     // The broker is dropped (killed) before the mount, fields in reverse order.
     let mut broker = Broker::start(&mount.0.join("data"), &["--maintenance-interval", "1s"]);
     let addr = broker.addr.clone();
@@ -139,13 +142,7 @@ fn assert_fill_is(read: &str, chunks: &[String], refused: &str) {
 #[test]
 fn a_write_that_finds_the_disk_full_is_cut_off_and_the_partition_takes_writes_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mount = match Mount::new(&dir.path().join("volume")) {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipped: a full-disk test needs a small filesystem and {why}");
-            return;
-        }
-    };
+    let Some(mount) = Mount::or_skip(&dir.path().join("volume")) else { return };
     // Another program's file on the same disk, removed later to free space.
     let ballast = mount.0.join("ballast");
     std::fs::write(&ballast, vec![1u8; 8 << 20]).unwrap();
@@ -241,13 +238,7 @@ fn a_follower_whose_disk_fills_sits_out_and_catches_up_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     // Broker 3's data directory is the small volume, most of it taken by
     // another program's file.
-    let mount = match Mount::new(&dir.path().join("broker-3")) {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipped: a full-disk test needs a small filesystem and {why}");
-            return;
-        }
-    };
+    let Some(mount) = Mount::or_skip(&dir.path().join("broker-3")) else { return };
     let ballast = mount.0.join("ballast");
     std::fs::write(&ballast, vec![1u8; 40 << 20]).unwrap();
     let mut cluster = Cluster::start(dir.path(), 3);

@@ -34,7 +34,7 @@ const PEER_SCRUB_TIMEOUT: Duration = Duration::from_secs(600);
 const PEER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest range message between replicas: the largest repairable range
 /// plus its framing.
-const RANGE_MESSAGE_BYTES_MAX: usize = REPAIR_RANGE_BYTES_MAX as usize + 1024 * 1024;
+pub(crate) const RANGE_MESSAGE_BYTES_MAX: usize = REPAIR_RANGE_BYTES_MAX as usize + 1024 * 1024;
 
 /// Scrubs one replica (blocking: run it off the async threads), pacing
 /// reads to `bytes_per_sec` (0: as fast as the disk goes), and repairs what

@@ -148,7 +148,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()> + Send
         .add_service(
             ReplicaServer::new(replica)
                 .max_decoding_message_size(REQUEST_BYTES_MAX)
-                .max_encoding_message_size(fjord_storage::REPAIR_RANGE_BYTES_MAX as usize + 1024 * 1024),
+                .max_encoding_message_size(crate::scrub::RANGE_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(metrics.count_connections(incoming), async move {
             shutdown.await;

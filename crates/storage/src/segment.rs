@@ -355,11 +355,12 @@ impl Segment {
             self.offsets.0.reserve_next()?;
             self.times.0.reserve_next()?;
         }
-        let file = self.file.get()?.clone();
-        let written = file
-            .write_all_at(&prefix, pos)
-            .and_then(|()| file.write_all_at(&batch[STAMP_END..], pos + STAMP_END as u64))
-            .map_err(io("write", &self.log_path));
+        let written = {
+            let file = self.file.get()?;
+            file.write_all_at(&prefix, pos)
+                .and_then(|()| file.write_all_at(&batch[STAMP_END..], pos + STAMP_END as u64))
+                .map_err(io("write", &self.log_path))
+        };
         if let Err(e) = written {
             // A full filesystem may have taken part of the batch: cut it off
             // (which frees its blocks) so the log is exactly as it was.

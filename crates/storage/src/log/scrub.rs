@@ -35,6 +35,8 @@ use crate::{Error, Result};
 /// The largest damaged range [`Log::repair`] replaces in one call (and a
 /// peer serves for it): larger ranges are reported and left refused.
 pub const REPAIR_RANGE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Bytes [`Log::read_verified`] reads per step.
+const VERIFIED_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// A range of a closed segment whose batches fail their checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +134,7 @@ impl Log {
         let mut out = BytesMut::new();
         let mut at = start;
         while at < end {
-            let r = self.read(at, 4 * 1024 * 1024, end)?;
+            let r = self.read(at, VERIFIED_READ_BYTES, end)?;
             if r.next_offset <= at {
                 break;
             }

@@ -26,6 +26,15 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// The mount, or `None` after printing why the test is skipped.
+    fn or_skip(at: &Path, size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount(at, size)
+            .map_err(|why| println!("skipped: a full-disk test needs a small filesystem and {why}"))
+            .ok()
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -43,13 +52,7 @@ fn big_batch(tag: u64) -> Bytes {
 #[test]
 fn a_full_filesystem_refuses_appends_without_poisoning_and_they_resume_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let volume = match Tmpfs::mount(&dir.path().join("volume"), "2m") {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipped: a full-disk test needs a small filesystem and {why}");
-            return;
-        }
-    };
+    let Some(volume) = Tmpfs::or_skip(&dir.path().join("volume"), "2m") else { return };
     // Another user's file, removed later to free space.
     let ballast = volume.0.join("ballast");
     std::fs::write(&ballast, vec![1u8; 512 * 1024]).unwrap();
@@ -131,13 +134,7 @@ fn fill_up(dir: &Path) -> PathBuf {
 #[test]
 fn an_index_entry_on_a_full_filesystem_is_refused_where_its_map_would_fault() {
     let dir = tempfile::tempdir().unwrap();
-    let volume = match Tmpfs::mount(&dir.path().join("volume"), "1m") {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipped: a full-disk test needs a small filesystem and {why}");
-            return;
-        }
-    };
+    let Some(volume) = Tmpfs::or_skip(&dir.path().join("volume"), "1m") else { return };
     // An offset-index entry for every batch: 256 fill the index's first page.
     let config = LogConfig { index_interval_bytes: INDEX_INTERVAL_BYTES_MIN, ..LogConfig::default() };
     let data = volume.0.join("log");

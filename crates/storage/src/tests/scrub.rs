@@ -61,9 +61,9 @@ fn a_flipped_byte_is_found_refused_with_its_offsets_and_repaired_from_a_copy() {
         if start_offset == d.start_offset && end_offset == d.end_offset),
         "{err}"
     );
-    if d.start_offset > 0 {
-        let r = a.read(0, 1 << 30, u64::MAX).unwrap();
-        assert!(r.next_offset <= d.start_offset, "a read stops before the damage");
+    if d.position > 0 {
+        let r = a.read(d.segment, 1 << 30, u64::MAX).unwrap();
+        assert_eq!(r.next_offset, d.start_offset, "a read of the segment stops right before the damage");
     }
     assert!(a.read(d.end_offset, 1 << 20, u64::MAX).is_ok(), "after it reads");
     // Repair from the other replica.
