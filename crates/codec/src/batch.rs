@@ -6,21 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::compression::{compress, records_region, Compression};
 use crate::format::*;
+use crate::le::Fixed;
 use crate::record::{parse_record, RecordLayout};
 use crate::{Error, Result};
-
-pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-pub(crate) fn i64_at(b: &[u8], at: usize) -> i64 {
-    u64_at(b, at) as i64
-}
 
 /// Offsets are kept below 2^62 so that `base_offset + record_count` and any
 /// signed conversion a client makes can never overflow.
@@ -73,36 +61,35 @@ impl BatchHeader {
     /// [`Error::Truncated`] when `buf` is shorter than a header, otherwise the
     /// error naming the first field that is wrong.
     pub fn parse(buf: &[u8]) -> Result<Self> {
-        if buf.len() < BATCH_HEADER_LEN {
-            return Err(Error::Truncated { needed: BATCH_HEADER_LEN, have: buf.len() });
-        }
-        let batch_len = u32_at(buf, BATCH_LEN_AT);
+        let h = Fixed::<BATCH_HEADER_LEN>::prefix(buf)
+            .ok_or(Error::Truncated { needed: BATCH_HEADER_LEN, have: buf.len() })?;
+        let batch_len = h.u32::<BATCH_LEN_AT>();
         // The smallest region: a compressed one (length prefix and one byte of
         // block); an uncompressed one is held to whole records below.
         let min = (COMPRESSED_DATA_AT + 1) as u64;
         if (batch_len as u64) < min || batch_len as usize > BATCH_LEN_MAX {
             return Err(Error::BadLength { len: batch_len as u64, min, max: BATCH_LEN_MAX as u64 });
         }
-        let magic = buf[MAGIC_AT];
+        let magic = h.0[MAGIC_AT];
         if magic != BATCH_MAGIC {
             return Err(Error::BadMagic { found: magic, expected: BATCH_MAGIC });
         }
-        if buf[RESERVED_AT] != 0 || u16_at(buf, RESERVED2_AT) != 0 {
+        if h.0[RESERVED_AT] != 0 || h.u16::<RESERVED2_AT>() != 0 {
             return Err(Error::BadHeader("reserved header bytes are not zero"));
         }
         let header = BatchHeader {
-            base_offset: u64_at(buf, BASE_OFFSET_AT),
-            raft_term: u64_at(buf, RAFT_TERM_AT),
-            raft_index: u64_at(buf, RAFT_INDEX_AT),
+            base_offset: h.u64::<BASE_OFFSET_AT>(),
+            raft_term: h.u64::<RAFT_TERM_AT>(),
+            raft_index: h.u64::<RAFT_INDEX_AT>(),
             batch_len,
-            crc: u32_at(buf, CRC_AT),
-            attributes: u16_at(buf, ATTRIBUTES_AT),
-            record_count: u32_at(buf, RECORD_COUNT_AT),
-            first_timestamp: i64_at(buf, FIRST_TIMESTAMP_AT),
-            max_timestamp: i64_at(buf, MAX_TIMESTAMP_AT),
-            producer_id: i64_at(buf, PRODUCER_ID_AT),
-            producer_epoch: u16_at(buf, PRODUCER_EPOCH_AT) as i16,
-            base_sequence: u32_at(buf, BASE_SEQUENCE_AT) as i32,
+            crc: h.u32::<CRC_AT>(),
+            attributes: h.u16::<ATTRIBUTES_AT>(),
+            record_count: h.u32::<RECORD_COUNT_AT>(),
+            first_timestamp: h.i64::<FIRST_TIMESTAMP_AT>(),
+            max_timestamp: h.i64::<MAX_TIMESTAMP_AT>(),
+            producer_id: h.i64::<PRODUCER_ID_AT>(),
+            producer_epoch: h.i16::<PRODUCER_EPOCH_AT>(),
+            base_sequence: h.i32::<BASE_SEQUENCE_AT>(),
         };
         if header.attributes & !ATTR_KNOWN != 0 {
             return Err(Error::BadHeader("unknown attribute bits are set"));
@@ -231,10 +218,9 @@ pub fn verified_stamped_prefix(
     raft_term: u64,
     raft_index: u64,
 ) -> Result<[u8; STAMP_END]> {
-    if batch.len() < BATCH_HEADER_LEN {
-        return Err(Error::Truncated { needed: BATCH_HEADER_LEN, have: batch.len() });
-    }
-    let len = u32_at(batch, BATCH_LEN_AT) as usize;
+    let h = Fixed::<BATCH_HEADER_LEN>::prefix(batch)
+        .ok_or(Error::Truncated { needed: BATCH_HEADER_LEN, have: batch.len() })?;
+    let len = h.u32::<BATCH_LEN_AT>() as usize;
     if len < BATCH_HEADER_LEN || batch.len() < len {
         return Err(Error::Truncated { needed: len.max(BATCH_HEADER_LEN), have: batch.len() });
     }
@@ -244,7 +230,7 @@ pub fn verified_stamped_prefix(
     let mut arrived = crc32fast::Hasher::new();
     arrived.update(&batch[CRC_START..STAMP_END]);
     arrived.combine(&body);
-    let (stored, computed) = (u32_at(batch, CRC_AT), arrived.finalize());
+    let (stored, computed) = (h.u32::<CRC_AT>(), arrived.finalize());
     if stored != computed {
         return Err(Error::CrcMismatch { stored, computed });
     }
@@ -281,7 +267,7 @@ pub fn stamp_batch(batch: &mut [u8], base_offset: u64, raft_term: u64, raft_inde
 /// If `batch` is shorter than its header says: only for batches this
 /// process built.
 pub fn restamp_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
-    let len = u32_at(batch, BATCH_LEN_AT) as usize;
+    let len = Fixed::<BATCH_HEADER_LEN>::prefix(batch).map_or(0, |h| h.u32::<BATCH_LEN_AT>() as usize);
     assert!(len >= BATCH_HEADER_LEN && batch.len() >= len, "restamping a batch that was not built here");
     batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_le_bytes());
     batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_le_bytes());

@@ -7,8 +7,9 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::batch::{u32_at, BatchHeader};
+use crate::batch::BatchHeader;
 use crate::format::*;
+use crate::le;
 use crate::{Error, Result};
 
 /// How a batch's records are compressed.
@@ -82,12 +83,18 @@ pub(crate) fn records_region<'a>(batch: &'a [u8], header: &BatchHeader) -> Resul
     let len = header.batch_len as usize;
     let codec = Compression::from_attributes(header.attributes)?;
     match codec {
-        Compression::None => Ok(Cow::Borrowed(&batch[BATCH_HEADER_LEN..len])),
+        Compression::None => batch
+            .get(BATCH_HEADER_LEN..len)
+            .map(Cow::Borrowed)
+            .ok_or(Error::Truncated { needed: len, have: batch.len() }),
         Compression::Lz4 | Compression::Zstd => {
+            let batch = batch.get(..len).ok_or(Error::Truncated { needed: len, have: batch.len() })?;
             if len < COMPRESSED_DATA_AT {
                 return Err(Error::BadHeader("compressed batch has no length prefix"));
             }
-            let plain = u32_at(batch, COMPRESSED_LEN_AT) as usize;
+            let plain = le::u32(batch, COMPRESSED_LEN_AT)
+                .ok_or(Error::BadHeader("compressed batch has no length prefix"))?
+                as usize;
             if plain > RECORDS_LEN_MAX {
                 return Err(Error::TooLarge {
                     what: "decompressed records",

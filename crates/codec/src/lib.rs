@@ -22,6 +22,7 @@ mod batch;
 mod compression;
 mod error;
 pub mod format;
+pub mod le;
 mod partition;
 mod record;
 

@@ -5,8 +5,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::batch::{i64_at, u16_at, u32_at, BatchHeader};
+use crate::batch::BatchHeader;
 use crate::format::*;
+use crate::le;
 use crate::{Error, Result};
 
 /// Byte ranges of one record within its batch, after bounds checking.
@@ -24,42 +25,30 @@ pub(crate) struct RecordLayout {
 /// returns it with the position of the next record.
 pub(crate) fn parse_record(batch: &[u8], pos: usize, index: u32) -> Result<(RecordLayout, usize)> {
     let bad = |reason| Error::BadRecord { index, reason };
-    if batch.len() < pos + RECORD_LEN_MIN {
-        return Err(bad("record runs past the end of the batch"));
-    }
-    let len = u32_at(batch, pos + RECORD_LEN_AT) as usize;
+    let len =
+        le::u32(batch, pos + RECORD_LEN_AT).ok_or(bad("record runs past the end of the batch"))? as usize;
     if len < RECORD_LEN_MIN - 4 || len > batch.len() - pos - 4 {
         return Err(bad("record length is out of bounds"));
     }
     let end = pos + 4 + len;
-    let offset_delta = u32_at(batch, pos + RECORD_OFFSET_DELTA_AT);
-    let timestamp_delta = i64_at(batch, pos + RECORD_TIMESTAMP_DELTA_AT);
-    let mut at = pos + RECORD_KEY_LEN_AT;
-    let key = take_opt(batch, &mut at, end).ok_or_else(|| bad("key length is out of bounds"))?;
-    let value = take_opt(batch, &mut at, end).ok_or_else(|| bad("value length is out of bounds"))?;
-    if at + 4 > end {
-        return Err(bad("header count runs past the record"));
-    }
-    let header_count = u32_at(batch, at);
-    at += 4;
-    let headers_start = at;
-    if header_count as usize > (end - at) / RECORD_HEADER_FIXED_LEN {
+    // Every read below is bounded by the record's own end.
+    let mut r = le::Reader::new(&batch[..end], pos + RECORD_OFFSET_DELTA_AT);
+    let offset_delta = r.u32().ok_or(bad("record runs past its length"))?;
+    let timestamp_delta = r.i64().ok_or(bad("record runs past its length"))?;
+    let key = take_opt(&mut r).ok_or(bad("key length is out of bounds"))?;
+    let value = take_opt(&mut r).ok_or(bad("value length is out of bounds"))?;
+    let header_count = r.u32().ok_or(bad("header count runs past the record"))?;
+    let headers_start = r.pos();
+    if header_count as usize > r.remaining() / RECORD_HEADER_FIXED_LEN {
         return Err(bad("header count does not fit the record"));
     }
     for _ in 0..header_count {
-        if at + 2 > end {
-            return Err(bad("header runs past the record"));
-        }
-        let klen = u16_at(batch, at) as usize;
-        at += 2;
-        if at + klen > end {
-            return Err(bad("header key runs past the record"));
-        }
-        std::str::from_utf8(&batch[at..at + klen]).map_err(|_| bad("header key is not UTF-8"))?;
-        at += klen;
-        take_opt(batch, &mut at, end).ok_or_else(|| bad("header value length is out of bounds"))?;
+        let klen = r.u16().ok_or(bad("header runs past the record"))? as usize;
+        let key = r.take(klen).ok_or(bad("header key runs past the record"))?;
+        std::str::from_utf8(key).map_err(|_| bad("header key is not UTF-8"))?;
+        take_opt(&mut r).ok_or(bad("header value length is out of bounds"))?;
     }
-    if at != end {
+    if r.remaining() != 0 {
         return Err(bad("record length does not match its fields"));
     }
     let layout =
@@ -67,23 +56,21 @@ pub(crate) fn parse_record(batch: &[u8], pos: usize, index: u32) -> Result<(Reco
     Ok((layout, end))
 }
 
-/// Reads an `i32`-length-prefixed optional byte string at `*at`, which must end by `end`.
-fn take_opt(b: &[u8], at: &mut usize, end: usize) -> Option<Option<Range<usize>>> {
-    if *at + 4 > end {
-        return None;
-    }
-    let len = u32_at(b, *at) as i32;
-    *at += 4;
+/// Reads an `i32`-length-prefixed optional byte string (-1 is `None`) and
+/// returns its range, or `None` if the length is negative otherwise or
+/// runs past the reader's end.
+fn take_opt(r: &mut le::Reader<'_>) -> Option<Option<Range<usize>>> {
+    let mut peek = r.clone();
+    let len = peek.i32()?;
     if len == -1 {
+        *r = peek;
         return Some(None);
     }
-    let len = usize::try_from(len).ok()?;
-    if len > end - *at {
-        return None;
-    }
-    let r = *at..*at + len;
-    *at += len;
-    Some(Some(r))
+    let start = peek.pos();
+    peek.take(usize::try_from(len).ok()?)?;
+    let range = start..peek.pos();
+    *r = peek;
+    Some(Some(range))
 }
 
 /// One record header: a UTF-8 key and an optional value.
@@ -168,13 +155,13 @@ impl Iterator for RecordIter {
         self.index += 1;
         let slice = |r: Option<Range<usize>>| r.map(|r| self.batch.slice(r));
         let mut headers = Vec::with_capacity(rec.header_count as usize);
-        let mut at = rec.headers.start;
+        // Bounds and UTF-8 were checked by `parse_record`; a read that
+        // still fails ends the headers rather than panicking.
+        let mut r = le::Reader::new(&self.batch[..rec.headers.end], rec.headers.start);
         for _ in 0..rec.header_count {
-            // Bounds and UTF-8 were checked by `parse_record`.
-            let klen = u16_at(&self.batch, at) as usize;
-            let key = String::from_utf8_lossy(&self.batch[at + 2..at + 2 + klen]).into_owned();
-            at += 2 + klen;
-            let value = take_opt(&self.batch, &mut at, rec.headers.end).expect("checked by parse_record");
+            let Some(key) = r.u16().and_then(|klen| r.take(klen as usize)) else { break };
+            let key = String::from_utf8_lossy(key).into_owned();
+            let Some(value) = take_opt(&mut r) else { break };
             headers.push(Header { key, value: slice(value) });
         }
         Some(Ok(Record {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_codec::format::{CONTROL_CONF_CHANGE, CONTROL_NOOP};
-use fjord_codec::{records, BatchBuilder, BatchHeader};
+use fjord_codec::{le, records, BatchBuilder, BatchHeader};
 use fjord_storage::{Log, RaftPos, RaftState, RaftStateFile};
 use raft::prelude::*;
 use raft::{GetEntriesContext, StorageError};
@@ -143,7 +143,7 @@ pub fn batch_to_entry(h: &BatchHeader, batch: Bytes) -> Result<Entry> {
         .ok_or_else(|| Error::Corrupt(format!("empty control batch at raft index {}", h.raft_index)))?
         .map_err(|err| Error::Corrupt(format!("control batch at raft index {}: {err}", h.raft_index)))?;
     // The kind is a 2-byte key; anything else is corrupt, never indexed blindly.
-    let kind = rec.key.as_deref().and_then(|k| <[u8; 2]>::try_from(k).ok()).map(u16::from_le_bytes);
+    let kind = rec.key.as_deref().filter(|k| k.len() == 2).and_then(|k| le::u16(k, 0));
     let payload = rec.value.unwrap_or_default();
     match kind {
         Some(CONTROL_NOOP) => e.set_entry_type(EntryType::EntryNormal),
@@ -265,7 +265,7 @@ mod tests {
             let mut b = BatchBuilder::new(1 << 20);
             b.push(key.as_deref(), value.as_deref(), &[], 0).unwrap();
             let mut batch = b.finish().to_vec();
-            let attrs = u16::from_le_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]) | ATTR_CONTROL;
+            let attrs = le::u16(&batch, ATTRIBUTES_AT).unwrap() | ATTR_CONTROL;
             batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_le_bytes());
             let h = BatchHeader::parse(&batch).unwrap();
             let _ = batch_to_entry(&h, Bytes::from(batch));

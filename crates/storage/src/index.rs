@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use fjord_codec::format::*;
+use fjord_codec::le::Fixed;
 use memmap2::MmapMut;
 
 use crate::error::io;
@@ -94,10 +95,18 @@ impl IndexFile {
         self.len
     }
 
-    pub(crate) fn entry(&self, i: usize) -> &[u8] {
+    /// Entry `i`, `N` bytes long: the entry length this file was opened with.
+    pub(crate) fn entry<const N: usize>(&self, i: usize) -> &[u8; N] {
         assert!(i < self.len, "index entry {i} beyond {} in {}", self.len, self.path().display());
+        assert_eq!(
+            N,
+            self.entry_len,
+            "index entries of {} are {} bytes",
+            self.path().display(),
+            self.entry_len
+        );
         let map = self.map.as_ref().expect("a non-empty index is mapped");
-        &map[i * self.entry_len..(i + 1) * self.entry_len]
+        map[i * N..].first_chunk::<N>().expect("the map holds `len` whole entries")
     }
 
     /// Makes sure the blocks under the next entry exist, so that writing
@@ -232,11 +241,12 @@ pub(crate) struct OffsetEntry {
 }
 
 impl OffsetEntry {
-    pub(crate) fn decode(b: &[u8]) -> Self {
+    pub(crate) fn decode(b: &[u8; OFFSET_INDEX_ENTRY_LEN]) -> Self {
+        let b = Fixed(b);
         OffsetEntry {
-            rel_offset: u32::from_le_bytes(b[OFFSET_ENTRY_REL_OFFSET_AT..][..4].try_into().unwrap()),
-            position: u32::from_le_bytes(b[OFFSET_ENTRY_POSITION_AT..][..4].try_into().unwrap()),
-            raft_index: u64::from_le_bytes(b[OFFSET_ENTRY_RAFT_INDEX_AT..][..8].try_into().unwrap()),
+            rel_offset: b.u32::<OFFSET_ENTRY_REL_OFFSET_AT>(),
+            position: b.u32::<OFFSET_ENTRY_POSITION_AT>(),
+            raft_index: b.u64::<OFFSET_ENTRY_RAFT_INDEX_AT>(),
         }
     }
 
@@ -264,10 +274,11 @@ pub(crate) struct TimeEntry {
 }
 
 impl TimeEntry {
-    pub(crate) fn decode(b: &[u8]) -> Self {
+    pub(crate) fn decode(b: &[u8; TIME_INDEX_ENTRY_LEN]) -> Self {
+        let b = Fixed(b);
         TimeEntry {
-            timestamp: i64::from_le_bytes(b[TIME_ENTRY_TIMESTAMP_AT..][..8].try_into().unwrap()),
-            rel_offset: u32::from_le_bytes(b[TIME_ENTRY_REL_OFFSET_AT..][..4].try_into().unwrap()),
+            timestamp: b.i64::<TIME_ENTRY_TIMESTAMP_AT>(),
+            rel_offset: b.u32::<TIME_ENTRY_REL_OFFSET_AT>(),
         }
     }
 

@@ -25,6 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use fjord_codec::format::*;
+use fjord_codec::le;
 
 use crate::error::io;
 use crate::{Error, Result};
@@ -96,29 +97,32 @@ fn decode_record(b: &[u8], version: u16) -> std::result::Result<(RaftState, u64)
     if b.len() < len {
         return Err(format!("length {} is below {len}", b.len()));
     }
-    let u64_at = |at: usize| u64::from_le_bytes(b[at - shift..at - shift + 8].try_into().unwrap());
-    let magic = u32::from_le_bytes(b[RS_MAGIC_AT..][..4].try_into().unwrap());
+    // Positions are within `len`, checked above; a read that still fails
+    // is reported as the record being short, never a panic.
+    let short = || format!("length {} is below {len}", b.len());
+    let u64_at = |at: usize| le::u64(b, at - shift).ok_or_else(short);
+    let magic = le::u32(b, RS_MAGIC_AT).ok_or_else(short)?;
     if magic != RAFT_STATE_MAGIC {
         return Err(format!("bad magic {magic:#010x}"));
     }
-    let stored_version = u16::from_le_bytes(b[RS_VERSION_AT..][..2].try_into().unwrap());
+    let stored_version = le::u16(b, RS_VERSION_AT).ok_or_else(short)?;
     if stored_version != version {
         return Err(format!("unsupported version {stored_version}"));
     }
     let crc_at = RS_CRC_AT - shift;
-    let stored = u32::from_le_bytes(b[crc_at..][..4].try_into().unwrap());
+    let stored = le::u32(b, crc_at).ok_or_else(short)?;
     let computed = crc32fast::hash(&b[..crc_at]);
     if stored != computed {
         return Err(format!("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"));
     }
-    let sequence = if version == RAFT_STATE_VERSION_1 { 0 } else { u64_at(RS_SEQUENCE_AT) };
+    let sequence = if version == RAFT_STATE_VERSION_1 { 0 } else { u64_at(RS_SEQUENCE_AT)? };
     let state = RaftState {
-        term: u64_at(RS_TERM_AT),
-        vote: u64_at(RS_VOTE_AT),
-        commit: u64_at(RS_COMMIT_AT),
-        applied: u64_at(RS_APPLIED_AT),
-        snapshot_index: u64_at(RS_SNAPSHOT_INDEX_AT),
-        snapshot_term: u64_at(RS_SNAPSHOT_TERM_AT),
+        term: u64_at(RS_TERM_AT)?,
+        vote: u64_at(RS_VOTE_AT)?,
+        commit: u64_at(RS_COMMIT_AT)?,
+        applied: u64_at(RS_APPLIED_AT)?,
+        snapshot_index: u64_at(RS_SNAPSHOT_INDEX_AT)?,
+        snapshot_term: u64_at(RS_SNAPSHOT_TERM_AT)?,
     };
     Ok((state, sequence))
 }

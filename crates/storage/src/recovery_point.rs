@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use fjord_codec::format::*;
+use fjord_codec::le::Fixed;
 
 use crate::error::io;
 use crate::Result;
@@ -63,10 +64,10 @@ fn encode(base: u64, position: u64) -> [u8; RECOVERY_POINT_LEN] {
 }
 
 fn decode(b: &[u8; RECOVERY_POINT_LEN]) -> Option<(u64, u64)> {
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-    (u32_at(RP_MAGIC_AT) == RECOVERY_POINT_MAGIC && u32_at(RP_CRC_AT) == crc32fast::hash(&b[RP_SEGMENT_AT..]))
-        .then(|| (u64_at(RP_SEGMENT_AT), u64_at(RP_POSITION_AT)))
+    let f = Fixed(b);
+    (f.u32::<RP_MAGIC_AT>() == RECOVERY_POINT_MAGIC
+        && f.u32::<RP_CRC_AT>() == crc32fast::hash(&b[RP_SEGMENT_AT..]))
+    .then(|| (f.u64::<RP_SEGMENT_AT>(), f.u64::<RP_POSITION_AT>()))
 }
 
 #[cfg(test)]

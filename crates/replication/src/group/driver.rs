@@ -794,10 +794,7 @@ impl<T: Transport> Driver<T> {
     async fn install_snapshot(&mut self, snap: Snapshot) -> Result<()> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        let start = snap
-            .data
-            .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        let start = fjord_codec::le::u64(&snap.data, 0)
             .ok_or_else(|| Error::Corrupt("snapshot data does not hold a start offset".into()))?;
         let log = self.node.store().log().clone();
         tokio::task::spawn_blocking(move || log.reset(start, index + 1))
