@@ -211,3 +211,91 @@ fn damage_on_a_single_replica_is_found_in_the_background_and_refused_with_its_of
     assert!(broker.is_running());
     broker.kill();
 }
+
+#[test]
+fn a_batch_that_rots_on_the_leader_is_never_sent_to_a_follower_catching_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let bootstrap = cluster.bootstrap();
+    fjord_ok(&bootstrap, &["topic", "create", "t", "-p", "1", "-r", "3", "--segment-bytes", "65536"], b"");
+    let mut leader = 0;
+    for _ in 0..100 {
+        let p = describe(&bootstrap, "t");
+        leader = p["leader"].as_u64().unwrap_or(0);
+        if leader != 0 && p["in_sync_replicas"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(leader, 0);
+    // One follower is away while everything is written; the other holds a
+    // good copy of every batch.
+    let away = (1..=3).find(|&b| b != leader).unwrap();
+    cluster.kill(away);
+    let written = lines("t", RECORDS);
+    publish(&bootstrap, "t", &written);
+    std::thread::sleep(Duration::from_secs(2)); // sealed
+    let root = dir.path().to_owned();
+    let partition_dir = move |id: u64| root.join(format!("broker-{id}/topics/t/0"));
+    let leader_logs = segment_logs(&partition_dir(leader));
+    assert!(leader_logs.len() >= 4, "{leader_logs:?}");
+    flip_middle(&leader_logs[1]);
+
+    // The follower comes back and catches up from the leader, which checks
+    // every batch it sends: the rotten one is found (before any scrub) and
+    // held back, so the follower stops short of it and stores nothing bad.
+    cluster.restart(away);
+    let leader_log = dir.path().join(format!("broker-{leader}.broker.log"));
+    let mut found = false;
+    for _ in 0..200 {
+        if std::fs::read_to_string(&leader_log).unwrap().contains("failed its CRC on its way to a peer") {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        found,
+        "the leader found the damage when sending it:\n{}",
+        std::fs::read_to_string(&leader_log).unwrap()
+    );
+    let follower_log = std::fs::read_to_string(dir.path().join(format!("broker-{away}.broker.log"))).unwrap();
+    assert!(
+        !follower_log.contains("refused a corrupt append"),
+        "nothing corrupt reached the follower:\n{follower_log}"
+    );
+    let theirs = batches(&partition_dir(away));
+    let reference = batches(&partition_dir(leader));
+    for (base, b) in &theirs {
+        let h = fjord_codec::BatchHeader::parse(b).unwrap();
+        fjord_codec::verify_crc(b, &h)
+            .unwrap_or_else(|e| panic!("broker {away} stored a bad batch at {base}: {e}"));
+    }
+    let damaged_base = *reference
+        .iter()
+        .find(|(_, b)| fjord_codec::verify_crc(b, &fjord_codec::BatchHeader::parse(b).unwrap()).is_err())
+        .expect("the leader's copy is damaged")
+        .0;
+    assert!(theirs.keys().all(|&b| b < damaged_base), "broker {away} stopped short of offset {damaged_base}");
+
+    // A scrub repairs the leader from the other follower, and the one that
+    // was away then catches up to a byte-for-byte copy.
+    let out = fjord_ok(&bootstrap, &["topic", "scrub", "t"], b"");
+    assert!(out.contains("repaired from another replica"), "{out}");
+    let mut equal = false;
+    for _ in 0..200 {
+        let reference = batches(&partition_dir(leader));
+        let theirs = batches(&partition_dir(away));
+        let first = theirs.keys().next().copied().unwrap_or(0);
+        if reference.range(first..).collect::<Vec<_>>() == theirs.iter().collect::<Vec<_>>() {
+            equal = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(equal, "broker {away} caught up to the leader's bytes after the repair");
+    assert_eq!(fjord_ok(&bootstrap, &["tail", "t", "--from-beginning"], b""), written);
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+}

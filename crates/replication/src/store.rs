@@ -182,7 +182,7 @@ impl raft::Storage for GroupStore {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         if low < self.first_index_inner() {
             return Err(raft::Error::Store(StorageError::Compacted));
@@ -191,7 +191,21 @@ impl raft::Storage for GroupStore {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max = max_size.into().unwrap_or(u64::MAX).min(usize::MAX as u64) as usize;
-        let batches = self.log.raft_entries(low, high, max).map_err(storage_err)?;
+        // Entries headed to a peer (the one context raft-rs lets wait) are
+        // read with their CRCs checked: a batch damaged here is never sent.
+        // If the first one is damaged, the send waits (raft-rs retries on
+        // the next heartbeat response) until a scrub repairs it from a
+        // replica that has it; any other error would abort the group.
+        let batches = if context.can_async() {
+            match self.log.raft_entries_verified(low, high, max) {
+                Err(fjord_storage::Error::Damaged { .. }) => {
+                    return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+                }
+                other => other.map_err(storage_err)?,
+            }
+        } else {
+            self.log.raft_entries(low, high, max).map_err(storage_err)?
+        };
         if batches.is_empty() && low < high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }

@@ -3,9 +3,9 @@
 //! mapping from a Raft index to its batch.
 
 use bytes::Bytes;
-use fjord_codec::BatchHeader;
+use fjord_codec::{verify_crc, BatchHeader};
 
-use super::{segment_for, DeletedSegment, Inner, Log, RaftPos};
+use super::{segment_for, Damage, DeletedSegment, Inner, Log, RaftPos};
 use crate::raft_state::sync_dir;
 use crate::segment::{Segment, SegmentView};
 use crate::{Error, Result};
@@ -170,7 +170,8 @@ impl Log {
         })
     }
 
-    /// The batch written by Raft entry `index`, if the log holds it.
+    /// The batch written by Raft entry `index`, if the log holds it; its
+    /// header is checked, its CRC is not (for the entry's term and offsets).
     ///
     /// # Errors
     /// [`Error::Corrupt`] for a damaged header on the path.
@@ -179,13 +180,44 @@ impl Log {
     }
 
     /// The batches of Raft entries `[lo, hi)`, stopping early after
-    /// `max_bytes` (at least one is returned if the log holds `lo`).
+    /// `max_bytes` (at least one is returned if the log holds `lo`). Each
+    /// header is checked, the CRCs are not: for the entries this replica
+    /// applies itself. What goes to another replica is read with
+    /// [`Log::raft_entries_verified`].
     ///
     /// # Errors
     /// [`Error::Corrupt`] for a damaged header on the path.
     pub fn raft_entries(&self, lo: u64, hi: u64, max_bytes: usize) -> Result<Vec<(BatchHeader, Bytes)>> {
+        self.collect_raft_entries(lo, hi, max_bytes, false)
+    }
+
+    /// [`Log::raft_entries`] with every batch's CRC checked as it is, for
+    /// entries sent to another replica: a batch damaged on this disk or in
+    /// memory ends the list before it, so it never leaves this replica,
+    /// and the damage is remembered so that reads refuse it and a scrub
+    /// repairs it from a peer. The follower checks the CRC again on arrival.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] if the batch of `lo` itself fails its CRC;
+    /// [`Error::Corrupt`] for a damaged header on the path.
+    pub fn raft_entries_verified(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(BatchHeader, Bytes)>> {
+        self.collect_raft_entries(lo, hi, max_bytes, true)
+    }
+
+    fn collect_raft_entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: usize,
+        verify: bool,
+    ) -> Result<Vec<(BatchHeader, Bytes)>> {
         let mut out = Vec::new();
-        let inner = self.lock();
+        let mut inner = self.lock();
         let Some(first) = inner.segments.iter().rposition(|s| s.first_raft_index().is_some_and(|f| f <= lo))
         else {
             return Ok(out);
@@ -193,14 +225,41 @@ impl Log {
         let Some(mut pos) = inner.segments[first].position_of_raft_index(lo)? else { return Ok(out) };
         let mut bytes = 0usize;
         let mut want = lo;
-        for seg in &inner.segments[first..] {
+        for i in first..inner.segments.len() {
+            let seg = &inner.segments[i];
             let view: SegmentView = seg.view();
             while (pos as usize) < view.size && want < hi {
                 let h = view.header_at(pos as usize)?;
                 if h.raft_index != want || (!out.is_empty() && bytes + h.batch_len as usize > max_bytes) {
                     return Ok(out);
                 }
-                out.push((h, view.map.slice(pos as usize..pos as usize + h.batch_len as usize)));
+                let batch = view.map.slice(pos as usize..pos as usize + h.batch_len as usize);
+                if verify {
+                    if let Err(e) = verify_crc(&batch, &h) {
+                        let damage = Damage {
+                            segment: seg.base_offset,
+                            position: pos,
+                            len: h.batch_len as u64,
+                            start_offset: h.base_offset,
+                            end_offset: h.next_offset(),
+                            reason: format!("raft entry {want}: {e}"),
+                        };
+                        let active = seg.active;
+                        if out.is_empty() {
+                            let err = Error::Damaged {
+                                dir: self.dir.clone(),
+                                start_offset: damage.start_offset,
+                                end_offset: damage.end_offset,
+                                reason: damage.reason.clone(),
+                            };
+                            self.remember_damage(&mut inner, damage, active);
+                            return Err(err);
+                        }
+                        self.remember_damage(&mut inner, damage, active);
+                        return Ok(out);
+                    }
+                }
+                out.push((h, batch));
                 bytes += h.batch_len as usize;
                 pos += h.batch_len as u64;
                 want += 1;

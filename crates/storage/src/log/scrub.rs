@@ -119,6 +119,26 @@ impl Log {
         self.lock().damaged.clone()
     }
 
+    /// Remembers a range found damaged outside a scrub (an entry about to
+    /// be sent to a peer failed its CRC), once, so that reads refuse it and
+    /// the next repair replaces it. Damage in the active segment is only
+    /// logged: repairs replace closed segments, and recovery checks the
+    /// active one's tail.
+    pub(super) fn remember_damage(&self, inner: &mut Inner, d: Damage, active: bool) {
+        if inner.damaged.iter().any(|x| x.segment == d.segment && x.position == d.position) {
+            return;
+        }
+        tracing::error!(
+            dir = %self.dir.display(), segment = d.segment, start_offset = d.start_offset,
+            end_offset = d.end_offset, position = d.position, len = d.len, reason = %d.reason,
+            "a batch failed its CRC on its way to a peer; it is not sent or served until repaired"
+        );
+        if !active {
+            inner.damaged.push(d);
+            inner.damaged.sort_by_key(|d| d.start_offset);
+        }
+    }
+
     /// The batches holding offsets `[start, end)` as this replica has them,
     /// each checked against its CRC, for another replica to repair from.
     ///

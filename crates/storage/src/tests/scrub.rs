@@ -112,3 +112,33 @@ fn a_damaged_header_is_bounded_by_the_next_good_batch_and_a_damaged_index_is_rep
     assert!(report.damage.is_empty(), "{report:?}");
     assert_eq!(report.index_damage.len(), 1, "{report:?}");
 }
+
+#[test]
+fn entries_read_for_a_peer_stop_before_a_batch_that_fails_its_crc_and_remember_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_replicas(dir.path(), 60);
+    let file = segment_file(a.dir(), 1);
+    flip(&file, 200);
+    // Unverified reads (for applying) still return it; the verified read
+    // for a peer ends before it, and fails if it is the first asked for.
+    let all = a.raft_entries(1, 61, usize::MAX).unwrap();
+    assert_eq!(all.len(), 60);
+    let bad = all.iter().position(|(h, b)| fjord_codec::verify_crc(b, h).is_err()).expect("one batch rotted");
+    assert!(a.damaged().is_empty(), "nothing is known before a verified read");
+    let sent = a.raft_entries_verified(1, 61, usize::MAX).unwrap();
+    assert_eq!(sent.len(), bad, "the verified read stops right before the damaged batch");
+    let first_bad = all[bad].0.raft_index;
+    let err = a.raft_entries_verified(first_bad, 61, usize::MAX).unwrap_err();
+    assert!(
+        matches!(err, Error::Damaged { start_offset, .. } if start_offset == all[bad].0.base_offset),
+        "{err}"
+    );
+    // The damage is remembered once: reads refuse it, and a repair fixes it.
+    let damaged = a.damaged();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert!(matches!(a.read(damaged[0].start_offset, 1 << 20, u64::MAX), Err(Error::Damaged { .. })));
+    let copy = b.read_verified(damaged[0].start_offset, damaged[0].end_offset).unwrap();
+    a.repair(&damaged[0], &copy).unwrap();
+    assert_eq!(a.raft_entries_verified(1, 61, usize::MAX).unwrap().len(), 60);
+    assert!(a.damaged().is_empty());
+}
