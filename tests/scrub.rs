@@ -194,6 +194,20 @@ fn damage_on_a_single_replica_is_found_in_the_background_and_refused_with_its_of
     let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
     // Offset 0 is the new leader's no-op control batch: records start at 1.
     assert_eq!(stdout.lines().count() as u64 + 1, start, "every record before the damage is read");
+    // `topic describe` shows it, in JSON and as a line under the table.
+    let p = describe(&addr, "s");
+    let damaged = p["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{p}");
+    assert_eq!(
+        (damaged[0]["start_offset"].as_u64(), damaged[0]["end_offset"].as_u64()),
+        (Some(start), Some(end))
+    );
+    let text = fjord_ok(&addr, &["topic", "describe", "s"], b"");
+    assert!(
+        text.contains(&format!("partition 0: offsets [{start}, {end}) ("))
+            && text.contains("fjord topic scrub s"),
+        "{text}"
+    );
     // From the range's end on, the rest reads.
     let after = fjord_ok(&addr, &["tail", "s", "--offset", &end.to_string()], b"");
     let expected: String = written.lines().skip(end as usize - 1).map(|l| format!("{l}\n")).collect();

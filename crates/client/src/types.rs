@@ -93,6 +93,9 @@ pub struct PartitionDescription {
     pub high_watermark: u64,
     /// Bytes on disk in the answering broker's replica.
     pub size_bytes: u64,
+    /// Ranges the answering broker's replica holds damaged and refuses to
+    /// serve until repaired (`fjord topic scrub`).
+    pub damaged: Vec<DamagedRange>,
 }
 
 /// A broker as the cluster knows it.
@@ -228,6 +231,7 @@ impl From<pb::TopicDescription> for TopicDescription {
                 log_end_offset: p.log_end_offset,
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
+                damaged: p.damaged.into_iter().map(DamagedRange::from).collect(),
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
@@ -412,6 +416,19 @@ pub struct DamagedRange {
     pub repair_error: Option<String>,
 }
 
+impl From<pb::DamagedRange> for DamagedRange {
+    fn from(d: pb::DamagedRange) -> Self {
+        DamagedRange {
+            start_offset: d.start_offset,
+            end_offset: d.end_offset,
+            bytes: d.bytes,
+            reason: d.reason,
+            repaired: d.repaired,
+            repair_error: (!d.repair_error.is_empty()).then_some(d.repair_error),
+        }
+    }
+}
+
 impl From<pb::ReplicaScrub> for ReplicaScrub {
     fn from(r: pb::ReplicaScrub) -> Self {
         let some = |s: String| (!s.is_empty()).then_some(s);
@@ -421,18 +438,7 @@ impl From<pb::ReplicaScrub> for ReplicaScrub {
             segments: r.segments,
             bytes: r.bytes,
             batches: r.batches,
-            damaged: r
-                .damaged
-                .into_iter()
-                .map(|d| DamagedRange {
-                    start_offset: d.start_offset,
-                    end_offset: d.end_offset,
-                    bytes: d.bytes,
-                    reason: d.reason,
-                    repaired: d.repaired,
-                    repair_error: some(d.repair_error),
-                })
-                .collect(),
+            damaged: r.damaged.into_iter().map(DamagedRange::from).collect(),
             index_damage: r.index_damage,
             error: some(r.error),
         }

@@ -39,6 +39,18 @@ impl AdminService {
                             log_end_offset: p.log.log_end_offset(),
                             high_watermark: p.high_watermark(),
                             size_bytes: p.log.size_bytes(),
+                            damaged: p
+                                .log
+                                .damaged()
+                                .into_iter()
+                                .map(|d| pb::DamagedRange {
+                                    start_offset: d.start_offset,
+                                    end_offset: d.end_offset,
+                                    bytes: d.len,
+                                    reason: d.reason,
+                                    ..Default::default()
+                                })
+                                .collect(),
                         },
                         None => {
                             pb::PartitionDescription { partition: i, leader, replicas, ..Default::default() }

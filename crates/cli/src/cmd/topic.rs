@@ -188,6 +188,12 @@ fn description_json(d: &TopicDescription) -> Value {
                 "log_end_offset": p.log_end_offset,
                 "high_watermark": p.high_watermark,
                 "size_bytes": p.size_bytes,
+                "damaged": p.damaged.iter().map(|d| json!({
+                    "start_offset": d.start_offset,
+                    "end_offset": d.end_offset,
+                    "bytes": d.bytes,
+                    "reason": d.reason,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -236,6 +242,15 @@ fn description_text(d: &TopicDescription) -> String {
         ]);
     }
     out.push_str(&t.render());
+    for p in &d.partitions {
+        for r in &p.damaged {
+            out.push_str(&format!(
+                "partition {}: offsets [{}, {}) ({} bytes) damaged on this broker's replica, not served until \
+                 repaired (fjord topic scrub {}): {}\n",
+                p.partition, r.start_offset, r.end_offset, r.bytes, d.name, r.reason
+            ));
+        }
+    }
     out.push_str(OFFSETS_NOTE);
     out.push('\n');
     out
@@ -267,6 +282,7 @@ mod tests {
                 log_end_offset: 10,
                 high_watermark: 9,
                 size_bytes: 4096,
+                damaged: Vec::new(),
             }],
         };
         let text = description_text(&d);
