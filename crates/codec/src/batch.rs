@@ -64,9 +64,11 @@ impl BatchHeader {
         let h = Fixed::<BATCH_HEADER_LEN>::prefix(buf)
             .ok_or(Error::Truncated { needed: BATCH_HEADER_LEN, have: buf.len() })?;
         let batch_len = h.u32::<BATCH_LEN_AT>();
+        let compacted = h.u16::<ATTRIBUTES_AT>() & ATTR_COMPACTED != 0;
         // The smallest region: a compressed one (length prefix and one byte of
-        // block); an uncompressed one is held to whole records below.
-        let min = (COMPRESSED_DATA_AT + 1) as u64;
+        // block); an uncompressed one is held to whole records below. A
+        // compacted batch may have lost every record (§2.5).
+        let min = if compacted { BATCH_HEADER_LEN as u64 } else { (COMPRESSED_DATA_AT + 1) as u64 };
         if (batch_len as u64) < min || batch_len as usize > BATCH_LEN_MAX {
             return Err(Error::BadLength { len: batch_len as u64, min, max: BATCH_LEN_MAX as u64 });
         }
@@ -101,11 +103,17 @@ impl BatchHeader {
             Compression::None => batch_len as usize - BATCH_HEADER_LEN,
             Compression::Lz4 | Compression::Zstd => RECORDS_LEN_MAX,
         };
-        if header.record_count == 0 || header.record_count as usize > body / RECORD_LEN_MIN {
+        // A compacted batch's count is the offsets it covers, more than the
+        // records it still holds.
+        let held_max = if compacted { RECORD_COUNT_MAX } else { body / RECORD_LEN_MIN };
+        if header.record_count == 0 || header.record_count as usize > held_max {
             return Err(Error::BadHeader("record count does not fit the batch length"));
         }
         if header.is_control() && header.record_count != 1 {
             return Err(Error::BadHeader("a control batch holds exactly one record"));
+        }
+        if header.is_control() && compacted {
+            return Err(Error::BadHeader("a control batch is never compacted"));
         }
         if header.base_offset >= OFFSET_MAX {
             return Err(Error::BadHeader("base offset is out of range"));
@@ -129,6 +137,13 @@ impl BatchHeader {
     /// Whether this is a control batch (§2.2): Raft bookkeeping, not user records.
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Whether the compactor rewrote this batch (§2.5): it holds only the
+    /// records that survived, so offsets inside it can skip, and
+    /// `record_count` is the offsets it covers, not the records it holds.
+    pub fn is_compacted(&self) -> bool {
+        self.attributes & ATTR_COMPACTED != 0
     }
 }
 
@@ -167,6 +182,10 @@ pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
     }
     verify_crc(batch, &header)?;
     let region = records_region(batch, &header)?;
+    if header.is_compacted() {
+        validate_compacted(&region, &header)?;
+        return Ok(header);
+    }
     let mut pos = 0;
     let mut max_ts = i64::MIN;
     for index in 0..header.record_count {
@@ -194,6 +213,32 @@ pub fn validate_batch(batch: &[u8], len_max: usize) -> Result<BatchHeader> {
         return Err(Error::BadHeader("max timestamp does not match the records"));
     }
     Ok(header)
+}
+
+/// The records of a compacted batch (§2.5): whole records filling the
+/// region, offset deltas strictly increasing below `record_count`, every
+/// timestamp at most the (kept) `max_timestamp`.
+fn validate_compacted(region: &[u8], header: &BatchHeader) -> Result<()> {
+    let mut pos = 0;
+    let mut index = 0u32;
+    let mut prev: Option<u32> = None;
+    while pos < region.len() {
+        let (rec, next) = parse_record(region, pos, index)?;
+        if prev.is_some_and(|p| rec.offset_delta <= p) || rec.offset_delta >= header.record_count {
+            return Err(Error::BadRecord { index, reason: "offset delta is out of order or past the batch" });
+        }
+        let ts = header
+            .first_timestamp
+            .checked_add(rec.timestamp_delta)
+            .ok_or(Error::BadRecord { index, reason: "timestamp overflows" })?;
+        if ts > header.max_timestamp {
+            return Err(Error::BadRecord { index, reason: "timestamp is above the batch's max timestamp" });
+        }
+        prev = Some(rec.offset_delta);
+        pos = next;
+        index += 1;
+    }
+    Ok(())
 }
 
 /// The first [`STAMP_END`] bytes of `batch` with the broker-owned fields

@@ -73,8 +73,11 @@ pub const COMPRESSED_DATA_AT: usize = COMPRESSED_LEN_AT + 4;
 pub const RECORDS_LEN_MAX: usize = BATCH_LEN_MAX - BATCH_HEADER_LEN;
 /// Attribute bit 3: a control batch (Raft no-op, configuration change); §2.1.
 pub const ATTR_CONTROL: u16 = 1 << 3;
+/// Attribute bit 4: a batch the compactor rewrote on this replica, holding
+/// only the records that survived; it still covers `record_count` offsets; §2.5.
+pub const ATTR_COMPACTED: u16 = 1 << 4;
 /// Attribute bits this version defines; any other set bit is rejected.
-pub const ATTR_KNOWN: u16 = ATTR_COMPRESSION_MASK | ATTR_CONTROL;
+pub const ATTR_KNOWN: u16 = ATTR_COMPRESSION_MASK | ATTR_CONTROL | ATTR_COMPACTED;
 
 /// Largest batch the format allows, header included: 64 MiB.
 ///

@@ -140,7 +140,14 @@ impl Iterator for RecordIter {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.index >= self.header.record_count {
+        // A compacted batch holds fewer records than the offsets it covers:
+        // its records end with its region (§2.5).
+        let done = if self.header.is_compacted() {
+            self.pos >= self.batch.len()
+        } else {
+            self.index >= self.header.record_count
+        };
+        if self.failed || done {
             return None;
         }
         let parsed = parse_record(&self.batch, self.pos, self.index);

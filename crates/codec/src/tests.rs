@@ -348,3 +348,86 @@ fn recompressed_batches_keep_their_header_and_records() {
         Err(Error::TooLarge { what: "recompressed batch", .. })
     ));
 }
+
+proptest! {
+    /// Compacting keeps exactly the records asked for, at their offsets
+    /// and with every field, in a batch that validates and can be
+    /// compacted again; a batch may lose every record.
+    #[test]
+    fn compacted_batches_keep_exactly_the_chosen_records(
+        recs in proptest::collection::vec(arb_record(), 1..20),
+        codec in 0..3u8,
+        keep1 in proptest::collection::vec(any::<bool>(), 20),
+        keep2 in proptest::collection::vec(any::<bool>(), 20),
+    ) {
+        let compression = [Compression::None, Compression::Lz4, Compression::Zstd][codec as usize];
+        let mut b = BatchBuilder::new(BATCH_LEN_MAX).compression(compression).producer(3, 1, 50);
+        for (k, v, h, ts) in &recs {
+            let hs: Vec<(&str, Option<&[u8]>)> = h.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+            b.push(k.as_deref(), v.as_deref(), &hs, *ts).unwrap();
+        }
+        let mut batch = b.finish().to_vec();
+        stamp_batch(&mut batch, 100, 2, 7);
+        let original = records(&Bytes::from(batch.clone())).unwrap().map(Result::unwrap).collect::<Vec<_>>();
+        let orig_h = BatchHeader::parse(&batch).unwrap();
+        let mut current = Bytes::from(batch);
+        let mut expected = original.clone();
+        for keep in [&keep1, &keep2] {
+            let before: Vec<u64> = expected.iter().map(|r| r.offset).collect();
+            let out = compact_batch(&current, |k| keep[(k.offset - 100) as usize]).unwrap();
+            expected.retain(|r| keep[(r.offset - 100) as usize]);
+            let after: Vec<u64> = expected.iter().map(|r| r.offset).collect();
+            match out {
+                None => prop_assert_eq!(&before, &after, "None only when every record is kept"),
+                Some(c) => current = c,
+            }
+            let h = validate_batch(&current, BATCH_LEN_MAX).unwrap();
+            // Everything that places the batch in the log is kept.
+            prop_assert_eq!(
+                (h.base_offset, h.raft_term, h.raft_index, h.record_count, h.next_offset()),
+                (orig_h.base_offset, orig_h.raft_term, orig_h.raft_index, orig_h.record_count, orig_h.next_offset())
+            );
+            prop_assert_eq!((h.first_timestamp, h.max_timestamp), (orig_h.first_timestamp, orig_h.max_timestamp));
+            prop_assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (3, 1, 50));
+            let back: Vec<Record> = records(&current).unwrap().map(Result::unwrap).collect();
+            prop_assert_eq!(&back, &expected);
+        }
+    }
+}
+
+#[test]
+fn control_batches_are_never_compacted_and_producers_cannot_forge_a_compacted_one() {
+    let control = BatchBuilder::control(CONTROL_NOOP, b"", 7);
+    assert_eq!(compact_batch(&control, |_| false).unwrap(), None);
+    // A compacted control batch is refused by the header check.
+    let mut forged = control.to_vec();
+    let attrs = u16::from_le_bytes([forged[ATTRIBUTES_AT], forged[ATTRIBUTES_AT + 1]]) | ATTR_COMPACTED;
+    forged[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_le_bytes());
+    recrc(&mut forged);
+    assert!(matches!(BatchHeader::parse(&forged), Err(Error::BadHeader(_))));
+    // An emptied batch is just a header and still covers its offsets.
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX);
+    b.push(Some(b"a"), Some(b"1"), &[], 5).unwrap();
+    b.push(Some(b"a"), Some(b"2"), &[], 6).unwrap();
+    let empty = compact_batch(&b.finish(), |_| false).unwrap().unwrap();
+    assert_eq!(empty.len(), BATCH_HEADER_LEN);
+    let h = validate_batch(&empty, BATCH_LEN_MAX).unwrap();
+    assert!(h.is_compacted() && h.record_count == 2 && h.next_offset() == 2);
+    assert_eq!(records(&empty).unwrap().count(), 0);
+    // A compacted batch whose offsets are out of order is refused.
+    let mut b = BatchBuilder::new(BATCH_LEN_MAX);
+    for i in 0..3u8 {
+        b.push(Some(&[i]), Some(b"v"), &[], 5).unwrap();
+    }
+    let kept = compact_batch(&b.finish(), |k| k.offset != 1).unwrap().unwrap().to_vec();
+    let mut swapped = kept[..BATCH_HEADER_LEN].to_vec();
+    let region = &kept[BATCH_HEADER_LEN..];
+    let half = region.len() / 2;
+    swapped.extend_from_slice(&region[half..]);
+    swapped.extend_from_slice(&region[..half]);
+    recrc(&mut swapped);
+    assert!(
+        matches!(validate_batch(&swapped, BATCH_LEN_MAX), Err(Error::BadRecord { .. })),
+        "records out of order"
+    );
+}
