@@ -43,7 +43,9 @@ pub use config::{
 pub use disk::{disk_space, DiskSpace};
 pub use error::{Error, Result};
 pub use log::{
-    Appended, Damage, DeletedSegment, Log, RaftPos, ReadResult, ScrubReport, REPAIR_RANGE_BYTES_MAX,
+    Appended, CompactionConfig, CompactionReport, Damage, DeletedSegment, Dirtiness, Log, RaftPos,
+    ReadResult, ScrubReport, COMPACTION_KEY_MAP_BYTES_DEFAULT, DELETE_RETENTION_MS_DEFAULT,
+    KEY_MAP_ENTRY_BYTES, REPAIR_RANGE_BYTES_MAX,
 };
 pub use raft_state::{RaftState, RaftStateFile};
 

@@ -2,6 +2,7 @@
 //! bytes read back, errors; crash tests that damage files on disk and
 //! reopen; and a model-based property test.
 
+mod compact;
 mod crash;
 mod full_disk;
 mod model;

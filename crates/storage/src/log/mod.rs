@@ -14,9 +14,14 @@ use bytes::Bytes;
 use fjord_codec::format::*;
 use fjord_codec::{records, BatchHeader};
 
+pub(crate) mod compact;
 mod extent;
 mod scrub;
 
+pub use compact::{
+    CompactionConfig, CompactionReport, Dirtiness, COMPACTION_KEY_MAP_BYTES_DEFAULT,
+    DELETE_RETENTION_MS_DEFAULT, KEY_MAP_ENTRY_BYTES,
+};
 pub use scrub::{Damage, ScrubReport, REPAIR_RANGE_BYTES_MAX};
 
 use crate::config::{FlushPolicy, LogConfig};
@@ -83,6 +88,9 @@ struct Inner {
     /// Ranges of closed segments a scrub found damaged, refused to readers
     /// until repaired; sorted by offset. See `scrub`.
     damaged: Vec<Damage>,
+    /// Offsets below this were compacted by this process with a complete
+    /// key map; the next pass maps keys from here. See `compact`.
+    clean_point: u64,
 }
 
 #[derive(Debug)]
@@ -113,6 +121,9 @@ pub struct Log {
     inner: Mutex<Inner>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// Test hook: where the next compaction pass stops, as a crash would.
+    #[cfg(test)]
+    compact_crash: Mutex<Option<compact::CrashAt>>,
 }
 
 impl Log {
@@ -127,6 +138,7 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_owned();
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        compact::recover_swaps(&dir)?;
         let bases = list_segments(&dir)?;
         let (recovery_point, point) = RecoveryPoint::open(&dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
@@ -174,6 +186,7 @@ impl Log {
                 next_raft_index: None,
                 poisoned: None,
                 damaged: Vec::new(),
+                clean_point: 0,
             }),
             sync: Mutex::new(SyncState {
                 durable: end,
@@ -186,6 +199,8 @@ impl Log {
                 fail_next_sync: None,
             }),
             synced: Condvar::new(),
+            #[cfg(test)]
+            compact_crash: Mutex::new(None),
         };
         Ok(log)
     }
