@@ -627,6 +627,7 @@ impl Broker {
                         tracing::error!(topic = %p.topic, partition = p.id, error = %e, "maintenance failed")
                     }
                 }
+                crate::compaction::maybe_compact(p, &topic.meta.settings, now_ms());
                 let preferred = p.replicas[0];
                 if preferred != me && p.group.status().is_leader() {
                     p.group.transfer_leader(preferred);

@@ -8,6 +8,7 @@
 //! meet only in `fjord-proto`.
 
 mod broker;
+mod compaction;
 mod config;
 mod connections;
 mod disk;

@@ -16,7 +16,7 @@ use crate::topics::TopicSettings;
 pub(crate) const METADATA_GROUP: u64 = 0;
 
 /// One topic as the cluster knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TopicMeta {
     pub(crate) name: String,
     pub(crate) replication_factor: u32,
@@ -47,7 +47,7 @@ impl TopicMeta {
 }
 
 /// A change to the cluster metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Command {
     /// Creates a topic unless one of that name exists.
@@ -67,7 +67,7 @@ pub(crate) enum Command {
 }
 
 /// What applying the metadata log produces.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct MetaState {
     pub(crate) topics: BTreeMap<String, TopicMeta>,
     /// Next unused Raft group id (0 is the metadata group).
@@ -75,7 +75,7 @@ pub(crate) struct MetaState {
 }
 
 /// What an applied command changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
     Created(TopicMeta),
     Deleted(TopicMeta),

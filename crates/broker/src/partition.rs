@@ -33,6 +33,19 @@ pub(crate) struct Partition {
     closed: AtomicBool,
     /// Records and bytes produced to and fetched from this replica, for metrics.
     pub(crate) traffic: Arc<Traffic>,
+    /// Compaction of this replica (`compaction`).
+    pub(crate) compaction: CompactionState,
+}
+
+/// Whether a compaction pass runs, and what passes did.
+#[derive(Debug, Default)]
+pub(crate) struct CompactionState {
+    pub(crate) running: AtomicBool,
+    pub(crate) passes: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) records_removed: AtomicU64,
+    /// When the last pass ran, ms since the epoch; 0 if none has.
+    pub(crate) last_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Counters of one replica's traffic since it was opened: plain atomics on
@@ -97,6 +110,7 @@ impl Partition {
             peers,
             closed: AtomicBool::new(false),
             traffic: Arc::default(),
+            compaction: CompactionState::default(),
         })
     }
 

@@ -53,7 +53,7 @@ pub(crate) fn check_user_topic(name: &str) -> Result<()> {
 }
 
 /// Per-topic settings with broker defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TopicSettings {
     /// ms; -1 keeps forever.
     pub(crate) retention_ms: i64,
@@ -66,6 +66,42 @@ pub(crate) struct TopicSettings {
     /// Topics created before the setting existed read as "producer".
     #[serde(default = "compression_default")]
     pub(crate) compression: String,
+    /// "delete", "compact" or "compact,delete". Topics created before the
+    /// setting existed read as "delete" (as do the fields below, their
+    /// defaults), so their metadata log entries still apply.
+    #[serde(default = "cleanup_policy_default")]
+    pub(crate) cleanup_policy: String,
+    /// ms a tombstone that is last of its key is kept on a compacted topic.
+    #[serde(default = "delete_retention_ms_default")]
+    pub(crate) delete_retention_ms: u64,
+    /// Share of a partition's closed bytes written since its last
+    /// compaction at which it is compacted again.
+    #[serde(default = "min_cleanable_dirty_ratio_default")]
+    pub(crate) min_cleanable_dirty_ratio: f64,
+    /// ms; records younger than this are never compacted.
+    #[serde(default)]
+    pub(crate) min_compaction_lag_ms: u64,
+    /// ms; -1 for no limit.
+    #[serde(default = "max_compaction_lag_ms_default")]
+    pub(crate) max_compaction_lag_ms: i64,
+}
+
+/// Retention deletes old segments; nothing is compacted. Kafka's default.
+pub(crate) const CLEANUP_POLICY_DEFAULT: &str = "delete";
+/// Kafka's `min.cleanable.dirty.ratio` default.
+pub(crate) const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
+
+fn cleanup_policy_default() -> String {
+    CLEANUP_POLICY_DEFAULT.to_owned()
+}
+fn delete_retention_ms_default() -> u64 {
+    fjord_storage::DELETE_RETENTION_MS_DEFAULT
+}
+fn min_cleanable_dirty_ratio_default() -> f64 {
+    MIN_CLEANABLE_DIRTY_RATIO_DEFAULT
+}
+fn max_compaction_lag_ms_default() -> i64 {
+    -1
 }
 
 /// Batches are stored compressed as the producer sent them.
@@ -84,6 +120,11 @@ impl TopicSettings {
             c.segment_bytes.is_some(),
             c.segment_ms.is_some(),
             c.compression.is_some(),
+            c.cleanup_policy.is_some(),
+            c.delete_retention_ms.is_some(),
+            c.min_cleanable_dirty_ratio.is_some(),
+            c.min_compaction_lag_ms.is_some(),
+            c.max_compaction_lag_ms.is_some(),
         ];
         if !changes.contains(&true) {
             return Err(Error::InvalidArgument("config: set at least one setting to change".into()));
@@ -95,6 +136,11 @@ impl TopicSettings {
             segment_bytes: c.segment_bytes.or(current.segment_bytes),
             segment_ms: c.segment_ms.or(current.segment_ms),
             compression: c.compression.clone().or(current.compression),
+            cleanup_policy: c.cleanup_policy.clone().or(current.cleanup_policy),
+            delete_retention_ms: c.delete_retention_ms.or(current.delete_retention_ms),
+            min_cleanable_dirty_ratio: c.min_cleanable_dirty_ratio.or(current.min_cleanable_dirty_ratio),
+            min_compaction_lag_ms: c.min_compaction_lag_ms.or(current.min_compaction_lag_ms),
+            max_compaction_lag_ms: c.max_compaction_lag_ms.or(current.max_compaction_lag_ms),
         };
         TopicSettings::from_request(Some(&merged))
     }
@@ -114,7 +160,48 @@ impl TopicSettings {
                 None => SEGMENT_MS_DEFAULT,
             },
             compression: c.compression.unwrap_or_else(compression_default),
+            cleanup_policy: c.cleanup_policy.unwrap_or_else(cleanup_policy_default),
+            delete_retention_ms: match c.delete_retention_ms {
+                Some(ms) if ms < 0 => {
+                    return Err(Error::InvalidArgument(format!(
+                        "delete_retention_ms must be at least 0, got {ms}"
+                    )))
+                }
+                Some(ms) => ms as u64,
+                None => delete_retention_ms_default(),
+            },
+            min_cleanable_dirty_ratio: c
+                .min_cleanable_dirty_ratio
+                .unwrap_or(MIN_CLEANABLE_DIRTY_RATIO_DEFAULT),
+            min_compaction_lag_ms: match c.min_compaction_lag_ms {
+                Some(ms) if ms < 0 => {
+                    return Err(Error::InvalidArgument(format!(
+                        "min_compaction_lag_ms must be at least 0, got {ms}"
+                    )))
+                }
+                Some(ms) => ms as u64,
+                None => 0,
+            },
+            max_compaction_lag_ms: c.max_compaction_lag_ms.unwrap_or(-1),
         };
+        if !matches!(s.cleanup_policy.as_str(), "delete" | "compact" | "compact,delete") {
+            return Err(Error::InvalidArgument(format!(
+                "cleanup_policy {} is not one of delete, compact, compact,delete",
+                quoted(&s.cleanup_policy)
+            )));
+        }
+        if !(0.0..=1.0).contains(&s.min_cleanable_dirty_ratio) {
+            return Err(Error::InvalidArgument(format!(
+                "min_cleanable_dirty_ratio must be within 0..=1, got {}",
+                s.min_cleanable_dirty_ratio
+            )));
+        }
+        if s.max_compaction_lag_ms < -1 || s.max_compaction_lag_ms == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "max_compaction_lag_ms must be -1 (no limit) or at least 1, got {}",
+                s.max_compaction_lag_ms
+            )));
+        }
         if s.compression != COMPRESSION_PRODUCER && s.compression.parse::<Compression>().is_err() {
             return Err(Error::InvalidArgument(format!(
                 "compression {:?} is not one of producer, none, lz4, zstd",
@@ -147,13 +234,34 @@ impl TopicSettings {
         self.compression.parse().ok()
     }
 
-    /// The storage config of each partition of the topic.
+    /// Whether the topic keeps the last record of each key.
+    pub(crate) fn compacted(&self) -> bool {
+        self.cleanup_policy.starts_with("compact")
+    }
+
+    /// Whether retention deletes the topic's old segments.
+    fn deletes(&self) -> bool {
+        self.cleanup_policy.ends_with("delete")
+    }
+
+    /// What one compaction pass of a partition may do.
+    pub(crate) fn compaction_config(&self) -> fjord_storage::CompactionConfig {
+        fjord_storage::CompactionConfig {
+            delete_retention_ms: self.delete_retention_ms,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            ..Default::default()
+        }
+    }
+
+    /// The storage config of each partition of the topic: a topic that
+    /// only compacts deletes nothing by age or size, as in Kafka.
     pub(crate) fn log_config(&self, flush: FlushPolicy) -> LogConfig {
+        let deletes = self.deletes();
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
-            retention_ms: u64::try_from(self.retention_ms).ok(),
-            retention_bytes: u64::try_from(self.retention_bytes).ok(),
+            retention_ms: u64::try_from(self.retention_ms).ok().filter(|_| deletes),
+            retention_bytes: u64::try_from(self.retention_bytes).ok().filter(|_| deletes),
             flush,
             ..LogConfig::default()
         }
@@ -166,6 +274,11 @@ impl TopicSettings {
             segment_bytes: Some(self.segment_bytes),
             segment_ms: Some(self.segment_ms as i64),
             compression: Some(self.compression.clone()),
+            cleanup_policy: Some(self.cleanup_policy.clone()),
+            delete_retention_ms: Some(self.delete_retention_ms as i64),
+            min_cleanable_dirty_ratio: Some(self.min_cleanable_dirty_ratio),
+            min_compaction_lag_ms: Some(self.min_compaction_lag_ms as i64),
+            max_compaction_lag_ms: Some(self.max_compaction_lag_ms),
         }
     }
 }
@@ -197,6 +310,9 @@ mod tests {
             pb::TopicConfig { retention_ms: Some(-5), ..Default::default() },
             pb::TopicConfig { retention_bytes: Some(0), ..Default::default() },
             pb::TopicConfig { segment_ms: Some(0), ..Default::default() },
+            pb::TopicConfig { cleanup_policy: Some("compacted".into()), ..Default::default() },
+            pb::TopicConfig { min_cleanable_dirty_ratio: Some(1.5), ..Default::default() },
+            pb::TopicConfig { max_compaction_lag_ms: Some(0), ..Default::default() },
         ] {
             assert!(TopicSettings::from_request(Some(&bad)).is_err(), "{bad:?}");
         }

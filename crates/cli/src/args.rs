@@ -164,6 +164,22 @@ pub(crate) struct TopicSettingsArgs {
     /// default), none, lz4 or zstd (the broker recompresses the rest).
     #[arg(long)]
     pub(crate) compression: Option<String>,
+    /// delete (retention, the default), compact (keep the last record of
+    /// each key; records need a key) or compact,delete.
+    #[arg(long)]
+    pub(crate) cleanup_policy: Option<String>,
+    /// On a compacted topic, ms a tombstone that is last of its key is kept (default a day).
+    #[arg(long)]
+    pub(crate) delete_retention_ms: Option<i64>,
+    /// Compact a partition once this share (0 to 1) of its closed bytes is new since its last compaction.
+    #[arg(long)]
+    pub(crate) min_cleanable_dirty_ratio: Option<f64>,
+    /// Never compact records younger than this many ms.
+    #[arg(long)]
+    pub(crate) min_compaction_lag_ms: Option<i64>,
+    /// Compact a partition whose oldest uncompacted record is older than this many ms; -1 for no limit.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) max_compaction_lag_ms: Option<i64>,
 }
 
 /// `fjord group ...`

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 
 /// Per-topic settings; `None` means the broker default (on create) or
 /// "not reported" (on describe).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicSettings {
     /// Delete closed segments whose newest record is older than this many ms; -1 keeps forever.
     pub retention_ms: Option<i64>,
@@ -24,6 +24,19 @@ pub struct TopicSettings {
     /// "producer" (store batches as sent, the default) or "none", "lz4",
     /// "zstd": the broker stores every batch of the topic in that codec.
     pub compression: Option<String>,
+    /// "delete" (the default), "compact" (keep the last record of each
+    /// key; records need a key) or "compact,delete".
+    pub cleanup_policy: Option<String>,
+    /// On a compacted topic, ms a tombstone that is last of its key is kept.
+    pub delete_retention_ms: Option<i64>,
+    /// Share of a partition's closed bytes, 0 to 1, written since its last
+    /// compaction at which it is compacted again.
+    pub min_cleanable_dirty_ratio: Option<f64>,
+    /// ms; records younger than this are never compacted.
+    pub min_compaction_lag_ms: Option<i64>,
+    /// ms; a partition whose oldest uncompacted record is older is
+    /// compacted whatever its dirty ratio; -1 for no limit.
+    pub max_compaction_lag_ms: Option<i64>,
 }
 
 impl From<TopicSettings> for pb::TopicConfig {
@@ -34,6 +47,11 @@ impl From<TopicSettings> for pb::TopicConfig {
             segment_bytes: s.segment_bytes,
             segment_ms: s.segment_ms,
             compression: s.compression,
+            cleanup_policy: s.cleanup_policy,
+            delete_retention_ms: s.delete_retention_ms,
+            min_cleanable_dirty_ratio: s.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: s.min_compaction_lag_ms,
+            max_compaction_lag_ms: s.max_compaction_lag_ms,
         }
     }
 }
@@ -46,6 +64,11 @@ impl From<pb::TopicConfig> for TopicSettings {
             segment_bytes: c.segment_bytes,
             segment_ms: c.segment_ms,
             compression: c.compression,
+            cleanup_policy: c.cleanup_policy,
+            delete_retention_ms: c.delete_retention_ms,
+            min_cleanable_dirty_ratio: c.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: c.min_compaction_lag_ms,
+            max_compaction_lag_ms: c.max_compaction_lag_ms,
         }
     }
 }
@@ -62,7 +85,7 @@ pub struct TopicSummary {
 }
 
 /// A topic with its effective settings and the state of each partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicDescription {
     /// Topic name.
     pub name: String,
@@ -75,7 +98,7 @@ pub struct TopicDescription {
 }
 
 /// State of one partition as the answering broker sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionDescription {
     /// Partition number.
     pub partition: u32,
@@ -96,6 +119,12 @@ pub struct PartitionDescription {
     /// Ranges the answering broker's replica holds damaged and refuses to
     /// serve until repaired (`fjord topic scrub`).
     pub damaged: Vec<DamagedRange>,
+    /// On a compacted topic: share of the replica's closed bytes written
+    /// since its last compaction.
+    pub dirty_ratio: f64,
+    /// When the replica was last compacted, ms since the epoch, if it was
+    /// since its broker started.
+    pub last_compaction_ms: Option<i64>,
 }
 
 /// A broker as the cluster knows it.
@@ -232,6 +261,8 @@ impl From<pb::TopicDescription> for TopicDescription {
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
                 damaged: p.damaged.into_iter().map(DamagedRange::from).collect(),
+                dirty_ratio: p.dirty_ratio,
+                last_compaction_ms: (p.last_compaction_ms > 0).then_some(p.last_compaction_ms),
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);

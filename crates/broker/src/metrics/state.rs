@@ -247,6 +247,25 @@ impl StateCollector {
         })?;
         family(
             e,
+            "fjord_compaction_records_removed",
+            "Records (and expired tombstones) compaction removed from this replica",
+            replicas.iter().filter_map(|r| {
+                let c = &r.p.compaction;
+                (c.passes.load(Relaxed) > 0)
+                    .then(|| (r.labels.clone(), ConstCounter::new(c.records_removed.load(Relaxed))))
+            }),
+        )?;
+        family(
+            e,
+            "fjord_compaction_last_run_timestamp_seconds",
+            "When compaction last ran on this replica",
+            replicas.iter().filter_map(|r| {
+                let ms = r.p.compaction.last_ms.load(Relaxed);
+                (ms > 0).then(|| (r.labels.clone(), ConstGauge::new(ms / 1000)))
+            }),
+        )?;
+        family(
+            e,
             "fjord_partition_damaged_ranges",
             "Ranges of this replica a scrub found damaged and not yet repaired (not served)",
             replicas.iter().map(gauge(|r| r.p.log.damaged().len() as u64)),

@@ -51,6 +51,15 @@ impl AdminService {
                                     ..Default::default()
                                 })
                                 .collect(),
+                            dirty_ratio: if t.meta.settings.compacted() {
+                                p.log.dirtiness().ratio()
+                            } else {
+                                0.0
+                            },
+                            last_compaction_ms: p
+                                .compaction
+                                .last_ms
+                                .load(std::sync::atomic::Ordering::Relaxed),
                         },
                         None => {
                             pb::PartitionDescription { partition: i, leader, replicas, ..Default::default() }

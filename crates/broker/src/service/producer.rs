@@ -94,6 +94,15 @@ impl ProducerService {
             let refused = |e| batch_refused(pb.partition, e);
             let header = fjord_codec::validate_batch(&pb.batch, max).map_err(refused)?;
             check_producer_fields(&header, pb.partition)?;
+            if header.is_compacted() {
+                return Err(Error::InvalidArgument(format!(
+                    "batches[partition {}]: attribute bit 4 (compacted) is set only by a broker's compactor",
+                    pb.partition
+                )));
+            }
+            if topic.meta.settings.compacted() {
+                check_keyed(&pb.batch, pb.partition, &req.topic)?;
+            }
             let batch = match topic.meta.settings.forced_compression() {
                 // CPU-bound but bounded by the batch limit (a 256 KiB batch
                 // takes well under a millisecond with either codec).
@@ -332,4 +341,24 @@ where
         }
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// Refuses a batch with a record without a key for a compacted topic, as
+/// Kafka does: compaction keeps the last record of each key, and a record
+/// without one could never be superseded.
+fn check_keyed(batch: &[u8], partition: u32, topic: &str) -> Result<()> {
+    let mut keyless = None;
+    fjord_codec::for_each_record_key(batch, |k| {
+        if k.key.is_none() && keyless.is_none() {
+            keyless = Some(k.offset);
+        }
+    })
+    .map_err(|e| batch_refused(partition, e))?;
+    match keyless {
+        Some(i) => Err(Error::InvalidArgument(format!(
+            "batches[partition {partition}]: record {i} has no key; topic {topic:?} has cleanup_policy compact, \
+             which keeps the last record of each key, so every record needs one"
+        ))),
+        None => Ok(()),
+    }
 }

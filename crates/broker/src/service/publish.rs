@@ -122,6 +122,13 @@ impl ProducerService {
                 (None, Some(key)) => fjord_codec::partition_for_key(key, count),
                 (None, None) => keyless,
             };
+            if r.key.is_none() && topic.meta.settings.compacted() {
+                return Err(Error::InvalidArgument(format!(
+                    "records[{i}].key is unset; topic {:?} has cleanup_policy compact, which keeps the last \
+                     record of each key, so every record needs one",
+                    req.topic
+                )));
+            }
             if r.timestamp_ms < 0 {
                 return Err(Error::InvalidArgument(format!(
                     "records[{i}].timestamp_ms is {}; it must be at least 0 (0 takes the broker's clock)",

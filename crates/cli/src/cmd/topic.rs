@@ -142,6 +142,11 @@ fn settings(a: TopicSettingsArgs) -> TopicSettings {
         segment_bytes: a.segment_bytes,
         segment_ms: a.segment_ms,
         compression: a.compression,
+        cleanup_policy: a.cleanup_policy,
+        delete_retention_ms: a.delete_retention_ms,
+        min_cleanable_dirty_ratio: a.min_cleanable_dirty_ratio,
+        min_compaction_lag_ms: a.min_compaction_lag_ms,
+        max_compaction_lag_ms: a.max_compaction_lag_ms,
     }
 }
 
@@ -171,6 +176,11 @@ fn settings_json(s: &TopicSettings) -> Value {
         "segment_bytes": s.segment_bytes,
         "segment_ms": s.segment_ms,
         "compression": s.compression,
+        "cleanup_policy": s.cleanup_policy,
+        "delete_retention_ms": s.delete_retention_ms,
+        "min_cleanable_dirty_ratio": s.min_cleanable_dirty_ratio,
+        "min_compaction_lag_ms": s.min_compaction_lag_ms,
+        "max_compaction_lag_ms": s.max_compaction_lag_ms,
     })
 }
 
@@ -188,6 +198,8 @@ fn description_json(d: &TopicDescription) -> Value {
                 "log_end_offset": p.log_end_offset,
                 "high_watermark": p.high_watermark,
                 "size_bytes": p.size_bytes,
+                "dirty_ratio": p.dirty_ratio,
+                "last_compaction_ms": p.last_compaction_ms,
                 "damaged": p.damaged.iter().map(|d| json!({
                     "start_offset": d.start_offset,
                     "end_offset": d.end_offset,
@@ -209,7 +221,7 @@ fn description_text(d: &TopicDescription) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "default".into());
     let s = &d.settings;
     let mut out = format!(
-        "topic {}  replication factor {}\nretention.ms={} retention.bytes={} segment.bytes={} segment.ms={} compression={}\n",
+        "topic {}  replication factor {}\nretention.ms={} retention.bytes={} segment.bytes={} segment.ms={} compression={} cleanup.policy={}\n",
         d.name,
         d.replication_factor,
         opt(s.retention_ms.map(|v| v.to_string())),
@@ -217,6 +229,7 @@ fn description_text(d: &TopicDescription) -> String {
         opt(s.segment_bytes.map(|v| v.to_string())),
         opt(s.segment_ms.map(|v| v.to_string())),
         opt(s.compression.clone()),
+        opt(s.cleanup_policy.clone()),
     );
     let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let mut t = Table::new(&[
@@ -283,6 +296,8 @@ mod tests {
                 high_watermark: 9,
                 size_bytes: 4096,
                 damaged: Vec::new(),
+                dirty_ratio: 0.0,
+                last_compaction_ms: None,
             }],
         };
         let text = description_text(&d);

@@ -113,6 +113,9 @@ pub struct Dirtiness {
     pub dirty_bytes: u64,
     /// First timestamp of the oldest dirty closed segment, if any.
     pub oldest_dirty_timestamp: Option<i64>,
+    /// When the first tombstone a pass kept (not yet old enough) may go,
+    /// ms since the epoch: a pass is due then even if nothing is dirty.
+    pub tombstones_expire_at: Option<i64>,
 }
 
 impl Dirtiness {
@@ -144,7 +147,7 @@ impl Log {
     /// How dirty the log is (see [`Dirtiness`]).
     pub fn dirtiness(&self) -> Dirtiness {
         let inner = self.lock();
-        let mut d = Dirtiness::default();
+        let mut d = Dirtiness { tombstones_expire_at: inner.tombstones_expire_at, ..Dirtiness::default() };
         for s in inner.segments.iter().filter(|s| !s.active) {
             d.closed_bytes += s.size;
             if s.next_offset > inner.clean_point {
@@ -175,7 +178,7 @@ impl Log {
             )));
         }
         let lag_cut = now_ms.saturating_sub(config.min_compaction_lag_ms as i64);
-        let (segments, clean_point) = {
+        let (segments, clean_point, expiring) = {
             let inner = self.lock();
             let picked: Vec<(u64, SegmentView, u64)> = inner
                 .segments
@@ -183,7 +186,7 @@ impl Log {
                 .take_while(|s| !s.active && s.sealed && s.next_offset <= limit && s.max_timestamp <= lag_cut)
                 .map(|s| (s.base_offset, s.view(), s.next_offset))
                 .collect();
-            (picked, inner.clean_point)
+            (picked, inner.clean_point, inner.tombstones_expire_at.is_some_and(|t| t <= now_ms))
         };
         let mut report = CompactionReport {
             segments_considered: segments.len() as u64,
@@ -191,8 +194,8 @@ impl Log {
             ..Default::default()
         };
         let Some(&(_, _, end)) = segments.last() else { return Ok(report) };
-        if end <= clean_point {
-            return Ok(report); // nothing written since the last pass
+        if end <= clean_point && !expiring {
+            return Ok(report); // nothing written since the last pass, no tombstone due
         }
         // The key map: each key's last offset in the dirty part.
         let mut map: HashMap<u128, u64> = HashMap::new();
@@ -224,7 +227,7 @@ impl Log {
                 mapped_to = h.next_offset();
             }
         }
-        if mapped_to == clean_point {
+        if mapped_to == clean_point && end > clean_point {
             // Not even one batch fits: the map is too small for this log.
             return Err(Error::Config(format!(
                 "compaction key map of {} bytes ({capacity} keys) cannot hold the keys of one batch at offset \
@@ -234,20 +237,29 @@ impl Log {
             )));
         }
         let tombstone_cut = now_ms.saturating_sub(config.delete_retention_ms as i64);
+        let mut kept_tombstone: Option<i64> = None;
         for (base, view, next) in &segments {
             if *base >= mapped_to {
                 break;
             }
-            self.clean_segment(*base, view, *next, &map, mapped_to, tombstone_cut, &mut report)?;
+            let oldest =
+                self.clean_segment(*base, view, *next, &map, mapped_to, tombstone_cut, &mut report)?;
+            kept_tombstone = match (kept_tombstone, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         report.cleaned_up_to = mapped_to;
         let mut inner = self.lock();
         inner.clean_point = inner.clean_point.max(mapped_to);
+        inner.tombstones_expire_at =
+            kept_tombstone.map(|ts| ts.saturating_add(config.delete_retention_ms as i64));
         Ok(report)
     }
 
     /// Writes the cleaned copy of one segment and swaps it in, if any of
-    /// its records goes.
+    /// its records goes; returns the timestamp of the oldest tombstone it
+    /// keeps (last of its key, not yet old enough to go).
     #[allow(clippy::too_many_arguments)]
     fn clean_segment(
         &self,
@@ -258,8 +270,9 @@ impl Log {
         mapped_to: u64,
         tombstone_cut: i64,
         report: &mut CompactionReport,
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         let mut out: Vec<Bytes> = Vec::new();
+        let mut kept_tombstone: Option<i64> = None;
         let (mut removed, mut tombstones, mut changed) = (0u64, 0u64, false);
         for item in split_batches(view.map.slice(..view.size)) {
             let (_, batch) = item.map_err(|e| corrupt(view, base, e))?;
@@ -277,7 +290,12 @@ impl Log {
                         tombstones += 1;
                         false
                     }
-                    _ => true,
+                    _ => {
+                        if k.tombstone {
+                            kept_tombstone = Some(kept_tombstone.map_or(k.timestamp, |t| t.min(k.timestamp)));
+                        }
+                        true
+                    }
                 }
             };
             match compact_batch(&batch, keep).map_err(|e| corrupt(view, base, e))? {
@@ -289,7 +307,7 @@ impl Log {
             }
         }
         if !changed {
-            return Ok(());
+            return Ok(kept_tombstone);
         }
         let config = self.config();
         // The segment size may have been lowered since this one was made:
@@ -317,13 +335,13 @@ impl Log {
         let Some(i) = inner.segments.iter().position(|s| s.base_offset == base) else {
             drop(inner);
             std::fs::remove_dir_all(&scratch).map_err(io("delete", &scratch))?;
-            return Ok(());
+            return Ok(kept_tombstone);
         };
         let seg = &inner.segments[i];
         if seg.active || seg.next_offset != next || seg.size != view.size as u64 {
             drop(inner);
             std::fs::remove_dir_all(&scratch).map_err(io("delete", &scratch))?;
-            return Ok(());
+            return Ok(kept_tombstone);
         }
         let swap = self.dir.join(format!("{SWAP_PREFIX}{base:0w$}", w = SEGMENT_NAME_DIGITS));
         std::fs::rename(&scratch, &swap).map_err(io("rename", &scratch))?;
@@ -355,7 +373,7 @@ impl Log {
             dir = %self.dir.display(), segment = base, before = view.size, after = new_size, removed, tombstones,
             "compacted a segment"
         );
-        Ok(())
+        Ok(kept_tombstone)
     }
 
     #[cfg(test)]

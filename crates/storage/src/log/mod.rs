@@ -91,6 +91,8 @@ struct Inner {
     /// Offsets below this were compacted by this process with a complete
     /// key map; the next pass maps keys from here. See `compact`.
     clean_point: u64,
+    /// When the first tombstone the last pass kept may go; see `compact`.
+    tombstones_expire_at: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -187,6 +189,7 @@ impl Log {
                 poisoned: None,
                 damaged: Vec::new(),
                 clean_point: 0,
+                tombstones_expire_at: None,
             }),
             sync: Mutex::new(SyncState {
                 durable: end,
