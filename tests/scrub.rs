@@ -90,6 +90,21 @@ fn describe(addr: &str, topic: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["partitions"][0].clone()
 }
 
+/// The leader of partition 0 of `topic` once all three replicas are in
+/// sync (0 if that does not happen within 10 s).
+fn leader_with_three_in_sync(bootstrap: &str, topic: &str) -> u64 {
+    let mut leader = 0;
+    for _ in 0..100 {
+        let p = describe(bootstrap, topic);
+        leader = p["leader"].as_u64().unwrap_or(0);
+        if leader != 0 && p["in_sync_replicas"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    leader
+}
+
 #[test]
 fn flipped_bytes_on_a_follower_and_the_leader_are_found_and_repaired_from_the_other_replicas() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,15 +114,7 @@ fn flipped_bytes_on_a_follower_and_the_leader_are_found_and_repaired_from_the_ot
     let written = lines("t", RECORDS);
     publish(&bootstrap, "t", &written);
     // Every replica holds everything, and closed segments are sealed.
-    let mut leader = 0;
-    for _ in 0..100 {
-        let p = describe(&bootstrap, "t");
-        leader = p["leader"].as_u64().unwrap_or(0);
-        if leader != 0 && p["in_sync_replicas"].as_array().unwrap().len() == 3 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let leader = leader_with_three_in_sync(&bootstrap, "t");
     std::thread::sleep(Duration::from_secs(2)); // a maintenance pass seals closed segments
     let partition_dir = |id: u64| cluster.data_dir(id).join("topics/t/0");
     let follower = (1..=3).find(|&b| b != leader).unwrap();
@@ -232,15 +239,7 @@ fn a_batch_that_rots_on_the_leader_is_never_sent_to_a_follower_catching_up() {
     let mut cluster = Cluster::start(dir.path(), 3);
     let bootstrap = cluster.bootstrap();
     fjord_ok(&bootstrap, &["topic", "create", "t", "-p", "1", "-r", "3", "--segment-bytes", "65536"], b"");
-    let mut leader = 0;
-    for _ in 0..100 {
-        let p = describe(&bootstrap, "t");
-        leader = p["leader"].as_u64().unwrap_or(0);
-        if leader != 0 && p["in_sync_replicas"].as_array().unwrap().len() == 3 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let leader = leader_with_three_in_sync(&bootstrap, "t");
     assert_ne!(leader, 0);
     // One follower is away while everything is written; the other holds a
     // good copy of every batch.

@@ -104,6 +104,16 @@ fn max_compaction_lag_ms_default() -> i64 {
     -1
 }
 
+/// Refuses a setting that must be -1 (`meaning`) or at least 1.
+fn unset_or_positive(name: &str, value: i64, meaning: &str) -> Result<()> {
+    if value < -1 || value == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{name} must be -1 ({meaning}) or at least 1, got {value}"
+        )));
+    }
+    Ok(())
+}
+
 /// Batches are stored compressed as the producer sent them.
 const COMPRESSION_PRODUCER: &str = "producer";
 
@@ -196,30 +206,15 @@ impl TopicSettings {
                 s.min_cleanable_dirty_ratio
             )));
         }
-        if s.max_compaction_lag_ms < -1 || s.max_compaction_lag_ms == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "max_compaction_lag_ms must be -1 (no limit) or at least 1, got {}",
-                s.max_compaction_lag_ms
-            )));
-        }
+        unset_or_positive("max_compaction_lag_ms", s.max_compaction_lag_ms, "no limit")?;
         if s.compression != COMPRESSION_PRODUCER && s.compression.parse::<Compression>().is_err() {
             return Err(Error::InvalidArgument(format!(
                 "compression {:?} is not one of producer, none, lz4, zstd",
                 s.compression
             )));
         }
-        if s.retention_ms < -1 || s.retention_ms == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "retention_ms must be -1 (forever) or at least 1, got {}",
-                s.retention_ms
-            )));
-        }
-        if s.retention_bytes < -1 || s.retention_bytes == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "retention_bytes must be -1 (no limit) or at least 1, got {}",
-                s.retention_bytes
-            )));
-        }
+        unset_or_positive("retention_ms", s.retention_ms, "forever")?;
+        unset_or_positive("retention_bytes", s.retention_bytes, "no limit")?;
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&s.segment_bytes) {
             return Err(Error::InvalidArgument(format!(
                 "segment_bytes {} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
