@@ -34,12 +34,25 @@ pub struct RecordKey<'a> {
 ///
 /// # Errors
 /// A malformed batch or a CRC mismatch.
-pub fn for_each_record_key(batch: &[u8], mut f: impl FnMut(RecordKey<'_>)) -> Result<BatchHeader> {
+pub fn for_each_record_key(batch: &[u8], f: impl FnMut(RecordKey<'_>)) -> Result<BatchHeader> {
     let header = BatchHeader::parse(batch)?;
     verify_crc(batch, &header)?;
-    let region = records_region(batch, &header)?;
-    walk(&region, &header, |k, _| f(k))?;
+    record_keys_of_valid(batch, &header, f)?;
     Ok(header)
+}
+
+/// [`for_each_record_key`] for a batch [`crate::validate_batch`] already
+/// accepted with `header`: neither the header nor the CRC is checked again.
+///
+/// # Errors
+/// A compressed region that does not decode (never for a validated batch).
+pub fn record_keys_of_valid(
+    batch: &[u8],
+    header: &BatchHeader,
+    mut f: impl FnMut(RecordKey<'_>),
+) -> Result<()> {
+    let region = records_region(batch, header)?;
+    walk(&region, header, |k, _| f(k))
 }
 
 /// Walks the records of a records region, giving each one's key and byte range.

@@ -31,7 +31,7 @@ pub use batch::{
     restamp_producer, sequence_add, split_batches, stamp_batch, validate_batch, verified_stamped_prefix,
     verify_crc, BatchBuilder, BatchHeader, BatchIter,
 };
-pub use compact::{compact_batch, for_each_record_key, RecordKey};
+pub use compact::{compact_batch, for_each_record_key, record_keys_of_valid, RecordKey};
 pub use compression::{recompress, Compression, ZSTD_LEVEL};
 pub use error::{Error, Result};
 pub use partition::{murmur2, partition_for_key};

@@ -101,7 +101,7 @@ impl ProducerService {
                 )));
             }
             if topic.meta.settings.compacted() {
-                check_keyed(&pb.batch, pb.partition, &req.topic)?;
+                check_keyed(&pb.batch, &header, pb.partition, &req.topic)?;
             }
             let batch = match topic.meta.settings.forced_compression() {
                 // CPU-bound but bounded by the batch limit (a 256 KiB batch
@@ -346,9 +346,10 @@ where
 /// Refuses a batch with a record without a key for a compacted topic, as
 /// Kafka does: compaction keeps the last record of each key, and a record
 /// without one could never be superseded.
-fn check_keyed(batch: &[u8], partition: u32, topic: &str) -> Result<()> {
+fn check_keyed(batch: &[u8], header: &fjord_codec::BatchHeader, partition: u32, topic: &str) -> Result<()> {
     let mut keyless = None;
-    fjord_codec::for_each_record_key(batch, |k| {
+    // Validated just before: the header and CRC are not checked twice.
+    fjord_codec::record_keys_of_valid(batch, header, |k| {
         if k.key.is_none() && keyless.is_none() {
             keyless = Some(k.offset);
         }
