@@ -69,6 +69,12 @@ pub struct CompactionConfig {
     pub delete_retention_ms: u64,
     /// Records younger than this (by segment max timestamp) are not touched.
     pub min_compaction_lag_ms: u64,
+    /// If set, only records whose key starts with these bytes are
+    /// compacted; every other record is kept as written. A log whose
+    /// older records were not written to be compacted by key (the
+    /// offsets topic's legacy records, keyed by group id alone) keeps
+    /// those whole.
+    pub key_prefix: Option<Vec<u8>>,
 }
 
 impl Default for CompactionConfig {
@@ -77,7 +83,15 @@ impl Default for CompactionConfig {
             key_map_bytes: COMPACTION_KEY_MAP_BYTES_DEFAULT,
             delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
             min_compaction_lag_ms: 0,
+            key_prefix: None,
         }
+    }
+}
+
+impl CompactionConfig {
+    /// Whether a record with `key` is compacted (see `key_prefix`).
+    pub fn compacts(&self, key: &[u8]) -> bool {
+        self.key_prefix.as_deref().is_none_or(|p| key.starts_with(p))
     }
 }
 
@@ -214,7 +228,7 @@ impl Log {
                 // is a batch boundary.
                 let mut keys = Vec::new();
                 for_each_record_key(&batch, |k| {
-                    if let Some(key) = k.key {
+                    if let Some(key) = k.key.filter(|key| config.compacts(key)) {
                         keys.push((key_hash(key), k.offset));
                     }
                 })
@@ -243,7 +257,7 @@ impl Log {
                 break;
             }
             let oldest =
-                self.clean_segment(*base, view, *next, &map, mapped_to, tombstone_cut, &mut report)?;
+                self.clean_segment(*base, view, *next, &map, mapped_to, tombstone_cut, config, &mut report)?;
             kept_tombstone = match (kept_tombstone, oldest) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -269,6 +283,7 @@ impl Log {
         map: &HashMap<u128, u64>,
         mapped_to: u64,
         tombstone_cut: i64,
+        compaction: &CompactionConfig,
         report: &mut CompactionReport,
     ) -> Result<Option<i64>> {
         let mut out: Vec<Bytes> = Vec::new();
@@ -277,7 +292,8 @@ impl Log {
         for item in split_batches(view.map.slice(..view.size)) {
             let (_, batch) = item.map_err(|e| corrupt(view, base, e))?;
             let keep = |k: RecordKey<'_>| {
-                let Some(key) = k.key else { return true }; // written before the topic was compacted
+                // Without a key: written before the topic was compacted.
+                let Some(key) = k.key.filter(|key| compaction.compacts(key)) else { return true };
                 if k.offset >= mapped_to {
                     return true;
                 }

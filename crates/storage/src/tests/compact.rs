@@ -96,6 +96,7 @@ fn run(ops: Vec<Op>, retention: u64, map_keys: usize) -> std::result::Result<(),
         key_map_bytes: map_keys * KEY_MAP_ENTRY_BYTES,
         delete_retention_ms: retention,
         min_compaction_lag_ms: 0,
+        key_prefix: None,
     };
     let total: i64 = ops.iter().map(|o| if let Op::Write(r) = o { r.len() as i64 } else { 0 }).sum();
     let now = TS_BASE + total + 50;
@@ -290,4 +291,42 @@ fn a_compacted_log_is_smaller_and_reads_the_last_value_of_every_key() {
     assert_eq!(contents(&log), have);
     let again = log.compact(&CompactionConfig::default(), log.log_end_offset(), TS_BASE + 1000).unwrap();
     assert_eq!(again.segments_cleaned, 0, "a second pass finds nothing to remove: {again:?}");
+}
+
+#[test]
+fn a_key_prefix_compacts_only_the_records_whose_key_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    // 60 batches, each one record keyed "p:a" and one keyed "old".
+    for i in 0..60u64 {
+        let mut b = BatchBuilder::new(1 << 20);
+        for key in ["p:a", "old"] {
+            b.push(Some(key.as_bytes()), Some(format!("v{i}").as_bytes()), &[], TS_BASE + i as i64).unwrap();
+        }
+        log.append(&b.finish(), RaftPos { term: 1, index: i + 1 }).unwrap();
+    }
+    log.flush().unwrap();
+    log.seal_closed().unwrap();
+    let cfg = CompactionConfig { key_prefix: Some(b"p:".to_vec()), ..CompactionConfig::default() };
+    let report = log.compact(&cfg, log.log_end_offset(), TS_BASE + 1000).unwrap();
+    assert!(report.records_removed > 40, "{report:?}");
+    let mut count: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut at = 0;
+    while at < log.log_end_offset() {
+        let r = log.read(at, 1 << 24, log.log_end_offset()).unwrap();
+        for part in split_batches(r.batches) {
+            let (_, b) = part.unwrap();
+            for rec in records(&b).unwrap() {
+                let rec = rec.unwrap();
+                let key = String::from_utf8(rec.key.unwrap().to_vec()).unwrap();
+                count.entry(key).or_default().push(rec.offset);
+            }
+        }
+        at = r.next_offset;
+    }
+    // Every "old" record is there, at its offset; of "p:a" only the last
+    // of the closed segments and those of the active one.
+    assert_eq!(count["old"], (0..60).map(|i| i * 2 + 1).collect::<Vec<u64>>());
+    assert!(count["p:a"].len() < 20, "{:?}", count["p:a"]);
+    assert_eq!(count["p:a"].last(), Some(&118));
 }
