@@ -7,6 +7,11 @@
 //! the partition's size has fallen more than tenfold, a consumer group
 //! that had committed halfway continues to every last value, and a
 //! restart serves the same view. Records without a key are refused.
+//!
+//! And `__consumer_offsets` is compacted: thousands of commits by a few
+//! groups leave about one record per (group, partition) in its closed
+//! segments, a restarted coordinator replays it to every group's last
+//! commit, and a deleted group stays deleted.
 
 mod common;
 
@@ -174,4 +179,83 @@ fn a_compacted_topic_keeps_the_last_value_of_each_key() {
     let broker = Broker::start(&data, &flags);
     let again = tail(&broker.addr, &["tail", "c", "--from-beginning", "--format", "json"]);
     assert_eq!(again, last);
+}
+
+/// Records `fjord tail` reads from the whole offsets topic.
+fn offsets_records(addr: &str) -> usize {
+    fjord_ok(addr, &["tail", "__consumer_offsets", "--from-beginning", "--format", "json"], b"")
+        .lines()
+        .count()
+}
+
+#[test]
+fn the_offsets_topic_is_compacted_and_replays_to_the_last_commits() {
+    const GROUPS: usize = 5;
+    const PARTITIONS: u32 = 4;
+    const ROUNDS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flags = ["--maintenance-interval", "1s", "--offsets-segment-bytes", "16384"];
+    let mut broker = Broker::start(&data, &flags);
+    let addr = broker.addr.clone();
+    fjord_ok(&addr, &["topic", "create", "t", "-p", &PARTITIONS.to_string()], b"");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Commits may not pass a partition's end: ROUNDS records in each.
+    let mut producer = rt.block_on(ProducerClient::connect(format!("http://{addr}"))).unwrap();
+    for p in 0..PARTITIONS {
+        let records = (0..ROUNDS)
+            .map(|_| pb::Record { partition: Some(p), value: Some(Bytes::from("x")), ..Default::default() })
+            .collect();
+        let req = pb::PublishRequest { topic: "t".into(), records, ..Default::default() };
+        let r = rt.block_on(producer.publish(req)).unwrap().into_inner();
+        assert!(r.results.iter().all(|r| r.error.is_none()));
+    }
+    let client = rt.block_on(common::client(&addr));
+    let commit = |group: usize, round: u64| -> Vec<fjord_client::CommittedOffset> {
+        (0..PARTITIONS)
+            .map(|p| fjord_client::CommittedOffset {
+                topic: "t".into(),
+                partition: p,
+                offset: round + 1,
+                metadata: format!("g{group} round {round}"),
+            })
+            .collect()
+    };
+    for round in 0..ROUNDS {
+        for g in 0..GROUPS {
+            rt.block_on(client.commit_offsets(&format!("g{g}"), "", -1, &commit(g, round), None)).unwrap();
+        }
+    }
+    let d = fjord_ok(&addr, &["topic", "describe", "__consumer_offsets"], b"");
+    assert!(d.contains("cleanup.policy=compact"), "{d}");
+    // One record per committed partition: 6,000 written. Closed segments
+    // are compacted in the background; the active 16 KiB segment of each
+    // partition holds at most a few dozen commits.
+    let written = GROUPS * PARTITIONS as usize * ROUNDS as usize;
+    let mut left = usize::MAX;
+    for _ in 0..60 {
+        left = offsets_records(&addr);
+        if left * 6 < written {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("{left} of {written} offsets records left after compaction");
+    assert!(left * 6 < written, "{left} of {written} records are left:\n{}", broker.log());
+
+    // Deleting a group writes tombstones for its keys.
+    fjord_ok(&addr, &["group", "delete", "g0"], b"");
+    let last = |g: usize| commit(g, ROUNDS - 1);
+
+    // A new coordinator replays the compacted log to the last commits.
+    broker.kill();
+    let broker = Broker::start(&data, &flags);
+    let client = rt.block_on(common::client(&broker.addr));
+    for g in 1..GROUPS {
+        let got = rt.block_on(client.fetch_offsets(&format!("g{g}"), &[])).unwrap();
+        assert_eq!(got, last(g), "group g{g}");
+    }
+    assert_eq!(rt.block_on(client.fetch_offsets("g0", &[])).unwrap(), []);
+    let groups = fjord_ok(&broker.addr, &["group", "list"], b"");
+    assert!(!groups.lines().any(|l| l.trim() == "g0") && groups.contains("g1"), "{groups}");
 }

@@ -607,6 +607,7 @@ impl Broker {
         if let Err(e) = self.disk.check() {
             tracing::warn!(error = %e, "cannot measure the data directory's free space");
         }
+        self.compact_offsets_topic().await;
         let me = self.config.broker_id;
         for topic in self.topics() {
             for p in topic.partitions.iter().flatten() {
@@ -632,6 +633,33 @@ impl Broker {
                 if preferred != me && p.group.status().is_leader() {
                     p.group.transfer_leader(preferred);
                 }
+            }
+        }
+    }
+
+    /// Makes an offsets topic created before it was compacted (storage-
+    /// format.md §12) a compacted one, with the configured segment size;
+    /// done by the metadata leader, retried at every tick until it is.
+    async fn compact_offsets_topic(&self) {
+        use crate::groups::{offsets_topic_config, OFFSETS_CLEANUP_POLICY, OFFSETS_TOPIC};
+        let Ok(topic) = self.topic(OFFSETS_TOPIC) else { return };
+        if topic.meta.settings.compacted() || !self.metadata.status().is_serving() {
+            return;
+        }
+        let target = offsets_topic_config(&self.config);
+        let change = pb::TopicConfig {
+            cleanup_policy: target.cleanup_policy,
+            segment_bytes: target.segment_bytes,
+            ..Default::default()
+        };
+        match self.alter_topic(OFFSETS_TOPIC, &change).await {
+            Ok(_) => tracing::info!(
+                topic = OFFSETS_TOPIC,
+                policy = OFFSETS_CLEANUP_POLICY,
+                "offsets topic is now compacted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "making the offsets topic compacted failed; retrying at the next tick")
             }
         }
     }

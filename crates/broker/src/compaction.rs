@@ -32,7 +32,12 @@ pub(crate) fn maybe_compact(p: &Arc<Partition>, settings: &TopicSettings, now_ms
         return;
     }
     let p = p.clone();
-    let config = settings.compaction_config();
+    let mut config = settings.compaction_config();
+    if p.topic == crate::groups::OFFSETS_TOPIC {
+        // Records written before the offsets topic was compacted are
+        // keyed by group id and must stay (groups/records.rs).
+        config.key_prefix = Some(crate::groups::records::COMPACTED_KEY_PREFIX.to_vec());
+    }
     let limit = p.high_watermark();
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();

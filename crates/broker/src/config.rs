@@ -108,6 +108,11 @@ pub struct BrokerConfig {
     /// Read rate of background scrubs, bytes per second; 0 for no limit.
     /// Default [`SCRUB_BYTES_PER_SEC_DEFAULT`].
     pub scrub_bytes_per_sec: u64,
+    /// Segment size of the compacted `__consumer_offsets` topic, set when
+    /// it is created (or first compacted): only closed segments are
+    /// compacted, so this bounds what a coordinator replays beyond the
+    /// live state. Default [`OFFSETS_SEGMENT_BYTES_DEFAULT`].
+    pub offsets_segment_bytes: u64,
     /// Told how long each log fsync took. The server sets it to feed its
     /// fsync histogram; default none.
     pub fsync_observer: fjord_storage::FsyncObserver,
@@ -134,6 +139,7 @@ impl Default for BrokerConfig {
             fsync_observer: fjord_storage::FsyncObserver::default(),
             scrub_interval: Some(SCRUB_INTERVAL_DEFAULT),
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
+            offsets_segment_bytes: OFFSETS_SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -182,12 +188,26 @@ impl BrokerConfig {
         if self.peers.contains_key(&0) {
             return Err("broker ids start at 1".into());
         }
+        let segment = fjord_storage::SEGMENT_BYTES_MIN..=fjord_storage::SEGMENT_BYTES_MAX;
+        if !segment.contains(&self.offsets_segment_bytes) {
+            return Err(format!(
+                "offsets_segment_bytes {} is outside {}..={}",
+                self.offsets_segment_bytes,
+                segment.start(),
+                segment.end()
+            ));
+        }
         if let FlushPolicy::IntervalMs(0) = self.flush {
             return Err("a flush interval must be at least 1 ms".into());
         }
         Ok(())
     }
 }
+
+/// Default segment size of `__consumer_offsets`: 100 MiB, Kafka's
+/// `offsets.topic.segment.bytes`, small beside the 1 GiB of other topics
+/// so that commits are compacted while still few.
+pub const OFFSETS_SEGMENT_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
 
 /// Default time between background scrub passes: a day, so a 1 TB broker
 /// at the default rate spends about a third of it scrubbing.

@@ -14,7 +14,9 @@
 //! high watermark ([`records`]) on a blocking thread; when it loses leadership (or its term
 //! changes) it drops them, and the next leader does the same replay.
 //! Members keep their ids and epochs across a coordinator change; their
-//! sessions restart with the new coordinator.
+//! sessions restart with the new coordinator. The topic is compacted by
+//! key ([`records`] says how its keys make that safe), so the replay reads
+//! about one record per group and partition rather than every commit.
 
 pub(crate) mod assignor;
 pub(crate) mod limits;
@@ -40,7 +42,7 @@ use crate::topics::{validate_topic_name, RESERVED_TOPIC_PREFIX};
 use crate::{Error, Result};
 use limits::*;
 pub(crate) use lookup::ResetTo;
-use records::{GroupRecord, OffsetEntry, RECORD_VERSION};
+use records::{Entry, OffsetEntry};
 use state::{Committed, Group, GroupState, Heartbeat, Reply, Tp};
 
 /// The internal topic holding group state and committed offsets.
@@ -51,6 +53,22 @@ pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub(crate) fn partition_for(group: &str) -> u32 {
     crc32fast::hash(group.as_bytes()) % OFFSETS_TOPIC_PARTITIONS
 }
+
+/// The settings of [`OFFSETS_TOPIC`]: compacted by key (records.rs),
+/// never deleted by age or size (group state is rebuilt by replay), in
+/// segments of `offsets_segment_bytes`.
+pub(crate) fn offsets_topic_config(config: &crate::BrokerConfig) -> pb::TopicConfig {
+    pb::TopicConfig {
+        retention_ms: Some(-1),
+        retention_bytes: Some(-1),
+        cleanup_policy: Some(OFFSETS_CLEANUP_POLICY.into()),
+        segment_bytes: Some(config.offsets_segment_bytes),
+        ..Default::default()
+    }
+}
+
+/// Cleanup policy of [`OFFSETS_TOPIC`].
+pub(crate) const OFFSETS_CLEANUP_POLICY: &str = "compact";
 
 /// Checks a group id: 1 to [`GROUP_ID_LEN_MAX`] characters, no control characters.
 pub(crate) fn validate_group_id(id: &str) -> Result<()> {
@@ -77,6 +95,8 @@ struct Shard {
     /// Raft term in which the groups were loaded; `None` when not loaded.
     term: Option<u64>,
     groups: BTreeMap<String, Group>,
+    /// Groups that records from before compaction still hold some of.
+    legacy: records::Legacy,
     /// A replay in this term failed on a damaged log: answered at once
     /// rather than replayed again on every request.
     failed: Option<(u64, String)>,
@@ -86,6 +106,7 @@ impl Shard {
     fn unload(&mut self) {
         self.term = None;
         self.groups.clear();
+        self.legacy.clear();
     }
 
     /// Fails if `group` is new and the shard already holds its limit of groups.
@@ -160,12 +181,7 @@ impl Coordinator {
             name: OFFSETS_TOPIC.into(),
             partitions: OFFSETS_TOPIC_PARTITIONS,
             replication_factor: 0, // the broker default (3) capped at the cluster size
-            // Group state is rebuilt by replay: nothing may be deleted.
-            config: Some(pb::TopicConfig {
-                retention_ms: Some(-1),
-                retention_bytes: Some(-1),
-                ..Default::default()
-            }),
+            config: Some(offsets_topic_config(&self.broker.config)),
         };
         match self.broker.create_topic(req).await {
             Ok(t) => Ok(t),
@@ -233,20 +249,20 @@ impl Coordinator {
         // The replay reads the partition from its start: off the async
         // threads, which Raft ticks and every other request share.
         let loaded = crate::broker::blocking(move || {
-            let mut groups = BTreeMap::new();
+            let (mut groups, mut legacy) = (BTreeMap::new(), records::Legacy::new());
             let mut offset = log.log_start_offset();
             while offset < hw {
                 let read = log.read(offset, LOAD_READ_BYTES, hw)?;
                 if read.next_offset <= offset {
                     break;
                 }
-                records::replay(read.batches, &mut groups)?;
+                records::replay(read.batches, &mut groups, &mut legacy)?;
                 offset = read.next_offset;
             }
-            Ok(groups)
+            Ok((groups, legacy))
         })
         .await;
-        let mut groups = match loaded {
+        let (mut groups, legacy) = match loaded {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!(partition = index, error = %e, "consumer groups could not be loaded");
@@ -267,12 +283,13 @@ impl Coordinator {
             "loaded consumer groups"
         );
         shard.groups = groups;
+        shard.legacy = legacy;
         shard.term = Some(term);
         Ok((p, shard))
     }
 
     /// Appends records and waits for a quorum to commit them.
-    async fn write(&self, p: &Partition, shard: &mut Shard, records: &[GroupRecord]) -> Result<()> {
+    async fn write(&self, p: &Partition, shard: &mut Shard, records: &[Entry]) -> Result<()> {
         let written = async {
             let batch = records::encode(records)?;
             let pending = p.submit(batch, Ack::Quorum).await?;
@@ -324,9 +341,7 @@ impl Coordinator {
         let counts = |t: &str| self.partition_count(t);
         let result = g.heartbeat(group, hb, &counts, &|| self.new_member_id(), Instant::now());
         if g.meta != before {
-            let rec =
-                GroupRecord::Group { v: RECORD_VERSION, group: group.to_owned(), state: g.meta.clone() };
-            self.write(&p, &mut shard, &[rec]).await?;
+            self.write(&p, &mut shard, &[Entry::meta(group, g.meta.clone())]).await?;
         }
         install(&mut shard, group, g);
         result
@@ -402,15 +417,12 @@ impl Coordinator {
         mut g: Group,
         offsets: Vec<OffsetEntry>,
     ) -> Result<()> {
-        let rec = GroupRecord::Offsets {
-            v: RECORD_VERSION,
-            group: group.to_owned(),
-            timestamp_ms: now_ms(),
-            offsets,
-        };
-        self.write(p, shard, std::slice::from_ref(&rec)).await?;
+        let entries = Entry::offsets(group, now_ms(), offsets);
+        self.write(p, shard, &entries).await?;
         let mut groups = BTreeMap::from([(group.to_owned(), std::mem::take(&mut g))]);
-        rec.apply(&mut groups);
+        for e in entries {
+            e.apply(&mut groups, &mut shard.legacy);
+        }
         let g = groups.remove(group).unwrap_or_default();
         install(shard, group, g);
         Ok(())
@@ -489,9 +501,10 @@ impl Coordinator {
         if !g.meta.members.is_empty() {
             return Err(Error::GroupNotEmpty { group: group.to_owned(), members: g.meta.members.len() });
         }
-        let rec = GroupRecord::GroupDeleted { v: RECORD_VERSION, group: group.to_owned() };
-        self.write(&p, &mut shard, &[rec]).await?;
+        let entries = Entry::deletion(group, g, &shard.legacy);
+        self.write(&p, &mut shard, &entries).await?;
         shard.groups.remove(group);
+        shard.legacy.remove(group);
         Ok(())
     }
 
@@ -576,14 +589,7 @@ impl Coordinator {
             if changed.is_empty() {
                 continue;
             }
-            let recs: Vec<GroupRecord> = changed
-                .iter()
-                .map(|(id, g)| GroupRecord::Group {
-                    v: RECORD_VERSION,
-                    group: id.clone(),
-                    state: g.meta.clone(),
-                })
-                .collect();
+            let recs: Vec<Entry> = changed.iter().map(|(id, g)| Entry::meta(id, g.meta.clone())).collect();
             match self.write(&p, &mut shard, &recs).await {
                 Ok(()) => {
                     for (id, g) in changed {

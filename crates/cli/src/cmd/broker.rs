@@ -76,6 +76,10 @@ pub(crate) struct BrokerArgs {
     /// Read rate of background scrubs in bytes per second; 0 for no limit.
     #[arg(long, env = "FJORD_SCRUB_BYTES_PER_SEC", default_value_t = fjord_broker::SCRUB_BYTES_PER_SEC_DEFAULT)]
     pub(crate) scrub_bytes_per_sec: u64,
+    /// Segment size of the compacted `__consumer_offsets` topic, in bytes,
+    /// applied when it is created: only closed segments are compacted.
+    #[arg(long, env = "FJORD_OFFSETS_SEGMENT_BYTES", default_value_t = fjord_broker::OFFSETS_SEGMENT_BYTES_DEFAULT)]
+    pub(crate) offsets_segment_bytes: u64,
     /// Address of the Prometheus metrics endpoint (`/metrics`), or `none`.
     /// Port 0 picks a free port, printed on stdout after the listening line.
     #[arg(long, env = "FJORD_METRICS_LISTEN", default_value = fjord_broker::METRICS_LISTEN_DEFAULT,
@@ -161,6 +165,7 @@ impl BrokerArgs {
             metrics_listen: self.metrics_listen.0,
             scrub_interval: self.scrub_interval.0,
             scrub_bytes_per_sec: self.scrub_bytes_per_sec,
+            offsets_segment_bytes: self.offsets_segment_bytes,
             ..Default::default()
         }
     }
