@@ -8,6 +8,9 @@
 //! that had committed halfway continues to every last value, and a
 //! restart serves the same view. Records without a key are refused.
 //!
+//! On three brokers (RF 3) every replica compacts on its own, and after
+//! the leader is SIGKILLed the new leader serves the same compacted view.
+//!
 //! And `__consumer_offsets` is compacted: thousands of commits by a few
 //! groups leave about one record per (group, partition) in its closed
 //! segments, a restarted coordinator replays it to every group's last
@@ -19,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{fjord, fjord_ok, Broker};
+use common::{fjord, fjord_ok, Broker, Cluster};
 use fjord_proto::pb::{self, producer_client::ProducerClient};
 
 const KEYS: usize = 100;
@@ -179,6 +182,129 @@ fn a_compacted_topic_keeps_the_last_value_of_each_key() {
     let broker = Broker::start(&data, &flags);
     let again = tail(&broker.addr, &["tail", "c", "--from-beginning", "--format", "json"]);
     assert_eq!(again, last);
+}
+
+/// Disk used by the `.log` files in a partition directory (blocks, since
+/// the active segment's file is preallocated sparse).
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| p.metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+/// Partition 0's leader and in-sync replicas, from `topic describe`.
+fn leader_and_isr(addr: &str, topic: &str) -> (u64, usize) {
+    let out = fjord_ok(addr, &["topic", "describe", topic, "--format", "json"], b"");
+    let p = &serde_json::from_str::<serde_json::Value>(&out).unwrap()["partitions"][0];
+    (p["leader"].as_u64().unwrap_or(0), p["in_sync_replicas"].as_array().map_or(0, Vec::len))
+}
+
+#[test]
+fn every_replica_compacts_and_a_new_leader_serves_the_same_view() {
+    const VERSIONS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let bootstrap = cluster.bootstrap();
+    fjord_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "create",
+            "c",
+            "-p",
+            "1",
+            "-r",
+            "3",
+            "--cleanup-policy",
+            "compact",
+            "--segment-bytes",
+            "65536",
+            "--segment-ms",
+            "3000",
+            "--min-cleanable-dirty-ratio",
+            "0.2",
+            "--delete-retention-ms",
+            "1000",
+            "--max-compaction-lag-ms",
+            "2000",
+        ],
+        b"",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let all: Vec<(String, Option<String>)> =
+        (0..VERSIONS).flat_map(|v| (0..KEYS).map(move |k| (format!("k{k:03}"), Some(value(k, v))))).collect();
+    let leader = |addr: &str| {
+        for _ in 0..100 {
+            let (l, isr) = leader_and_isr(addr, "c");
+            if l != 0 && isr == 3 {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no leader with three replicas in sync");
+    };
+    // Raw `Publish` goes to the partition's leader.
+    let first = cluster.addrs[leader(&bootstrap) as usize - 1].clone();
+    for chunk in all.chunks(1000) {
+        rt.block_on(publish(&first, "c", chunk.to_vec()));
+    }
+    let deleted: Vec<(String, Option<String>)> = (0..DELETED).map(|k| (format!("k{k:03}"), None)).collect();
+    rt.block_on(publish(&first, "c", deleted));
+    let written: usize = all.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len)).sum();
+
+    // Every replica compacts on its own until it holds about the live set
+    // (one record per live key, in a handful of small segments).
+    let expected: BTreeMap<String, Option<String>> =
+        (DELETED..KEYS).map(|k| (format!("k{k:03}"), Some(value(k, VERSIONS - 1)))).collect();
+    let partition_dir = |id: u64| cluster.data_dir(id).join("topics/c/0");
+    let mut sizes = Vec::new();
+    for _ in 0..120 {
+        sizes = (1..=3).map(|id| log_bytes(&partition_dir(id))).collect();
+        if sizes.iter().all(|&s| s * 10 < written as u64) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(sizes.iter().all(|&s| s * 10 < written as u64), "replica sizes {sizes:?} of {written} written");
+    let mut view = (BTreeMap::new(), 0);
+    for _ in 0..60 {
+        view = tail(&bootstrap, &["tail", "c", "--from-beginning", "--format", "json"]);
+        if view.1 == expected.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(view.0, expected);
+    assert_eq!(view.1, expected.len(), "one record per live key, no tombstone");
+
+    // The leader dies; another replica, compacted by itself, serves the same view.
+    let old = leader(&bootstrap);
+    cluster.kill(old);
+    let alive = (1..=3).filter(|&id| id != old).map(|id| cluster.addrs[id as usize - 1].clone());
+    let alive = alive.collect::<Vec<_>>().join(",");
+    let mut new = 0;
+    for _ in 0..100 {
+        new = leader_and_isr(&alive, "c").0;
+        if new != 0 && new != old {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(new != 0 && new != old, "a new leader after killing broker {old}");
+    assert_eq!(tail(&alive, &["tail", "c", "--from-beginning", "--format", "json"]), view);
+    // And it takes writes on top of the compacted log.
+    let new_addr = cluster.addrs[new as usize - 1].clone();
+    rt.block_on(publish(&new_addr, "c", vec![("k050".into(), Some("after".into()))]));
+    let (after, n) = tail(&alive, &["tail", "c", "--from-beginning", "--format", "json"]);
+    assert_eq!(n, expected.len() + 1);
+    assert_eq!(after["k050"].as_deref(), Some("after"));
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
 }
 
 /// Records `fjord tail` reads from the whole offsets topic.
