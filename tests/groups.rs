@@ -634,3 +634,34 @@ fn a_caught_up_group_shows_no_lag_past_a_leaders_no_op() {
     assert!(p["log_end"].as_u64().unwrap() > 4, "the no-op follows the 3 records and the first no-op: {d}");
     assert_eq!(p["lag"], 0, "{d}");
 }
+
+/// A group that has read everything stays caught up across a restart:
+/// the new leader's no-op control batch (timestamp 0, not a time) after
+/// its commit is nothing to consume, so `describe` gives its age as 0,
+/// not the 56 years since 1970 it once showed.
+#[test]
+fn a_caught_up_group_is_not_lagging_by_decades_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Broker::start(&data, &[]);
+    fjord_ok(&broker.addr, &["topic", "create", "t", "-p", "1"], b"");
+    publish(&broker.addr, "t", 0, 5);
+    fjord_ok(&broker.addr, &["tail", "t", "--group", "g", "--from-beginning", "--limit", "5"], b"");
+    broker.kill();
+    let broker = Broker::start(&data, &[]);
+    let mut d = describe(&broker.addr, "g");
+    for _ in 0..50 {
+        if d["partitions"][0]["lag_ms"].is_i64() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        d = describe(&broker.addr, "g");
+    }
+    let p = &d["partitions"][0];
+    // The first no-op and the 5 records.
+    assert_eq!(p["committed"].as_u64(), Some(6), "{d}");
+    assert_eq!(p["lag_ms"].as_i64(), Some(0), "{d}");
+    let table = fjord_ok(&broker.addr, &["group", "describe", "g"], b"");
+    let huge = table.split_whitespace().any(|w| w.len() >= 9 && w.bytes().all(|b| b.is_ascii_digit()));
+    assert!(!huge, "no age counted from 1970:\n{table}");
+}

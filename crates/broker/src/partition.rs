@@ -18,6 +18,10 @@ use tokio::sync::watch;
 
 use crate::{Error, Result};
 
+/// Batches [`Partition::timestamp_at`] reads past without finding a record
+/// (control batches after each leader change, emptied compacted batches).
+const TIMESTAMP_SCAN_BATCHES_MAX: usize = 64;
+
 /// A partition replica on this broker.
 #[derive(Debug)]
 pub(crate) struct Partition {
@@ -119,19 +123,36 @@ impl Partition {
         self.group.status().high_watermark()
     }
 
-    /// Timestamp of the record at `offset` (below `hw`), reading the one
-    /// batch that holds it: for the age of a group's oldest unconsumed
-    /// record. `None` if it cannot be read (removed by retention meanwhile,
-    /// or damaged: a metric is no place to report that).
-    pub(crate) fn timestamp_at(&self, offset: u64, hw: u64) -> Option<i64> {
-        // The log returns at least one whole batch whatever the limit.
-        let read = self.log.read(offset, 1, hw).ok()?;
-        let (h, batch) = fjord_codec::split_batches(read.batches).next()?.ok()?;
-        if offset == h.base_offset {
-            return Some(h.first_timestamp);
+    /// Timestamp of the first record at or after `offset` (below `hw`), for
+    /// the age of a group's oldest unconsumed record: `Some(None)` when no
+    /// record lies there, only control batches (a new leader's no-op,
+    /// whose timestamp is a fixed 0, not a time) or batches compaction
+    /// emptied. Reads one batch as a rule, at most
+    /// [`TIMESTAMP_SCAN_BATCHES_MAX`]. `None` if it cannot be read
+    /// (removed by retention meanwhile, damaged, or more batches without a
+    /// record than that: a metric is no place to report those).
+    pub(crate) fn timestamp_at(&self, offset: u64, hw: u64) -> Option<Option<i64>> {
+        let mut at = offset;
+        for _ in 0..TIMESTAMP_SCAN_BATCHES_MAX {
+            if at >= hw {
+                return Some(None);
+            }
+            // The log returns at least one whole batch whatever the limit.
+            let read = self.log.read(at, 1, hw).ok()?;
+            let (h, batch) = fjord_codec::split_batches(read.batches).next()?.ok()?;
+            if !h.is_control() {
+                if at == h.base_offset && !h.is_compacted() {
+                    return Some(Some(h.first_timestamp));
+                }
+                let mut records = fjord_codec::records(&batch).ok()?;
+                if let Some(ts) = records.find_map(|r| r.ok().filter(|r| r.offset >= at)).map(|r| r.timestamp)
+                {
+                    return Some(Some(ts));
+                }
+            }
+            at = h.next_offset();
         }
-        let mut records = fjord_codec::records(&batch).ok()?;
-        records.find_map(|r| r.ok().filter(|r| r.offset >= offset)).map(|r| r.timestamp)
+        None
     }
 
     /// A receiver that sees every advance of the high watermark.

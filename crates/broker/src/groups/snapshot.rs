@@ -79,8 +79,9 @@ impl Coordinator {
 
 impl Coordinator {
     /// Age in ms of the oldest record a group has not consumed in a
-    /// partition: 0 when `lag` is 0, else now minus the timestamp of the
-    /// record at `committed`, read from this broker's serving replica
+    /// partition: 0 when `lag` is 0 or only control batches lie past
+    /// `committed`, else now minus the timestamp of the first record at
+    /// or after `committed`, read from this broker's serving replica
     /// (`None` when it has none, or the record cannot be read). One batch
     /// read from the page cache; `DescribeGroup` and scrapes call it.
     pub(crate) fn lag_ms(&self, topic: &str, partition: u32, committed: u64, lag: u64) -> Option<i64> {
@@ -91,7 +92,8 @@ impl Coordinator {
         if !p.group.status().is_serving() {
             return None;
         }
+        // Only control batches left to read: nothing a consumer would get.
         let ts = p.timestamp_at(committed, p.high_watermark())?;
-        Some((super::now_ms() - ts).max(0))
+        Some(ts.map_or(0, |ts| (super::now_ms() - ts).max(0)))
     }
 }
