@@ -88,3 +88,57 @@ fn produce_consume_and_e2e_report_every_record() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--warmup"), "{bad:?}");
 }
+
+/// `bench commit` commits offsets of one group as an admin would, and
+/// `bench produce --keys` fills a compacted topic (which refuses keyless
+/// records, so without --keys it fails saying why).
+#[test]
+fn commit_makes_every_commit_and_keyed_produce_fills_a_compacted_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    let addr = &broker.addr;
+    fjord_ok(addr, &["topic", "create", "t", "-p", "2"], b"");
+    fjord_ok(addr, &["publish", "t", "--partition", "0"], b"a\nb\nc\n");
+    fjord_ok(addr, &["publish", "t", "--partition", "1"], b"d\n");
+    let args = [
+        "bench",
+        "commit",
+        "--group",
+        "g",
+        "--topic",
+        "t",
+        "--commits",
+        "203",
+        "--partitions-per-commit",
+        "2",
+        "--concurrency",
+        "4",
+        "--json",
+    ];
+    let out = summary(&fjord_ok(addr, &args, b""));
+    assert_eq!((out["kind"].as_str(), out["commits"].as_u64()), (Some("commit"), Some(203)), "{out}");
+    assert_eq!(out["latency"]["count"], 203, "{out}");
+    let d: Value =
+        serde_json::from_str(&fjord_ok(addr, &["group", "describe", "g", "--format", "json"], b"")).unwrap();
+    let committed: Vec<u64> =
+        d["partitions"].as_array().unwrap().iter().map(|p| p["committed"].as_u64().unwrap()).collect();
+    assert_eq!(committed.len(), 2, "both partitions are committed: {d}");
+    let too_many =
+        ["bench", "commit", "--group", "g", "--topic", "t", "--commits", "1", "--partitions-per-commit", "3"];
+    let bad = fjord(addr, &too_many, b"");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("--partitions-per-commit 3"), "{err}");
+
+    fjord_ok(addr, &["topic", "create", "c", "-p", "1", "--cleanup-policy", "compact"], b"");
+    let keyless = fjord(addr, &["bench", "produce", "--topic", "c", "--records", "10"], b"");
+    assert!(!keyless.status.success(), "keyless records into a compacted topic");
+    assert!(String::from_utf8_lossy(&keyless.stderr).contains("has no key"), "{keyless:?}");
+    let args = ["bench", "produce", "--topic", "c", "--records", "500", "--keys", "7", "--json"];
+    assert_eq!(summary(&fjord_ok(addr, &args, b""))["records"], 500);
+    let keys: std::collections::BTreeSet<String> =
+        fjord_ok(addr, &["tail", "c", "--from-beginning", "--format", "json"], b"")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["key"].as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(keys, (0..7).map(|k| k.to_string()).collect());
+}

@@ -119,6 +119,7 @@ pub(crate) async fn run(
             measure_from: origin.at + args.warmup,
             payloads: payloads.clone(),
             topic: topic.clone(),
+            keys: args.keys,
         };
         tasks.spawn(job.run(producer, progress.clone()));
     }
@@ -138,6 +139,8 @@ struct Job {
     measure_from: Instant,
     payloads: Payloads,
     topic: Arc<str>,
+    /// `--keys`: record `i` is keyed `i % keys`, else keyless.
+    keys: Option<u64>,
 }
 
 impl Job {
@@ -158,7 +161,10 @@ impl Job {
                 }
                 None => (Instant::now(), wall_clock_us()),
             };
-            let record = ProducerRecord::new(&*self.topic, self.payloads.value(index, due_wall_us));
+            let mut record = ProducerRecord::new(&*self.topic, self.payloads.value(index, due_wall_us));
+            if let Some(keys) = self.keys {
+                record = record.with_key((index % keys).to_string());
+            }
             let (acked, progress, measure_from) = (acked.clone(), progress.clone(), self.measure_from);
             let on_ack = move |outcome: fjord_client::Result<_>| {
                 let now = Instant::now();

@@ -8,10 +8,12 @@
 //!   partition; throughput.
 //! * `e2e`: both at once; latency from each record's send (or due) time,
 //!   stamped in its value (see [`payload`]), to its receipt.
+//! * `commit`: N offset commits of one group; commits/s and latency.
 //!
 //! Results print as lines for people or, with `--json`, as one JSON object
 //! ([`report`]). A progress bar goes to stderr only when that is a terminal.
 
+mod commit;
 mod consume;
 mod e2e;
 mod load;
@@ -36,6 +38,8 @@ use schedule::Schedule;
 /// Largest `--record-size`: 64 MiB, the codec's batch limit, which a
 /// record must fit in with its batch header anyway.
 const RECORD_SIZE_MAX: u32 = 64 * 1024 * 1024;
+/// Most `--concurrency` of `bench commit`: callers in flight at once.
+const COMMIT_CONCURRENCY_MAX: u32 = 1024;
 /// Most `--producers`: each is a task with its own batches and buffer
 /// (32 MiB by default), so more would mostly measure memory pressure.
 const PRODUCERS_MAX: u32 = 256;
@@ -50,6 +54,32 @@ pub(crate) enum BenchCommand {
     /// Produce and consume at once; latency runs from each record's send time
     /// (stamped in its value) to its receipt by the consumer.
     E2e(LoadArgs),
+    /// Commit offsets of one group N times and report commits/s and latency.
+    Commit(CommitArgs),
+}
+
+/// Flags of `bench commit`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CommitArgs {
+    /// Group to commit for; it must have no members (admin commits).
+    #[arg(long)]
+    pub(crate) group: String,
+    /// Topic whose partitions are committed; it must exist, and commits
+    /// cycle through the offsets below its high watermarks.
+    #[arg(long)]
+    pub(crate) topic: String,
+    /// Commits to make.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) commits: u64,
+    /// Partitions each commit names (partitions 0..N of the topic).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) partitions_per_commit: u32,
+    /// Commits in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=COMMIT_CONCURRENCY_MAX as i64))]
+    pub(crate) concurrency: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Flags of `bench produce` and `bench e2e`.
@@ -98,6 +128,11 @@ pub(crate) struct LoadArgs {
     /// Replicas per partition if the topic is created (default: the broker's).
     #[arg(long)]
     pub(crate) replication_factor: Option<u32>,
+    /// Key record `i` with `i % N` (in decimal), so that N keys repeat:
+    /// for a compacted topic, which refuses keyless records. Keys pick
+    /// partitions by their hash. Default: no keys.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) keys: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -154,6 +189,7 @@ pub(crate) async fn run(client: Client, command: BenchCommand, timeout: Duration
         }
         BenchCommand::Consume(args) => consume::run(client, args).await,
         BenchCommand::E2e(args) => e2e::run(client, args, timeout).await,
+        BenchCommand::Commit(args) => commit::run(client, args).await,
     }
 }
 

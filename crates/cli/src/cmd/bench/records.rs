@@ -41,6 +41,9 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
     if args.rate.is_some() {
         bail!("--api records sends as fast as it can; --rate is for --api batches");
     }
+    if args.keys.is_some() {
+        bail!("--api records sends keyless records; --keys is for --api batches");
+    }
     ensure_topic(&client, &args).await?;
     let addr = client.config().bootstrap.first().cloned().ok_or_else(|| anyhow!("no broker address"))?;
     let channel = Endpoint::from_shared(format!("http://{addr}"))?

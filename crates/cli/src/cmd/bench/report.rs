@@ -154,7 +154,8 @@ fn per_sec(amount: f64, elapsed: Duration) -> f64 {
 }
 
 /// µs as ms with three decimals: 1234 -> "1.234".
-fn ms(us: u64) -> String {
+/// µs as ms with three decimals.
+pub(crate) fn ms(us: u64) -> String {
     format!("{}.{:03}", us / 1000, us % 1000)
 }
 
