@@ -12,7 +12,10 @@
 //!    and `raft_entry` at random points of a multi-segment log;
 //! 4. `Log::open` time of a large log of closed segments after an unclean
 //!    stop (the `Log` is dropped; there is no clean close), with warm and,
-//!    where the kernel lets us drop caches, cold page cache.
+//!    where the kernel lets us drop caches, cold page cache;
+//! 5. compaction: MB/s of closed segments a `Log::compact` pass reads (and
+//!    rewrites) in a log of keyed records, each key written many times,
+//!    against a sequential read with CRC checks of the same log.
 //!
 //! A plain `main` rather than criterion, which takes too long to build here.
 //! Run with `cargo bench -p fjord-storage --bench storage`. Scale with
@@ -26,6 +29,7 @@
 //! | `FJORD_BENCH_FSYNC_MIB`  | 256     | bytes per fsync-per-batch append case          |
 //! | `FJORD_BENCH_TAIL_MIB`   | 512     | unflushed tail for the recovery-scan reopen    |
 //! | `FJORD_BENCH_LOOKUPS`    | 100000  | lookups of each kind                           |
+//! | `FJORD_BENCH_COMPACT_MIB`| 512     | log compacted per run (0 skips it)             |
 //! | `FJORD_BENCH_RUNS`       | 3       | repetitions of each throughput and open figure |
 //!
 //! Everything is written under one temporary directory, removed at the end.
@@ -38,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_codec::{split_batches, verify_crc, BatchBuilder};
-use fjord_storage::{FlushPolicy, Log, LogConfig, RaftPos, SEGMENT_BYTES_MAX};
+use fjord_storage::{CompactionConfig, FlushPolicy, Log, LogConfig, RaftPos, SEGMENT_BYTES_MAX};
 use hdrhistogram::Histogram;
 
 /// Bytes of one record in the batch, framing included.
@@ -56,6 +60,11 @@ const ROLL_SEGMENT_BYTES: u64 = 128 << 20;
 /// Source buffer of the memcpy reference: larger than any CPU cache, so it
 /// streams from memory as reads of the page cache do.
 const MEMCPY_SOURCE_BYTES: usize = 1 << 30;
+/// Distinct keys of the compaction case: a 512 MiB log of 1 KiB records
+/// writes each about 50 times.
+const COMPACT_KEYS: u64 = 10_000;
+/// Segment size of the compaction case: several closed segments to clean.
+const COMPACT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Record `i` of a stream has timestamp `TIMESTAMP_BASE_MS + i`.
 const TIMESTAMP_BASE_MS: i64 = 1_700_000_000_000;
 /// Random bytes that record values are cut from.
@@ -75,6 +84,7 @@ fn main() {
     let mut table = Table::default();
     let mut maker = BatchMaker::new(SEED);
     bench_append(&scale, tmp.path(), &mut maker, &mut table);
+    bench_compaction(&scale, tmp.path(), &mut table);
     bench_large_log(&scale, &tmp.path().join("large"), &mut table);
     table.print(&scale);
     drop(tmp);
@@ -89,6 +99,7 @@ struct Scale {
     fsync_mib: u64,
     tail_mib: u64,
     lookups: u64,
+    compact_mib: u64,
     runs: usize,
 }
 
@@ -104,6 +115,7 @@ impl Scale {
             fsync_mib: env_u64("FJORD_BENCH_FSYNC_MIB", 256).max(1),
             tail_mib: env_u64("FJORD_BENCH_TAIL_MIB", 512),
             lookups: env_u64("FJORD_BENCH_LOOKUPS", 100_000).max(1),
+            compact_mib: env_u64("FJORD_BENCH_COMPACT_MIB", 512),
             runs: env_u64("FJORD_BENCH_RUNS", 3).max(1) as usize,
         }
     }
@@ -141,13 +153,20 @@ struct BatchMaker {
     noise: Vec<u8>,
     rng: Rng,
     next_record: u64,
+    /// Record `i`'s key is `i % keys`.
+    keys: u64,
 }
 
 impl BatchMaker {
     fn new(seed: u64) -> BatchMaker {
+        BatchMaker::keyed(seed, u64::MAX)
+    }
+
+    /// Records whose keys repeat every `keys` records.
+    fn keyed(seed: u64, keys: u64) -> BatchMaker {
         let mut rng = Rng(seed);
         let noise = (0..NOISE_BYTES / 8).flat_map(|_| rng.next().to_le_bytes()).collect();
-        BatchMaker { noise, rng, next_record: 0 }
+        BatchMaker { noise, rng, next_record: 0, keys }
     }
 
     fn next_batch(&mut self) -> Bytes {
@@ -155,7 +174,7 @@ impl BatchMaker {
         let mut builder = BatchBuilder::new(BATCH_BYTES_MAX);
         loop {
             let at = self.rng.between(0, (self.noise.len() - value_len) as u64) as usize;
-            let key = self.next_record.to_le_bytes();
+            let key = (self.next_record % self.keys).to_le_bytes();
             let ts = TIMESTAMP_BASE_MS + self.next_record as i64;
             match builder.push(Some(&key), Some(&self.noise[at..at + value_len]), &[], ts) {
                 Ok(()) => self.next_record += 1,
@@ -266,6 +285,61 @@ fn append_raw(parent: &Path, batches: &[Bytes], sync: bool) -> Duration {
 fn record_count(batch: &Bytes) -> u64 {
     let (header, _) = split_batches(batch.clone()).next().expect("one batch").expect("a valid batch");
     header.record_count as u64
+}
+
+// ---------------------------------------------------------- compaction
+
+/// Per run, a fresh log of `compact_mib` of keyed records: a sequential
+/// read with CRCs (which also brings it into the page cache), then one
+/// compaction pass over its closed segments.
+fn bench_compaction(scale: &Scale, parent: &Path, table: &mut Table) {
+    let what = "compaction pass, MB/s of closed segments read";
+    if scale.compact_mib == 0 {
+        table.skipped(what, "FJORD_BENCH_COMPACT_MIB=0");
+        return;
+    }
+    eprintln!("compaction: {} MiB logs of {COMPACT_KEYS} keys, {} runs", scale.compact_mib, scale.runs);
+    let config = log_config(COMPACT_SEGMENT_BYTES, FlushPolicy::Never);
+    let (mut reads, mut passes) = (Vec::new(), Vec::new());
+    let (mut read_bytes, mut input, mut before, mut after) = (0, 0, 0, 0);
+    for run in 0..scale.runs {
+        let dir = parent.join(format!("compact-{run}"));
+        let log = Log::open(&dir, config.clone()).expect("open the compaction log");
+        let mut maker = BatchMaker::keyed(SEED + 2 + run as u64, COMPACT_KEYS);
+        append_stream(&log, &mut maker, scale.compact_mib * MIB);
+        log.flush().expect("flush");
+        log.seal_closed().expect("seal the closed segments");
+        read_bytes = log.size_bytes();
+        reads.push(read_all(&log, true));
+        let now_ms = TIMESTAMP_BASE_MS + maker.next_record as i64;
+        let start = Instant::now();
+        let report =
+            log.compact(&CompactionConfig::default(), log.log_end_offset(), now_ms).expect("compact");
+        passes.push((start.elapsed(), report.bytes_read));
+        (input, before, after) = (report.bytes_read, report.bytes_before, report.bytes_after);
+        drop(log);
+        std::fs::remove_dir_all(&dir).expect("remove the compaction log");
+    }
+    // Every run reads the same amount (same sizes, same segment rolls).
+    let times: Vec<Duration> = passes.iter().map(|p| p.0).collect();
+    assert!(passes.iter().all(|p| p.1 == input), "each pass read the same bytes: {passes:?}");
+    let read = Rate::of(read_bytes, &reads);
+    table.throughput_only(
+        what,
+        Rate::of(input, &times),
+        &format!(
+            "sequential read with CRC of the same log: {read}; {:.0} MB of closed segments became {:.1} MB",
+            before as f64 / 1e6,
+            after as f64 / 1e6
+        ),
+    );
+    let ratio = Rate::of(input, &times).median / read.median;
+    table.rows.push([
+        "  compaction / sequential read".into(),
+        format!("{ratio:.2}x"),
+        String::new(),
+        String::new(),
+    ]);
 }
 
 // ---------------------------------------------------------- large log
