@@ -142,3 +142,71 @@ fn commit_makes_every_commit_and_keyed_produce_fills_a_compacted_topic() {
             .collect();
     assert_eq!(keys, (0..7).map(|k| k.to_string()).collect());
 }
+
+/// `bench e2e --find-max-rate` runs paced steps and reports the highest
+/// that held its latency bound; with a generous bound and a low cap on a
+/// quiet broker the cap itself holds, and every step is in the JSON.
+#[test]
+fn find_max_rate_reports_the_steps_it_ran_and_the_highest_that_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    let addr = &broker.addr;
+    let args = [
+        "bench",
+        "e2e",
+        "--topic",
+        "m",
+        "--partitions",
+        "2",
+        "--record-size",
+        "64",
+        "--find-max-rate",
+        "--p99-ms",
+        "2000",
+        "--step-duration",
+        "1s",
+        "--start-rate",
+        "200",
+        "--max-rate",
+        "400",
+        "--json",
+    ];
+    let out = summary(&fjord_ok(addr, &args, b""));
+    assert_eq!(out["kind"], "e2e-max-rate", "{out}");
+    assert_eq!(out["p99_ms_bound"], 2000.0);
+    let steps = out["steps"].as_array().unwrap();
+    let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
+    assert_eq!(rates, [200.0, 400.0], "doubling from --start-rate up to --max-rate: {out}");
+    for s in steps {
+        let want = s["rate"].as_f64().unwrap() as u64;
+        assert_eq!(s["summary"]["records"].as_u64(), Some(want), "a 1 s step sends rate records: {s}");
+        assert_eq!(s["summary"]["latency"]["of"], "due to receipt", "{s}");
+    }
+    // Each step's verdict decides the answer: the highest that held.
+    let held: Vec<f64> =
+        steps.iter().filter(|s| s["held"] == true).map(|s| s["rate"].as_f64().unwrap()).collect();
+    assert_eq!(out["max_rate"].as_f64(), held.iter().copied().reduce(f64::max), "{out}");
+
+    // The text form names each step and the answer.
+    let mut text_args: Vec<&str> = args[..args.len() - 1].to_vec();
+    let cap = text_args.iter().position(|a| *a == "--max-rate").unwrap() + 1;
+    text_args[cap] = "200";
+    let text = fjord_ok(addr, &text_args, b"");
+    assert!(text.contains("step 1: 200 records/s for 1s"), "{text}");
+    assert!(text.contains("p99 <= 2000 ms"), "{text}");
+
+    for (bad, says) in [
+        (vec!["bench", "e2e", "--topic", "m", "--find-max-rate", "--rate", "100"], "leave out --rate"),
+        (vec!["bench", "produce", "--topic", "m", "--find-max-rate"], "for bench e2e"),
+        (vec!["bench", "e2e", "--topic", "m", "--find-max-rate", "--p99-ms", "0"], "--p99-ms"),
+        (
+            vec!["bench", "e2e", "--topic", "m", "--find-max-rate", "--start-rate", "9", "--max-rate", "8"],
+            "above",
+        ),
+        (vec!["bench", "e2e", "--topic", "m"], "--records"),
+    ] {
+        let o = fjord(addr, &bad, b"");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{bad:?}: {err}");
+    }
+}

@@ -32,22 +32,29 @@ struct Received {
 /// Runs `fjord bench e2e`.
 pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> anyhow::Result<()> {
     ensure_topic(&client, &args).await?;
+    let summary = run_once(&client, &args, timeout, true).await?;
+    print(&summary, args.json);
+    Ok(())
+}
+
+/// One paced or unpaced run of `args`, from a consumer at the partitions' ends.
+async fn run_once(client: &Client, args: &LoadArgs, timeout: Duration, bar: bool) -> anyhow::Result<Summary> {
     let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
     consumer.assign(&args.topic, None).await.with_context(|| format!("assigning topic {}", args.topic))?;
     for (topic, p) in consumer.assignment() {
         let end = client.list_offsets(&topic, p, OffsetSpec::Latest).await.context("reading the end")?;
         consumer.seek(&topic, p, Seek::Offset(end.high_watermark))?;
     }
-    let progress = progress_bar(args.records, "received");
+    let progress = if bar { progress_bar(args.records(), "received") } else { None };
     let count = Arc::new(AtomicU64::new(0));
     let origin = Origin::now();
     let measure_from_us = origin.wall_us + args.warmup.as_micros() as u64;
     let reader =
-        tokio::spawn(receive(consumer, args.records, measure_from_us, count.clone(), progress.clone()));
-    let sent = load::run(&client, &args, timeout, origin, None).await?;
+        tokio::spawn(receive(consumer, args.records(), measure_from_us, count.clone(), progress.clone()));
+    let sent = load::run(client, args, timeout, origin, None).await?;
     if sent.failed > 0 {
         reader.abort();
-        return failures(sent.failed, args.records, sent.first_error);
+        failures(sent.failed, args.records(), sent.first_error)?;
     }
     let received = match tokio::time::timeout(timeout, reader).await {
         Ok(joined) => joined.context("the consumer task panicked")??,
@@ -55,7 +62,7 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
             "the consumer received {} of {} acknowledged records within --timeout {timeout:?} after the \
              last ack",
             count.load(Ordering::Relaxed),
-            args.records
+            args.records()
         ),
     };
     if let Some(p) = progress {
@@ -71,7 +78,124 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         latency: Percentiles::of(&received.latency),
         warmup: args.warmup,
     };
-    print(&summary, args.json);
+    Ok(summary)
+}
+
+/// One step of the rate search.
+struct Step {
+    rate: f64,
+    summary: Summary,
+    /// Records/s delivered over the schedule's length.
+    delivered: f64,
+    held: bool,
+}
+
+/// Least share of the schedule's time a step may take beyond it and still
+/// count as keeping the schedule.
+const SCHEDULE_SLACK: f64 = 0.05;
+
+/// `fjord bench e2e --find-max-rate`: the highest rate whose step held
+/// (see `LoadArgs::find_max_rate`), each step printed as it ends.
+pub(super) async fn find_max_rate(client: Client, args: LoadArgs, timeout: Duration) -> anyhow::Result<()> {
+    if args.rate.is_some() {
+        bail!("--find-max-rate chooses each step's rate; leave out --rate");
+    }
+    if args.start_rate > args.max_rate {
+        bail!("--start-rate {} is above --max-rate {}", args.start_rate, args.max_rate);
+    }
+    ensure_topic(&client, &args).await?;
+    let bound_us = (args.p99_ms * 1e3) as u64;
+    let mut steps: Vec<Step> = Vec::new();
+    let mut run_step = async |rate: f64| -> anyhow::Result<bool> {
+        let secs = args.step_duration.as_secs_f64();
+        let records = ((rate * secs).round() as u64).max(1);
+        let step_args = LoadArgs {
+            rate: Some(rate),
+            records: Some(records),
+            warmup: args.step_duration / 4,
+            ..args.clone()
+        };
+        let summary = run_once(&client, &step_args, timeout, false).await?;
+        let scheduled = records as f64 / rate;
+        let delivered = summary.records as f64 / summary.elapsed.as_secs_f64().max(scheduled);
+        let kept = summary.elapsed.as_secs_f64() <= scheduled * (1.0 + SCHEDULE_SLACK);
+        let held = kept && summary.latency.is_some_and(|p| p.p99 <= bound_us);
+        if !args.json {
+            let p99 = summary.latency.map_or("-".into(), |p| format!("{:.1}", p.p99 as f64 / 1e3));
+            println!(
+                "step {}: {rate:.0} records/s for {}: delivered {delivered:.0}/s, p99 {p99} ms: {}",
+                steps.len() + 1,
+                humantime::format_duration(args.step_duration),
+                if held { "held" } else { "did not hold" }
+            );
+        }
+        steps.push(Step { rate, summary, delivered, held });
+        Ok(held)
+    };
+    // Doubling until a step fails (or the cap), then bisection.
+    let (mut good, mut bad) = (None::<f64>, None::<f64>);
+    let mut rate = args.start_rate;
+    loop {
+        if run_step(rate).await? {
+            good = Some(rate);
+            if rate >= args.max_rate {
+                break;
+            }
+            rate = (rate * 2.0).min(args.max_rate);
+        } else {
+            bad = Some(rate);
+            break;
+        }
+    }
+    if let Some(mut hi) = bad {
+        let mut lo = good.unwrap_or(0.0);
+        for _ in 0..args.search_steps {
+            let mid = (lo + hi) / 2.0;
+            if mid < 1.0 {
+                break;
+            }
+            if run_step(mid).await? {
+                lo = mid;
+                good = Some(mid);
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    let record_bytes = f64::from(args.record_size);
+    if args.json {
+        let steps: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "rate": s.rate,
+                    "delivered_per_sec": s.delivered,
+                    "held": s.held,
+                    "summary": s.summary.to_json(),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "kind": "e2e-max-rate",
+            "p99_ms_bound": args.p99_ms,
+            "max_rate": good,
+            "max_mb_per_sec": good.map(|r| r * record_bytes / 1e6),
+            "steps": steps,
+        });
+        println!("{out}");
+    } else {
+        match good {
+            Some(r) => println!(
+                "e2e: highest rate held at p99 <= {} ms: {r:.0} records/s ({:.1} MB/s)",
+                args.p99_ms,
+                r * record_bytes / 1e6
+            ),
+            None => println!(
+                "e2e: no rate from {:.0} records/s held at p99 <= {} ms",
+                args.start_rate, args.p99_ms
+            ),
+        }
+    }
     Ok(())
 }
 

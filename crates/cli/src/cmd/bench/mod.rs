@@ -38,6 +38,9 @@ use schedule::Schedule;
 /// Largest `--record-size`: 64 MiB, the codec's batch limit, which a
 /// record must fit in with its batch header anyway.
 const RECORD_SIZE_MAX: u32 = 64 * 1024 * 1024;
+/// Most `--search-steps` of `bench e2e --find-max-rate`: each halves the
+/// interval, so 10 already pins the rate to 0.1%.
+const SEARCH_STEPS_MAX: u32 = 10;
 /// Most `--concurrency` of `bench commit`: callers in flight at once.
 const COMMIT_CONCURRENCY_MAX: u32 = 1024;
 /// Most `--producers`: each is a task with its own batches and buffer
@@ -88,9 +91,9 @@ pub(crate) struct LoadArgs {
     /// Topic to write; created with --partitions if missing.
     #[arg(long)]
     pub(crate) topic: String,
-    /// Records to send, over all producers.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) records: u64,
+    /// Records to send, over all producers (each step's own with --find-max-rate).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), required_unless_present = "find_max_rate")]
+    pub(crate) records: Option<u64>,
     /// Bytes of each record's value (at least 16: the send time and index).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(payload::STAMP_BYTES as i64..=RECORD_SIZE_MAX as i64))]
     pub(crate) record_size: u32,
@@ -133,6 +136,30 @@ pub(crate) struct LoadArgs {
     /// partitions by their hash. Default: no keys.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) keys: Option<u64>,
+    /// `bench e2e` only: search for the highest rate sustained with the
+    /// p99 produce-to-consume latency at most --p99-ms: paced steps of
+    /// --step-duration from --start-rate, doubling while a step holds,
+    /// then --search-steps bisections between the last that held and the
+    /// first that did not. A step holds when the consumer received every
+    /// record within 5% of the schedule's time and the p99 of the records
+    /// due after its first quarter is within the bound.
+    #[arg(long)]
+    pub(crate) find_max_rate: bool,
+    /// The latency bound of --find-max-rate, ms.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_positive_ms)]
+    pub(crate) p99_ms: f64,
+    /// How long each step of --find-max-rate sends (humantime: 5s).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) step_duration: Duration,
+    /// First rate --find-max-rate tries, records/s.
+    #[arg(long, default_value_t = 10_000.0, value_parser = parse_rate)]
+    pub(crate) start_rate: f64,
+    /// Highest rate --find-max-rate tries, records/s.
+    #[arg(long, default_value_t = 10_000_000.0, value_parser = parse_rate)]
+    pub(crate) max_rate: f64,
+    /// Bisections of --find-max-rate after the first step that fails.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=SEARCH_STEPS_MAX as i64))]
+    pub(crate) search_steps: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -153,9 +180,15 @@ pub(crate) enum Api {
 }
 
 impl LoadArgs {
+    /// Records to send: `--records` (clap requires it unless
+    /// --find-max-rate, whose steps set it).
+    pub(crate) fn records(&self) -> u64 {
+        self.records.unwrap_or(0)
+    }
+
     /// Who sends which record when.
     pub(crate) fn schedule(&self) -> Schedule {
-        Schedule { records: self.records, producers: u64::from(self.producers), rate: self.rate }
+        Schedule { records: self.records(), producers: u64::from(self.producers), rate: self.rate }
     }
 }
 
@@ -182,14 +215,26 @@ pub(crate) struct ConsumeArgs {
 /// for the consumer after the producers are done.
 pub(crate) async fn run(client: Client, command: BenchCommand, timeout: Duration) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Produce(args) if args.find_max_rate => Err(anyhow!(
+            "--find-max-rate is for bench e2e: it searches the rate at a produce-to-consume latency"
+        )),
         BenchCommand::Produce(args) if args.api == Api::Records => records::run(client, args, timeout).await,
         BenchCommand::Produce(args) => produce::run(client, args, timeout).await,
         BenchCommand::E2e(args) if args.api == Api::Records => {
             Err(anyhow!("bench e2e drives the batch API only; --api records is for bench produce"))
         }
         BenchCommand::Consume(args) => consume::run(client, args).await,
+        BenchCommand::E2e(args) if args.find_max_rate => e2e::find_max_rate(client, args, timeout).await,
         BenchCommand::E2e(args) => e2e::run(client, args, timeout).await,
         BenchCommand::Commit(args) => commit::run(client, args).await,
+    }
+}
+
+/// A positive, finite number of ms.
+fn parse_positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("expected a positive number of milliseconds, got {s:?}")),
     }
 }
 
@@ -268,7 +313,7 @@ mod tests {
         let BenchCommand::Produce(a) = parse(&["produce", "--topic", "t", "--records", "10"]).unwrap() else {
             panic!("not produce")
         };
-        assert_eq!((a.topic.as_str(), a.records, a.record_size, a.producers), ("t", 10, 1024, 1));
+        assert_eq!((a.topic.as_str(), a.records, a.record_size, a.producers), ("t", Some(10), 1024, 1));
         assert_eq!((a.rate, a.acks, a.linger_ms, a.partitions), (None, AcksArg::All, 5, 8));
         assert_eq!((a.batch_bytes, a.replication_factor, a.json), (256 * 1024, None, false));
         assert_eq!(a.warmup, Duration::ZERO);

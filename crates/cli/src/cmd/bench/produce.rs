@@ -11,7 +11,7 @@ use super::{ensure_topic, failures, print, progress_bar, LoadArgs};
 /// Runs `fjord bench produce`.
 pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> anyhow::Result<()> {
     ensure_topic(&client, &args).await?;
-    let progress = progress_bar(args.records, "acknowledged");
+    let progress = progress_bar(args.records(), "acknowledged");
     let origin = Origin::now();
     let sent = load::run(&client, &args, timeout, origin, progress.clone()).await?;
     if let Some(p) = progress {
@@ -28,5 +28,5 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         warmup: args.warmup,
     };
     print(&summary, args.json);
-    failures(sent.failed, args.records, sent.first_error)
+    failures(sent.failed, args.records(), sent.first_error)
 }

@@ -59,8 +59,8 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
     let origin = Origin::now();
     let tasks: Vec<_> = (0..u64::from(args.producers))
         .map(|i| {
-            let share = args.records / u64::from(args.producers)
-                + u64::from(i < args.records % u64::from(args.producers));
+            let share = args.records() / u64::from(args.producers)
+                + u64::from(i < args.records() % u64::from(args.producers));
             let (channel, value, topic) = (channel.clone(), value.clone(), args.topic.clone());
             let acks = match args.acks {
                 AcksArg::All => pb::Acks::All,
@@ -90,7 +90,7 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         warmup: Duration::ZERO,
     };
     print(&summary, args.json);
-    failures(failed, args.records, first_error.map(|e: String| anyhow!(e)))
+    failures(failed, args.records(), first_error.map(|e: String| anyhow!(e)))
 }
 
 /// What one producer task saw.
