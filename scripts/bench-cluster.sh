@@ -48,7 +48,6 @@ start_cluster() {
     start_broker "${1}3" 3 "$c" "$peers"; CPIDS+=("$BROKER_PID")
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 section "build"
 cargo build --release --bin fjord 2>&1 | tail -n 1
@@ -57,14 +56,24 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(df -T "
 section "1. produce, 1 KiB records, acks=all: 1 broker"
 P1=$(free_port)
 start_broker single 1 "$P1" ""
-"$FJORD" --broker "127.0.0.1:$P1" bench produce --topic b1 --partitions 8 --replication-factor 1 \
-    --records "$RECORDS" --record-size 1024 --acks all
+broker_cpu $((RECORDS * 1024)) "$BROKER_PID" "$FJORD" --broker "127.0.0.1:$P1" bench produce --topic b1 \
+    --partitions 8 --replication-factor 1 --records "$RECORDS" --record-size 1024 --acks all |
+    tee "$WORK/produce1.out"
+RATE1=$(awk '{for (i = 2; i <= NF; i++) if ($i == "records/s,") { print $(i - 1); exit }}' "$WORK/produce1.out")
 kill -TERM "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
 
 section "1. produce, 1 KiB records, acks=all: 3 brokers, replication factor 3"
 start_cluster b
-"$FJORD" --broker "$BOOT" bench produce --topic b3 --partitions 8 --replication-factor 3 \
-    --records "$RECORDS" --record-size 1024 --acks all
+broker_cpu $((RECORDS * 1024)) "${CPIDS[*]}" "$FJORD" --broker "$BOOT" bench produce --topic b3 \
+    --partitions 8 --replication-factor 3 --records "$RECORDS" --record-size 1024 --acks all
+echo "(broker CPU above: the three brokers together)"
+
+section "1. e2e rate search, 3 brokers RF 3: highest rate with p99 <= 20 ms (linger 0)"
+START=$((RATE1 / 32 > 1000 ? RATE1 / 32 : 1000))
+run "$FJORD" --broker "$BOOT" bench e2e --topic b3-max --partitions 8 --replication-factor 3 \
+    --record-size 1024 --acks all --linger-ms 0 --find-max-rate --p99-ms 20 \
+    --step-duration "${FJORD_BENCH_STEP:-5s}" --start-rate "$START" --max-rate "$RATE1" --search-steps 3
+echo "(produce-only rate of one broker in this run: $RATE1 records/s)"
 
 section "2. failover: SIGKILL the leader of a partition under a paced producer (2,000 records/s)"
 "$FJORD" --broker "$BOOT" topic create failover --partitions 1 --replication-factor 3 >/dev/null

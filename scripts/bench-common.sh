@@ -12,6 +12,27 @@ section() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 track() { PIDS+=("$1"); }
 
+# cpu_ticks PID...: user + system clock ticks the processes have used, summed.
+cpu_ticks() {
+    local t=0 p
+    for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
+
+# broker_cpu BYTES "PID..." CMD...: runs CMD, then prints the CPU the
+# brokers PID... spent meanwhile, in seconds and per GB of BYTES (the
+# run's value bytes). The client's own figure is in its output.
+broker_cpu() {
+    local bytes=$1 pids=$2 before after
+    shift 2
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $pids)
+    run "$@"
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $pids)
+    python3 -c "import sys; s = ($after - $before) / $(getconf CLK_TCK); print(f'broker CPU {s:.2f} s: {s / ($bytes / 1e9):.2f} CPU-s/GB')"
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

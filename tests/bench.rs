@@ -24,6 +24,11 @@ fn produce_consume_and_e2e_report_every_record() {
     assert_eq!(produced["bytes"], 300_000);
     assert_eq!(produced["latency"]["count"], 3000, "every ack is timed: {produced}");
     assert_eq!(produced["warmup_s"], 0.0);
+    // What the run cost this process, and per GB of value bytes.
+    let cpu = produced["client_cpu_s"].as_f64().unwrap();
+    assert!(cpu > 0.0, "{produced}");
+    let per_gb = produced["client_cpu_s_per_gb"].as_f64().unwrap();
+    assert!((per_gb - cpu / 0.0003).abs() < 1e-6 * per_gb, "{produced}");
 
     // The record-level path: whole records on PublishStream, batches built
     // by the broker, into the same topic.

@@ -16,7 +16,7 @@ use fjord_client::{
 };
 use tokio::time::Instant;
 
-use super::report::Summary;
+use super::report::{process_cpu, Summary};
 use super::{print, progress_bar, ConsumeArgs};
 
 /// Runs `fjord bench consume`.
@@ -30,6 +30,7 @@ pub(super) async fn run(client: Client, args: ConsumeArgs) -> anyhow::Result<()>
     let want = args.records.unwrap_or(u64::MAX);
     let progress = args.records.and_then(|n| progress_bar(n, "read"));
     let (mut records, mut bytes) = (0u64, 0u64);
+    let cpu = process_cpu();
     let start = Instant::now();
     while records < want {
         match consumer.next().await {
@@ -48,7 +49,7 @@ pub(super) async fn run(client: Client, args: ConsumeArgs) -> anyhow::Result<()>
     }
     // The loop ends at the last record (or at the end of the partitions),
     // so the clock is read once, here, not per record.
-    report(progress, records, bytes, start.elapsed(), args.json);
+    report(progress, records, bytes, start.elapsed(), process_cpu().saturating_sub(cpu), args.json);
     if let Some(n) = args.records.filter(|n| records < *n) {
         bail!("topic {} holds only {records} records below its high watermarks; asked for {n}", args.topic);
     }
@@ -64,6 +65,7 @@ async fn run_in_group(client: Client, group: &str, args: &ConsumeArgs) -> anyhow
     let mut consumer = GroupConsumer::new(client, config)?;
     let progress = progress_bar(want, "read");
     let (mut records, mut bytes) = (0u64, 0u64);
+    let cpu = process_cpu();
     let mut start = None;
     while records < want {
         match consumer.poll().await.with_context(|| format!("after {records} records"))? {
@@ -82,12 +84,21 @@ async fn run_in_group(client: Client, group: &str, args: &ConsumeArgs) -> anyhow
     }
     let last = Instant::now();
     consumer.close().await.context("committing and leaving the group")?;
-    report(progress, records, bytes, last - start.unwrap_or(last), args.json);
+    let client_cpu = process_cpu().saturating_sub(cpu);
+    report(progress, records, bytes, last - start.unwrap_or(last), client_cpu, args.json);
     Ok(())
 }
 
 /// Clears the progress bar and prints what was read.
-fn report(progress: Option<indicatif::ProgressBar>, records: u64, bytes: u64, elapsed: Duration, json: bool) {
+/// `client_cpu` is what the read cost this process.
+fn report(
+    progress: Option<indicatif::ProgressBar>,
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    client_cpu: Duration,
+    json: bool,
+) {
     if let Some(p) = progress {
         p.finish_and_clear();
     }
@@ -100,6 +111,7 @@ fn report(progress: Option<indicatif::ProgressBar>, records: u64, bytes: u64, el
         latency_of: None,
         latency: None,
         warmup: Duration::ZERO,
+        client_cpu,
     };
     print(&summary, json);
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::load::{self, micros, wall_clock_us, Origin};
 use super::payload::read_stamp;
-use super::report::{latency_histogram, Percentiles, Summary};
+use super::report::{latency_histogram, process_cpu, Percentiles, Summary};
 use super::{ensure_topic, failures, print, progress_bar, LoadArgs};
 
 /// What the consumer saw.
@@ -47,6 +47,7 @@ async fn run_once(client: &Client, args: &LoadArgs, timeout: Duration, bar: bool
     }
     let progress = if bar { progress_bar(args.records(), "received") } else { None };
     let count = Arc::new(AtomicU64::new(0));
+    let cpu = process_cpu();
     let origin = Origin::now();
     let measure_from_us = origin.wall_us + args.warmup.as_micros() as u64;
     let reader =
@@ -77,6 +78,7 @@ async fn run_once(client: &Client, args: &LoadArgs, timeout: Duration, bar: bool
         latency_of: Some(if args.rate.is_some() { "due to receipt" } else { "send to receipt" }),
         latency: Percentiles::of(&received.latency),
         warmup: args.warmup,
+        client_cpu: process_cpu().saturating_sub(cpu),
     };
     Ok(summary)
 }

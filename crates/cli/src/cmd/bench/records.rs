@@ -25,7 +25,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use super::load::Origin;
-use super::report::{latency_histogram, Percentiles, Summary, LATENCY_US_MAX};
+use super::report::{latency_histogram, process_cpu, Percentiles, Summary, LATENCY_US_MAX};
 use super::{ensure_topic, failures, print, LoadArgs};
 use crate::args::AcksArg;
 
@@ -56,6 +56,7 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         .with_context(|| format!("connecting to {addr}"))?;
     let per_request = (args.batch_bytes / args.record_size.max(1) as usize).clamp(1, PUBLISH_RECORDS_MAX);
     let value = Bytes::from(vec![b'x'; args.record_size as usize]);
+    let cpu = process_cpu();
     let origin = Origin::now();
     let tasks: Vec<_> = (0..u64::from(args.producers))
         .map(|i| {
@@ -88,6 +89,7 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
         latency_of: Some("request send to answer"),
         latency: Percentiles::of(&latency),
         warmup: Duration::ZERO,
+        client_cpu: process_cpu().saturating_sub(cpu),
     };
     print(&summary, args.json);
     failures(failed, args.records(), first_error.map(|e: String| anyhow!(e)))

@@ -41,6 +41,16 @@ pub(crate) struct Summary {
     pub(crate) latency: Option<Percentiles>,
     /// Records due in this first part of the run are not in `latency`.
     pub(crate) warmup: Duration,
+    /// CPU time (user + system) this process spent on the run.
+    pub(crate) client_cpu: Duration,
+}
+
+/// CPU time (user + system) this process has used so far: the difference
+/// of two readings is what a run cost the client, which on a shared
+/// machine is a steadier figure than its rate.
+pub(crate) fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// Latency percentiles of one run, µs.
@@ -81,6 +91,15 @@ impl Summary {
         per_sec(self.bytes as f64 / 1e6, self.elapsed)
     }
 
+    /// Client CPU seconds per GB (10^9 value bytes); 0 with no bytes.
+    pub(crate) fn client_cpu_s_per_gb(&self) -> f64 {
+        if self.bytes == 0 {
+            0.0
+        } else {
+            self.client_cpu.as_secs_f64() / (self.bytes as f64 / 1e9)
+        }
+    }
+
     /// Two or three lines for a terminal.
     pub(crate) fn render_text(&self) -> String {
         let mut out = format!(
@@ -112,6 +131,12 @@ impl Summary {
                 ms(p.mean),
             ));
         }
+        out.push_str(&format!(
+            "\n{}: client CPU {:.2} s: {:.2} CPU-s/GB",
+            self.kind,
+            self.client_cpu.as_secs_f64(),
+            self.client_cpu_s_per_gb()
+        ));
         out
     }
 
@@ -140,6 +165,8 @@ impl Summary {
             "target_rate": self.rate,
             "warmup_s": self.warmup.as_secs_f64(),
             "latency": latency,
+            "client_cpu_s": self.client_cpu.as_secs_f64(),
+            "client_cpu_s_per_gb": self.client_cpu_s_per_gb(),
         })
     }
 }
@@ -181,6 +208,7 @@ mod tests {
                 max: 12_345_678,
             }),
             warmup: Duration::ZERO,
+            client_cpu: Duration::from_millis(2048),
         }
     }
 
@@ -221,10 +249,11 @@ mod tests {
             text,
             "produce: 1000000 records, 1024.0 MB in 8.00 s: 125000 records/s, 128.00 MB/s\n\
              produce: latency (send to ack), ms: p50 5.000  p90 9.000  p99 9.903  p99.9 10.007  \
-             max 12345.678  mean 5.003"
+             max 12345.678  mean 5.003\n\
+             produce: client CPU 2.05 s: 2.00 CPU-s/GB"
         );
         let consume = Summary { kind: "consume", latency_of: None, latency: None, ..summary() };
-        assert_eq!(consume.render_text().lines().count(), 1);
+        assert_eq!(consume.render_text().lines().count(), 2);
         let paced = Summary { rate: Some(50_000.0), ..summary() };
         assert!(paced.render_text().lines().next().unwrap().ends_with("(target 50000 records/s)"));
         let warmed = Summary { warmup: Duration::from_secs(2), ..summary() };
@@ -247,6 +276,7 @@ mod tests {
         assert_eq!(j["latency"]["p50_us"], 5_000);
         assert_eq!(j["latency"]["max_us"], 12_345_678);
         assert_eq!(j["latency"]["mean_us"], 5_003);
+        assert_eq!((j["client_cpu_s"].as_f64(), j["client_cpu_s_per_gb"].as_f64()), (Some(2.048), Some(2.0)));
         let consume = Summary { latency_of: None, latency: None, ..summary() };
         assert_eq!(consume.to_json()["latency"], Value::Null);
     }
