@@ -28,7 +28,8 @@ WORK=$(mktemp -d "$ROOT/target/bench-cluster.XXXXXX")
 start_broker() {
     local name=$1 id=$2 port=$3 peers=$4 args=()
     [ -n "$peers" ] && args=(--id "$id" --peers "$peers")
-    "$FJORD" --log-level warn broker --listen "127.0.0.1:$port" --data-dir "$WORK/$name" "${args[@]}" \
+    "$FJORD" --log-level warn broker --listen "127.0.0.1:$port" --metrics-listen none --data-dir "$WORK/$name" \
+        "${args[@]}" \
         >"$WORK/$name.out" 2>"$WORK/$name.log" &
     BROKER_PID=$!
     track "$BROKER_PID"

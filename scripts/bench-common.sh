@@ -52,7 +52,7 @@ stop_pid() {
 # its address, and sets ADDR and BROKER_PID.
 start_broker() {
     local fjord=$1 dir=$2
-    "$fjord" broker --listen 127.0.0.1:0 --data-dir "$dir/data" --log-level warn \
+    "$fjord" broker --listen 127.0.0.1:0 --metrics-listen none --data-dir "$dir/data" --log-level warn \
         >"$dir/broker.out" 2>"$dir/broker.log" &
     BROKER_PID=$!
     track "$BROKER_PID"
