@@ -174,6 +174,10 @@ fn find_max_rate_reports_the_steps_it_ran_and_the_highest_that_held() {
         "200",
         "--max-rate",
         "400",
+        "--fetch-min-bytes",
+        "4096",
+        "--fetch-max-wait",
+        "20ms",
         "--json",
     ];
     let out = summary(&fjord_ok(addr, &args, b""));
@@ -203,6 +207,14 @@ fn find_max_rate_reports_the_steps_it_ran_and_the_highest_that_held() {
     for (bad, says) in [
         (vec!["bench", "e2e", "--topic", "m", "--find-max-rate", "--rate", "100"], "leave out --rate"),
         (vec!["bench", "produce", "--topic", "m", "--find-max-rate"], "for bench e2e"),
+        (
+            vec!["bench", "produce", "--topic", "m", "--records", "1", "--fetch-min-bytes", "9"],
+            "for bench e2e",
+        ),
+        (
+            vec!["bench", "e2e", "--topic", "m", "--records", "1", "--fetch-min-bytes", "0"],
+            "--fetch-min-bytes",
+        ),
         (vec!["bench", "e2e", "--topic", "m", "--find-max-rate", "--p99-ms", "0"], "--p99-ms"),
         (
             vec!["bench", "e2e", "--topic", "m", "--find-max-rate", "--start-rate", "9", "--max-rate", "8"],

@@ -39,7 +39,12 @@ pub(super) async fn run(client: Client, args: LoadArgs, timeout: Duration) -> an
 
 /// One paced or unpaced run of `args`, from a consumer at the partitions' ends.
 async fn run_once(client: &Client, args: &LoadArgs, timeout: Duration, bar: bool) -> anyhow::Result<Summary> {
-    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    let config = ConsumerConfig {
+        min_bytes: args.fetch_min_bytes,
+        max_wait: args.fetch_max_wait,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), config);
     consumer.assign(&args.topic, None).await.with_context(|| format!("assigning topic {}", args.topic))?;
     for (topic, p) in consumer.assignment() {
         let end = client.list_offsets(&topic, p, OffsetSpec::Latest).await.context("reading the end")?;

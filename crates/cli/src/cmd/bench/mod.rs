@@ -136,6 +136,13 @@ pub(crate) struct LoadArgs {
     /// partitions by their hash. Default: no keys.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) keys: Option<u64>,
+    /// `bench e2e` only: a tail fetch waits until this many bytes are
+    /// ready (Kafka's `fetch.min.bytes`)...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) fetch_min_bytes: u32,
+    /// ...or this long has passed (humantime; Kafka's `fetch.max.wait.ms`).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub(crate) fetch_max_wait: Duration,
     /// `bench e2e` only: search for the highest rate sustained with the
     /// p99 produce-to-consume latency at most --p99-ms: paced steps of
     /// --step-duration from --start-rate, doubling while a step holds,
@@ -218,6 +225,11 @@ pub(crate) async fn run(client: Client, command: BenchCommand, timeout: Duration
         BenchCommand::Produce(args) if args.find_max_rate => Err(anyhow!(
             "--find-max-rate is for bench e2e: it searches the rate at a produce-to-consume latency"
         )),
+        BenchCommand::Produce(args)
+            if args.fetch_min_bytes != 1 || args.fetch_max_wait != fjord_client::FETCH_WAIT_DEFAULT =>
+        {
+            Err(anyhow!("--fetch-min-bytes and --fetch-max-wait are for bench e2e, whose consumer fetches"))
+        }
         BenchCommand::Produce(args) if args.api == Api::Records => records::run(client, args, timeout).await,
         BenchCommand::Produce(args) => produce::run(client, args, timeout).await,
         BenchCommand::E2e(args) if args.api == Api::Records => {
