@@ -69,6 +69,23 @@ fn size(addr: &str, topic: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["partitions"][0]["size_bytes"].as_u64().unwrap()
 }
 
+/// Topic settings that make the compactor clean within seconds: small
+/// segments rolled every 3 s, cleaned at 20% dirty, tombstones kept 1 s.
+const COMPACT_QUICKLY: &[&str] = &[
+    "--cleanup-policy",
+    "compact",
+    "--segment-bytes",
+    "65536",
+    "--segment-ms",
+    "3000",
+    "--min-cleanable-dirty-ratio",
+    "0.2",
+    "--delete-retention-ms",
+    "1000",
+    "--max-compaction-lag-ms",
+    "2000",
+];
+
 #[test]
 fn a_compacted_topic_keeps_the_last_value_of_each_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,29 +93,7 @@ fn a_compacted_topic_keeps_the_last_value_of_each_key() {
     let flags = ["--maintenance-interval", "1s"];
     let mut broker = Broker::start(&data, &flags);
     let addr = broker.addr.clone();
-    fjord_ok(
-        &addr,
-        &[
-            "topic",
-            "create",
-            "c",
-            "-p",
-            "1",
-            "--cleanup-policy",
-            "compact",
-            "--segment-bytes",
-            "65536",
-            "--segment-ms",
-            "3000",
-            "--min-cleanable-dirty-ratio",
-            "0.2",
-            "--delete-retention-ms",
-            "1000",
-            "--max-compaction-lag-ms",
-            "2000",
-        ],
-        b"",
-    );
+    fjord_ok(&addr, &[&["topic", "create", "c", "-p", "1"], COMPACT_QUICKLY].concat(), b"");
     let d = fjord_ok(&addr, &["topic", "describe", "c"], b"");
     assert!(d.contains("cleanup.policy=compact"), "{d}");
     // A record without a key is refused, saying why.
@@ -209,31 +204,7 @@ fn every_replica_compacts_and_a_new_leader_serves_the_same_view() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), 3);
     let bootstrap = cluster.bootstrap();
-    fjord_ok(
-        &bootstrap,
-        &[
-            "topic",
-            "create",
-            "c",
-            "-p",
-            "1",
-            "-r",
-            "3",
-            "--cleanup-policy",
-            "compact",
-            "--segment-bytes",
-            "65536",
-            "--segment-ms",
-            "3000",
-            "--min-cleanable-dirty-ratio",
-            "0.2",
-            "--delete-retention-ms",
-            "1000",
-            "--max-compaction-lag-ms",
-            "2000",
-        ],
-        b"",
-    );
+    fjord_ok(&bootstrap, &[&["topic", "create", "c", "-p", "1", "-r", "3"], COMPACT_QUICKLY].concat(), b"");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let all: Vec<(String, Option<String>)> =
         (0..VERSIONS).flat_map(|v| (0..KEYS).map(move |k| (format!("k{k:03}"), Some(value(k, v))))).collect();
